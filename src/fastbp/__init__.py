@@ -1,0 +1,14 @@
+"""fastbp: fast backpropagation for multilayer perceptrons on the CPU."""
+__version__ = "0.1.0"
+
+from . import activations, initializers, losses, optimizers, schedules, callbacks, diagnostics
+from ._config import get_num_threads, num_threads, set_num_threads, show_config
+from .diagnostics import gradient_check
+from .network import Gradients, Network
+from .trainer import History, Trainer, TrainingDiverged
+from .callbacks import EarlyStopping
+
+__all__ = ["Network", "Gradients", "Trainer", "History", "TrainingDiverged", "EarlyStopping",
+           "gradient_check", "set_num_threads", "get_num_threads", "num_threads", "show_config",
+           "activations", "initializers", "losses", "optimizers", "schedules", "callbacks",
+           "diagnostics", "__version__"]

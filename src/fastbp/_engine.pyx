@@ -1,0 +1,370 @@
+"""The compiled BP step: forward, loss, backward and update, batch after batch, nogil.
+
+A network is described by a Plan (layer sizes, parameter offsets into the flat
+buffer, activation codes); the buffers for a batch capacity live in a Workspace.
+Python calls in once per chunk of batches; nothing inside allocates.
+"""
+import numpy as np
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy
+from libc.math cimport isfinite
+
+from ._blas cimport gemm, NoTrans, Trans
+from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
+                        all_finite, needs_pre, count_correct, optimizer_step, OptParams, Opt)
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #if defined(_OPENMP)
+    #include <omp.h>
+    static int fastbp_openmp_enabled(void) { return 1; }
+    static int fastbp_omp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int fastbp_openmp_enabled(void) { return 0; }
+    static int fastbp_omp_max_threads(void) { return 1; }
+    #endif
+    """
+    int fastbp_openmp_enabled() noexcept nogil
+    int fastbp_omp_max_threads() noexcept nogil
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(fastbp_openmp_enabled())
+
+
+def omp_max_threads():
+    return fastbp_omp_max_threads()
+
+
+cdef struct Layout:
+    int L
+    Py_ssize_t* sizes     # L + 1
+    Py_ssize_t* w_off     # L
+    Py_ssize_t* b_off     # L
+    int* act              # L
+    Py_ssize_t maxw       # widest non-input layer
+
+
+cdef class Plan:
+    """Layer sizes, flat-buffer offsets and activation codes of one network."""
+    cdef Layout lay
+    cdef readonly Py_ssize_t n_params
+
+    def __cinit__(self, sizes, acts):
+        cdef int i, L = len(sizes) - 1
+        self.lay.L = L
+        self.lay.sizes = <Py_ssize_t*>malloc((L + 1) * sizeof(Py_ssize_t))
+        self.lay.w_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
+        self.lay.b_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
+        self.lay.act = <int*>malloc(L * sizeof(int))
+        if not (self.lay.sizes and self.lay.w_off and self.lay.b_off and self.lay.act):
+            raise MemoryError()
+        cdef Py_ssize_t off = 0
+        self.lay.maxw = 0
+        for i in range(L + 1):
+            self.lay.sizes[i] = sizes[i]
+        for i in range(L):
+            self.lay.act[i] = acts[i]
+            self.lay.w_off[i] = off
+            off += sizes[i] * sizes[i + 1]
+            self.lay.b_off[i] = off
+            off += sizes[i + 1]
+            if sizes[i + 1] > self.lay.maxw:
+                self.lay.maxw = sizes[i + 1]
+        self.n_params = off
+
+    def __dealloc__(self):
+        free(self.lay.sizes)
+        free(self.lay.w_off)
+        free(self.lay.b_off)
+        free(self.lay.act)
+
+
+cdef struct Bufs:
+    void** A          # A[i]: output of layer i-1 (A[0] unused: the batch input)
+    void** P          # P[i]: pre-activation of layer i-1, or NULL
+    void* G0
+    void* G1
+    void* X           # gathered batch inputs
+    void* T           # gathered batch targets
+    long long* lab    # gathered batch labels
+    Py_ssize_t cap    # batch capacity
+
+
+cdef class Workspace:
+    """Scratch buffers for batches of up to `capacity` rows (one per thread of use)."""
+    cdef Bufs b
+    cdef readonly object buf, labels, dtype
+    cdef readonly Py_ssize_t capacity
+
+    def __cinit__(self, Plan plan, Py_ssize_t capacity, dtype, bint gather=False):
+        cdef Layout* lay = &plan.lay
+        cdef int i, L = lay.L
+        cdef Py_ssize_t total = 0, off = 0
+        self.capacity = capacity
+        self.dtype = np.dtype(dtype)
+        self.b.cap = capacity
+        self.b.A = <void**>calloc(L + 1, sizeof(void*))
+        self.b.P = <void**>calloc(L + 1, sizeof(void*))
+        if not (self.b.A and self.b.P):
+            raise MemoryError()
+        for i in range(1, L + 1):
+            total += capacity * lay.sizes[i]
+            if i == L or needs_pre(lay.act[i - 1]):
+                total += capacity * lay.sizes[i]
+        total += 2 * capacity * lay.maxw
+        if gather:
+            total += capacity * (lay.sizes[0] + lay.sizes[L])
+        self.buf = np.zeros(total, dtype=self.dtype)
+        self.labels = np.zeros(capacity if gather else 1, dtype=np.int64)
+        cdef char* base = <char*>cnp.PyArray_DATA(self.buf)
+        cdef Py_ssize_t item = self.dtype.itemsize
+        for i in range(1, L + 1):
+            self.b.A[i] = base + off * item
+            off += capacity * lay.sizes[i]
+            if i == L or needs_pre(lay.act[i - 1]):
+                self.b.P[i] = base + off * item
+                off += capacity * lay.sizes[i]
+        self.b.G0 = base + off * item
+        off += capacity * lay.maxw
+        self.b.G1 = base + off * item
+        off += capacity * lay.maxw
+        self.b.X = self.b.T = NULL
+        if gather:
+            self.b.X = base + off * item
+            off += capacity * lay.sizes[0]
+            self.b.T = base + off * item
+        self.b.lab = <long long*>cnp.PyArray_DATA(self.labels)
+
+    def __dealloc__(self):
+        free(self.b.A)
+        free(self.b.P)
+
+
+# ---- the step ---------------------------------------------------------------------------
+
+cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* X,
+                  Py_ssize_t nb, floating* out, int nt) noexcept nogil:
+    """Layer by layer: pre = z @ W + b, z = f(pre); the last layer writes to `out` if given."""
+    cdef int i, L = lay.L
+    cdef Py_ssize_t nin, nout
+    cdef const floating* src
+    cdef floating* dst
+    cdef floating* pre
+    for i in range(L):
+        nin = lay.sizes[i]
+        nout = lay.sizes[i + 1]
+        src = X if i == 0 else <floating*>w.A[i]
+        dst = out if (i == L - 1 and out != NULL) else <floating*>w.A[i + 1]
+        pre = <floating*>w.P[i + 1] if w.P[i + 1] != NULL else dst
+        gemm(NoTrans, NoTrans, <int>nb, <int>nout, <int>nin, <floating>1, src, <int>nin,
+             params + lay.w_off[i], <int>nout, <floating>0, pre, <int>nout)
+        bias_act_forward(lay.act[i], pre, dst, params + lay.b_off[i], nb, nout, nt)
+
+
+cdef void backward(Layout* lay, Bufs* w, const floating* params, floating* grads,
+                   const floating* X, Py_ssize_t nb, floating* dX, floating beta,
+                   int nt) noexcept nogil:
+    """From G0 = dE/d(pre of the output): dW = z^T g, db = sum g, g' = (g W^T) * f'(z).
+
+    beta = 1 accumulates into grads; dX (the input gradient) is computed only if given.
+    """
+    cdef int i, L = lay.L
+    cdef Py_ssize_t nin, nout
+    cdef floating* g = <floating*>w.G0
+    cdef floating* gn = <floating*>w.G1
+    cdef floating* tmp
+    cdef const floating* src
+    for i in range(L - 1, -1, -1):
+        nin = lay.sizes[i]
+        nout = lay.sizes[i + 1]
+        src = X if i == 0 else <floating*>w.A[i]
+        gemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
+             g, <int>nout, beta, grads + lay.w_off[i], <int>nout)
+        column_sums(g, nb, nout, grads + lay.b_off[i], beta, nt)
+        if i > 0:
+            gemm(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
+                 params + lay.w_off[i], <int>nout, <floating>0, gn, <int>nin)
+            act_backward(lay.act[i - 1], gn, <floating*>w.A[i], <floating*>w.P[i], nb, nin, nt)
+            tmp = g
+            g = gn
+            gn = tmp
+        elif dX != NULL:
+            gemm(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
+                 params + lay.w_off[i], <int>nout, <floating>0, dX, <int>nin)
+
+
+# ---- entry points (called once per call / per chunk of batches) -------------------------
+
+def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[:, ::1] X,
+            floating[:, ::1] out, int nt):
+    """out = network(X), in chunks of the workspace capacity."""
+    cdef Py_ssize_t n = X.shape[0], s, nb, cap = ws.capacity
+    cdef Py_ssize_t d = X.shape[1], k = out.shape[1]
+    if n == 0:
+        return
+    with nogil:
+        s = 0
+        while s < n:
+            nb = min(cap, n - s)
+            forward(&plan.lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, &out[0, 0] + s * k, nt)
+            s += nb
+
+
+def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
+                       floating[::1] grads, const floating[:, ::1] X,
+                       const floating[:, ::1] T, const cnp.int64_t[::1] labels,
+                       int use_labels, int loss, floating[:, ::1] dX, int want_dx, int nt):
+    """Mean loss over all rows of X and its gradients (accumulated over chunks)."""
+    cdef Layout* lay = &plan.lay
+    cdef Py_ssize_t n = X.shape[0], s = 0, nb, cap = ws.capacity
+    cdef Py_ssize_t d = X.shape[1], k = lay.sizes[lay.L]
+    cdef floating scale = <floating>1 / <floating>n
+    cdef double total = 0
+    cdef floating beta = 0
+    with nogil:
+        while s < n:
+            nb = min(cap, n - s)
+            forward(lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, NULL, nt)
+            total += loss_and_output_grad(
+                loss, lay.act[lay.L - 1], <floating*>ws.b.A[lay.L], <floating*>ws.b.P[lay.L],
+                NULL if use_labels else &T[0, 0] + s * k,
+                <long long*>&labels[0] + s if use_labels else NULL,
+                nb, k, scale, <floating*>ws.b.G0, nt)
+            backward(lay, &ws.b, &params[0], &grads[0], &X[0, 0] + s * d, nb,
+                     &dX[0, 0] + s * d if want_dx else NULL, beta, nt)
+            beta = 1
+            s += nb
+    return total / n
+
+
+cdef inline unsigned long long splitmix64(unsigned long long* state) noexcept nogil:
+    cdef unsigned long long z
+    state[0] += 0x9E3779B97F4A7C15ull
+    z = state[0]
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull
+    return z ^ (z >> 31)
+
+
+def shuffle(cnp.int64_t[::1] perm, cnp.uint64_t[::1] state):
+    """perm := a uniformly random permutation of range(len(perm)) (Fisher-Yates, SplitMix64)."""
+    cdef Py_ssize_t i, j, n = perm.shape[0]
+    cdef unsigned long long* st = <unsigned long long*>&state[0]
+    cdef cnp.int64_t t
+    with nogil:
+        for i in range(n):
+            perm[i] = i
+        for i in range(n - 1, 0, -1):
+            j = <Py_ssize_t>(splitmix64(st) % <unsigned long long>(i + 1))
+            t = perm[i]
+            perm[i] = perm[j]
+            perm[j] = t
+
+
+def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] grads,
+                  const floating[:, ::1] X, const floating[:, ::1] T,
+                  const cnp.int64_t[::1] labels, int use_labels, int loss,
+                  const cnp.int64_t[::1] perm, int use_perm, Py_ssize_t batch_size,
+                  Py_ssize_t first_batch, Py_ssize_t last_batch, dict hyper,
+                  floating[::1] s1, floating[::1] s2, floating[::1] s3,
+                  double prev_loss, int count_acc, int nt):
+    """Train on batches [first_batch, last_batch) of one epoch.
+
+    Returns (summed sample loss, correct predictions (if count_acc), samples seen, steps
+    taken, status, failing batch, last batch loss) with status 0 = ok, 1 = non-finite loss, 2 = non-finite gradient; on status != 0
+    the failing batch's update was not applied.
+    """
+    cdef Layout* lay = &plan.lay
+    cdef Bufs* w = &ws.b
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = lay.sizes[lay.L]
+    cdef Py_ssize_t bi, s, nb, r, row, P = params.shape[0]
+    cdef OptParams op
+    cdef double total = 0, bl = prev_loss, correct = 0
+    cdef Py_ssize_t seen = 0, steps = 0, bad = -1
+    cdef int status = 0
+    cdef const floating* xb
+    cdef const floating* tb
+    cdef const long long* lb
+    cdef floating* xg = <floating*>w.X
+    cdef floating* tg = <floating*>w.T
+    cdef floating scale
+    op.kind = hyper["kind"]
+    op.lr = hyper["lr"]
+    op.momentum = hyper["momentum"]
+    op.weight_decay = hyper["weight_decay"]
+    op.nesterov = hyper["nesterov"]
+    op.beta1 = hyper["beta1"]
+    op.beta2 = hyper["beta2"]
+    op.eps = hyper["eps"]
+    op.alpha = hyper["alpha"]
+    op.eta_minus = hyper["eta_minus"]
+    op.eta_plus = hyper["eta_plus"]
+    op.step_min = hyper["step_min"]
+    op.step_max = hyper["step_max"]
+    op.mu = hyper["mu"]
+    op.plus = hyper["plus"]
+    op.t = hyper["t"]
+    op.loss_increased = 0
+    if batch_size > ws.capacity:
+        raise ValueError("batch_size exceeds the workspace capacity")
+    if use_perm and (w.X == NULL or perm.shape[0] != n):
+        raise ValueError("shuffled training needs a gathering workspace and a full permutation")
+    with nogil:
+        for bi in range(first_batch, last_batch):
+            s = bi * batch_size
+            nb = min(batch_size, n - s)
+            if nb <= 0:
+                break
+            if use_perm:
+                for r in range(nb):
+                    row = perm[s + r]
+                    memcpy(xg + r * d, &X[row, 0], d * sizeof(floating))
+                    if use_labels:
+                        w.lab[r] = labels[row]
+                    else:
+                        memcpy(tg + r * k, &T[row, 0], k * sizeof(floating))
+                xb = xg
+                tb = tg
+                lb = w.lab
+            else:
+                xb = &X[0, 0] + s * d
+                tb = NULL if use_labels else &T[0, 0] + s * k
+                lb = <const long long*>&labels[0] + s if use_labels else NULL
+            scale = <floating>1 / <floating>nb
+            forward(lay, w, &params[0], xb, nb, NULL, nt)
+            bl = loss_and_output_grad(loss, lay.act[lay.L - 1], <floating*>w.A[lay.L],
+                                      <floating*>w.P[lay.L], NULL if use_labels else tb,
+                                      lb if use_labels else NULL, nb, k, scale,
+                                      <floating*>w.G0, nt)
+            if not isfinite(bl):
+                status = 1
+                bad = bi
+                break
+            if count_acc:
+                correct += count_correct(loss, <floating*>w.A[lay.L], tb, lb, nb, k)
+            backward(lay, w, &params[0], &grads[0], xb, nb, NULL, <floating>0, nt)
+            if not all_finite(&grads[0], P, nt):
+                status = 2
+                bad = bi
+                break
+            op.loss_increased = (bl / nb) > prev_loss
+            prev_loss = bl / nb
+            optimizer_step(&op, &params[0], &grads[0], &s1[0], &s2[0], &s3[0], P, nt)
+            op.t += 1
+            total += bl
+            seen += nb
+            steps += 1
+    return total, correct, seen, steps, status, bad, prev_loss
+
+
+def params_finite(const floating[::1] params):
+    cdef int ok
+    with nogil:
+        ok = all_finite(&params[0], params.shape[0], 1)
+    return bool(ok)

@@ -1,0 +1,63 @@
+from cython cimport floating
+
+cpdef enum Act:
+    IDENTITY = 0
+    STEP = 1
+    SIGMOID = 2
+    TANH = 3
+    LECUN_TANH = 4
+    RELU = 5
+    LEAKY_RELU = 6
+    ELU = 7
+    SOFTPLUS = 8
+    SOFTSIGN = 9
+    SILU = 10
+    GELU = 11
+    SOFTMAX = 12
+
+cpdef enum Loss:
+    MSE = 0
+    CROSS_ENTROPY = 1
+    BINARY_CROSS_ENTROPY = 2
+
+cdef int needs_pre(int act) noexcept nogil
+
+cdef void bias_act_forward(int act, floating* pre, floating* out, const floating* b,
+                           Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil
+
+cdef void act_backward(int act, floating* g, const floating* out, const floating* pre,
+                       Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil
+
+cdef double loss_and_output_grad(int loss, int act, const floating* out, const floating* pre,
+                                 const floating* T, const long long* labels,
+                                 Py_ssize_t n, Py_ssize_t k, floating scale, floating* g,
+                                 int nt) noexcept nogil
+
+cdef void column_sums(const floating* g, Py_ssize_t n, Py_ssize_t k, floating* out,
+                      floating beta, int nt) noexcept nogil
+
+cdef int all_finite(const floating* x, Py_ssize_t n, int nt) noexcept nogil
+
+cpdef enum Opt:
+    SGD = 0
+    ADAM = 1
+    RMSPROP = 2
+    RPROP = 3
+    QUICKPROP = 4
+
+cdef struct OptParams:
+    int kind
+    double lr, momentum, weight_decay
+    int nesterov
+    double beta1, beta2, eps, alpha
+    double eta_minus, eta_plus, step_min, step_max
+    double mu
+    int plus              # Rprop: iRprop+ backtracking
+    int loss_increased    # Rprop+: E(t) > E(t-1)
+    long long t           # steps taken so far (before this one)
+
+cdef void optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,
+                         floating* s2, floating* s3, Py_ssize_t n, int nt) noexcept nogil
+
+cdef double count_correct(int loss, const floating* out, const floating* T,
+                          const long long* labels, Py_ssize_t n, Py_ssize_t k) noexcept nogil

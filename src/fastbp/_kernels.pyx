@@ -1,0 +1,485 @@
+"""nogil elementwise kernels: bias + activation, activation backward, losses.
+
+Row loops run under OpenMP when the work is large enough to pay for it.
+Derivatives use the stored output wherever the function allows; only SiLU,
+GELU and the output layer keep their pre-activations.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport exp, expm1, log, log1p, tanh, fabs, sqrt, sqrtf, isfinite
+
+cdef Py_ssize_t PARALLEL_MIN = 32768   # elements below which loops stay serial
+cdef double SQRT_2_OVER_PI = 0.7978845608028654
+cdef double GELU_C = 0.044715
+cdef double LECUN_A = 1.7159
+cdef double LECUN_B = 2.0 / 3.0
+cdef double LEAKY = 0.01
+
+
+cdef inline int threads_for(Py_ssize_t work, int nt) noexcept nogil:
+    return nt if work >= PARALLEL_MIN else 1
+
+
+cdef int needs_pre(int act) noexcept nogil:
+    return act == SILU or act == GELU
+
+
+cdef inline floating fast_tanh(floating x) noexcept nogil:
+    """tanh; float32 uses Eigen's vectorizable rational approximation (~1 ulp)."""
+    cdef float xf, x2, p, q
+    if floating is double:
+        return tanh(x)
+    else:
+        xf = x
+        # clamp keeps NaN (comparisons with NaN are false)
+        xf = 7.90531110763549805 if xf > 7.90531110763549805 else xf
+        xf = -7.90531110763549805 if xf < -7.90531110763549805 else xf
+        x2 = xf * xf
+        p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
+        p = x2 * p + -8.60467152213735e-11
+        p = x2 * p + 5.12229709037114e-08
+        p = x2 * p + 1.48572235717979e-05
+        p = x2 * p + 6.37261928875436e-04
+        p = x2 * p + 4.89352455891786e-03
+        p = xf * p
+        q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
+        q = x2 * q + 2.26843463243900e-03
+        q = x2 * q + 4.89352518554385e-03
+        return p / q
+
+
+cdef inline floating fsqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating sigmoid(floating x) noexcept nogil:
+    if floating is double:
+        return 1.0 / (1.0 + exp(-x))
+    else:
+        return 0.5 + 0.5 * fast_tanh(0.5 * x)
+
+
+cdef inline void row_forward(int act, floating* pre, floating* out, const floating* b,
+                             Py_ssize_t k) noexcept nogil:
+    """pre += b; out = f(pre). pre and out may be the same row."""
+    cdef Py_ssize_t j
+    cdef floating x, m, s, u
+    if act == IDENTITY:
+        for j in range(k):
+            out[j] = pre[j] + b[j]
+    elif act == STEP:
+        for j in range(k):
+            out[j] = 1 if pre[j] + b[j] >= 0 else 0
+    elif act == SIGMOID:
+        for j in range(k):
+            x = pre[j] + b[j]
+            pre[j] = x
+            out[j] = sigmoid(x)
+    elif act == TANH:
+        for j in range(k):
+            out[j] = fast_tanh(pre[j] + b[j])
+    elif act == LECUN_TANH:
+        for j in range(k):
+            out[j] = <floating>LECUN_A * fast_tanh(<floating>LECUN_B * (pre[j] + b[j]))
+    elif act == RELU:
+        for j in range(k):
+            x = pre[j] + b[j]
+            out[j] = x if x > 0 else 0
+    elif act == LEAKY_RELU:
+        for j in range(k):
+            x = pre[j] + b[j]
+            out[j] = x if x > 0 else <floating>LEAKY * x
+    elif act == ELU:
+        for j in range(k):
+            x = pre[j] + b[j]
+            out[j] = x if x > 0 else expm1(x)
+    elif act == SOFTPLUS:
+        for j in range(k):
+            x = pre[j] + b[j]
+            out[j] = (x if x > 0 else 0) + log1p(exp(-fabs(x)))
+    elif act == SOFTSIGN:
+        for j in range(k):
+            x = pre[j] + b[j]
+            out[j] = x / (1 + fabs(x))
+    elif act == SILU:
+        for j in range(k):
+            x = pre[j] + b[j]
+            pre[j] = x
+            out[j] = x * sigmoid(x)
+    elif act == GELU:
+        for j in range(k):
+            x = pre[j] + b[j]
+            pre[j] = x
+            out[j] = 0.5 * x * (1 + fast_tanh(<floating>SQRT_2_OVER_PI * (x + <floating>GELU_C * x * x * x)))
+    elif act == SOFTMAX:
+        m = pre[0] + b[0]
+        for j in range(k):
+            x = pre[j] + b[j]
+            pre[j] = x
+            if x > m:
+                m = x
+        s = 0
+        for j in range(k):
+            u = exp(pre[j] - m)
+            out[j] = u
+            s = s + u
+        s = 1 / s
+        for j in range(k):
+            out[j] = out[j] * s
+
+
+cdef void bias_act_forward(int act, floating* pre, floating* out, const floating* b,
+                           Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil:
+    """For each row i: pre[i] += b, out[i] = f(pre[i]) (pre may equal out)."""
+    cdef Py_ssize_t i
+    cdef int t = threads_for(n * k, nt)
+    if t > 1:
+        for i in prange(n, num_threads=t, schedule="static"):
+            row_forward(act, pre + i * k, out + i * k, b, k)
+    else:
+        for i in range(n):
+            row_forward(act, pre + i * k, out + i * k, b, k)
+
+
+cdef inline void row_backward(int act, floating* g, const floating* y, const floating* x,
+                              Py_ssize_t k) noexcept nogil:
+    """g *= f'(x), from the output y where possible (x = pre-activation)."""
+    cdef Py_ssize_t j
+    cdef floating s, t, u, d
+    if act == IDENTITY:
+        return
+    elif act == SIGMOID:
+        for j in range(k):
+            g[j] = g[j] * y[j] * (1 - y[j])
+    elif act == TANH:
+        for j in range(k):
+            g[j] = g[j] * (1 - y[j] * y[j])
+    elif act == LECUN_TANH:
+        for j in range(k):
+            g[j] = g[j] * <floating>(LECUN_B / LECUN_A) * (<floating>(LECUN_A * LECUN_A) - y[j] * y[j])
+    elif act == RELU:
+        for j in range(k):
+            g[j] = g[j] if y[j] > 0 else 0
+    elif act == LEAKY_RELU:
+        for j in range(k):
+            g[j] = g[j] if y[j] > 0 else <floating>LEAKY * g[j]
+    elif act == ELU:
+        for j in range(k):
+            g[j] = g[j] if y[j] > 0 else g[j] * (y[j] + 1)
+    elif act == SOFTPLUS:
+        for j in range(k):
+            g[j] = g[j] * -expm1(-y[j])
+    elif act == SOFTSIGN:
+        for j in range(k):
+            s = 1 - fabs(y[j])
+            g[j] = g[j] * s * s
+    elif act == SILU:
+        for j in range(k):
+            s = sigmoid(x[j])
+            g[j] = g[j] * s * (1 + x[j] * (1 - s))
+    elif act == GELU:
+        for j in range(k):
+            u = x[j]
+            t = fast_tanh(<floating>SQRT_2_OVER_PI * (u + <floating>GELU_C * u * u * u))
+            d = 0.5 * (1 + t) + 0.5 * u * (1 - t * t) * <floating>SQRT_2_OVER_PI * (1 + <floating>(3 * GELU_C) * u * u)
+            g[j] = g[j] * d
+    elif act == SOFTMAX:
+        d = 0
+        for j in range(k):
+            d = d + g[j] * y[j]
+        for j in range(k):
+            g[j] = y[j] * (g[j] - d)
+
+
+cdef void act_backward(int act, floating* g, const floating* out, const floating* pre,
+                       Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil:
+    """g := g * f'(pre) row by row (softmax: its Jacobian-vector product)."""
+    cdef Py_ssize_t i
+    cdef int t = threads_for(n * k, nt)
+    if act == IDENTITY:
+        return
+    if t > 1:
+        for i in prange(n, num_threads=t, schedule="static"):
+            row_backward(act, g + i * k, out + i * k, pre + i * k if pre != NULL else NULL, k)
+    else:
+        for i in range(n):
+            row_backward(act, g + i * k, out + i * k, pre + i * k if pre != NULL else NULL, k)
+
+
+cdef inline double row_loss(int loss, int act, const floating* y, const floating* x,
+                            const floating* T, long long label, Py_ssize_t k, floating scale,
+                            floating* g) noexcept nogil:
+    """Loss of one sample; g := scale * dE/d(pre-activation)."""
+    cdef Py_ssize_t j
+    cdef double e = 0, m, s, tsum, tj
+    if loss == MSE:
+        for j in range(k):
+            tj = y[j] - T[j]
+            e += tj * tj
+            g[j] = scale * (y[j] - T[j])
+        row_backward(act, g, y, x, k)
+        return 0.5 * e
+    elif loss == CROSS_ENTROPY:
+        m = x[0]
+        for j in range(k):
+            if x[j] > m:
+                m = x[j]
+        s = 0
+        for j in range(k):
+            s += exp(x[j] - m)
+        s = m + log(s)          # log-sum-exp
+        if T == NULL:
+            e = s - x[label]
+            for j in range(k):
+                g[j] = scale * y[j]
+            g[label] = g[label] - scale
+        else:
+            tsum = 0
+            for j in range(k):
+                tj = T[j]
+                if tj != 0:
+                    e += tj * (s - x[j])
+                tsum += tj
+            for j in range(k):
+                g[j] = scale * (<floating>tsum * y[j] - T[j])
+        return e
+    else:  # BINARY_CROSS_ENTROPY from the logits: softplus(x) - t*x
+        for j in range(k):
+            e += (x[j] if x[j] > 0 else 0) + log1p(exp(-fabs(x[j]))) - T[j] * x[j]
+            g[j] = scale * (y[j] - T[j])
+        return e
+
+
+cdef double loss_and_output_grad(int loss, int act, const floating* out, const floating* pre,
+                                 const floating* T, const long long* labels,
+                                 Py_ssize_t n, Py_ssize_t k, floating scale, floating* g,
+                                 int nt) noexcept nogil:
+    """Sum over the n rows of the per-sample loss; g := scale * dE_i/d(pre_i)."""
+    cdef Py_ssize_t i
+    cdef double total = 0
+    cdef int t = threads_for(n * k * 8, nt)
+    if t > 1:
+        for i in prange(n, num_threads=t, schedule="static"):
+            total += row_loss(loss, act, out + i * k, pre + i * k,
+                              T + i * k if T != NULL else NULL,
+                              labels[i] if labels != NULL else 0, k, scale, g + i * k)
+    else:
+        for i in range(n):
+            total += row_loss(loss, act, out + i * k, pre + i * k,
+                              T + i * k if T != NULL else NULL,
+                              labels[i] if labels != NULL else 0, k, scale, g + i * k)
+    return total
+
+
+cdef void column_sums(const floating* g, Py_ssize_t n, Py_ssize_t k, floating* out,
+                      floating beta, int nt) noexcept nogil:
+    """out := beta * out + g.sum(axis=0) for g (n, k) row-major."""
+    cdef Py_ssize_t i, j, c, c0, c1, nchunks
+    cdef Py_ssize_t CH = 256
+    cdef int t = threads_for(n * k, nt)
+    nchunks = (k + CH - 1) // CH
+    if t > 1 and nchunks > 1:
+        for c in prange(nchunks, num_threads=t, schedule="static"):
+            _colsum_block(g, n, k, out, beta, c * CH, min(k, (c + 1) * CH))
+    else:
+        _colsum_block(g, n, k, out, beta, 0, k)
+
+
+cdef inline void _colsum_block(const floating* g, Py_ssize_t n, Py_ssize_t k, floating* out,
+                               floating beta, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    cdef Py_ssize_t i, j
+    if beta == 0:
+        for j in range(c0, c1):
+            out[j] = 0
+    elif beta != 1:
+        for j in range(c0, c1):
+            out[j] = beta * out[j]
+    for i in range(n):
+        for j in range(c0, c1):
+            out[j] = out[j] + g[i * k + j]
+
+
+cdef int all_finite(const floating* x, Py_ssize_t n, int nt) noexcept nogil:
+    """1 if every x[i] is finite: an integer test of the exponent bits, so it vectorizes."""
+    cdef Py_ssize_t i
+    cdef const unsigned int* u32
+    cdef const unsigned long long* u64
+    cdef unsigned int bad32 = 0
+    cdef unsigned long long bad64 = 0
+    if floating is float:
+        u32 = <const unsigned int*>x
+        for i in range(n):
+            bad32 |= ((u32[i] & 0x7f800000u) == 0x7f800000u)
+        return bad32 == 0
+    else:
+        u64 = <const unsigned long long*>x
+        for i in range(n):
+            bad64 |= ((u64[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull)
+        return bad64 == 0
+
+
+cdef double count_correct(int loss, const floating* out, const floating* T,
+                          const long long* labels, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Correct predictions: argmax vs label / argmax of T rows (cross-entropy), or, for
+    binary cross-entropy, the fraction of the k outputs on the right side of 0.5 per row."""
+    cdef Py_ssize_t i, j, best, want
+    cdef double c = 0, hits
+    for i in range(n):
+        if loss == BINARY_CROSS_ENTROPY:
+            hits = 0
+            for j in range(k):
+                hits += (out[i * k + j] > 0.5) == (T[i * k + j] > 0.5)
+            c += hits / k
+        else:
+            best = 0
+            for j in range(1, k):
+                if out[i * k + j] > out[i * k + best]:
+                    best = j
+            if labels != NULL:
+                want = labels[i]
+            else:
+                want = 0
+                for j in range(1, k):
+                    if T[i * k + j] > T[i * k + want]:
+                        want = j
+            c += best == want
+    return c
+
+
+# ---- Python shims used only by the tests ---------------------------------------------
+
+def bias_act_forward_py(int act, floating[:, ::1] pre, floating[:, ::1] out,
+                        const floating[::1] b, int nt=1):
+    with nogil:
+        bias_act_forward(act, &pre[0, 0], &out[0, 0], &b[0], pre.shape[0], pre.shape[1], nt)
+
+
+def act_backward_py(int act, floating[:, ::1] g, const floating[:, ::1] out,
+                    const floating[:, ::1] pre, int nt=1):
+    with nogil:
+        act_backward(act, &g[0, 0], &out[0, 0], &pre[0, 0], g.shape[0], g.shape[1], nt)
+
+
+# ---- optimizers: one fused pass over the flat parameter buffer --------------------------
+
+cdef inline floating sign(floating x) noexcept nogil:
+    return (x > 0) - (x < 0)
+
+
+cdef inline floating flush(floating x) noexcept nogil:
+    """Subnormal -> 0: decaying optimizer state must not reach the (very slow) subnormals."""
+    if floating is float:
+        return x if fabs(x) >= 1.1754943508222875e-38 else 0
+    else:
+        return x if fabs(x) >= 2.2250738585072014e-308 else 0
+
+
+cdef void _opt_block(OptParams* op, floating* p, const floating* g, floating* s1,
+                     floating* s2, floating* s3, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating lr = op.lr, wd = op.weight_decay, mom = op.momentum
+    cdef floating b1 = op.beta1, b2 = op.beta2, eps = op.eps, alpha = op.alpha
+    cdef floating gi, d, step, s, prev, dw, sf
+    cdef floating bc1, bc2s, emin = op.eta_minus, eplus = op.eta_plus
+    cdef floating smin = op.step_min, smax = op.step_max, mu = op.mu
+    cdef bint first = op.t == 0
+    if op.kind == SGD:
+        if mom == 0:
+            for i in range(a, z):
+                p[i] = p[i] - lr * (g[i] + wd * p[i])
+        elif first:
+            for i in range(a, z):
+                gi = g[i] + wd * p[i]
+                s1[i] = gi
+                p[i] = p[i] - lr * (gi + mom * gi if op.nesterov else gi)
+        elif op.nesterov:
+            for i in range(a, z):
+                gi = g[i] + wd * p[i]
+                s1[i] = flush(mom * s1[i] + gi)
+                p[i] = p[i] - lr * (gi + mom * s1[i])
+        else:
+            for i in range(a, z):
+                s1[i] = flush(mom * s1[i] + g[i] + wd * p[i])
+                p[i] = p[i] - lr * s1[i]
+    elif op.kind == ADAM:
+        bc1 = 1 - b1 ** (op.t + 1)
+        bc2s = sqrt(1 - b2 ** (op.t + 1))
+        step = lr / bc1
+        for i in range(a, z):
+            gi = g[i] + wd * p[i]
+            s1[i] = flush(b1 * s1[i] + (1 - b1) * gi)
+            s2[i] = flush(b2 * s2[i] + (1 - b2) * gi * gi)
+            p[i] = p[i] - step * s1[i] / (fsqrt(s2[i]) / bc2s + eps)
+    elif op.kind == RMSPROP:
+        for i in range(a, z):
+            gi = g[i] + wd * p[i]
+            s1[i] = flush(alpha * s1[i] + (1 - alpha) * gi * gi)
+            d = gi / (fsqrt(s1[i]) + eps)
+            if mom != 0:
+                s2[i] = flush(mom * s2[i] + d)
+                d = s2[i]
+            p[i] = p[i] - lr * d
+    elif op.kind == RPROP:
+        # s1: previous gradient, s2: step sizes, s3: last weight change (iRprop+)
+        for i in range(a, z):
+            gi = g[i] + wd * p[i]
+            if first:
+                s2[i] = lr
+            s = sign(gi * s1[i])
+            if s > 0:
+                step = s2[i] * eplus
+                s2[i] = step if step < smax else smax
+            elif s < 0:
+                step = s2[i] * emin
+                s2[i] = step if step > smin else smin
+                if op.plus and op.loss_increased:
+                    p[i] = p[i] - s3[i]
+                s3[i] = 0
+                s1[i] = 0
+                continue
+            dw = -sign(gi) * s2[i]
+            p[i] = p[i] + dw
+            s3[i] = dw
+            s1[i] = gi
+    elif op.kind == QUICKPROP:
+        # Fahlman (1988): s1 previous step dw, s2 previous slope; slope = -(dE/dw + decay*w)
+        sf = mu / (1 + mu)
+        for i in range(a, z):
+            s = -(g[i] + wd * p[i])
+            prev = s1[i]
+            dw = 0
+            if prev > 0:
+                if s > 0:
+                    dw = lr * s
+                if s > sf * s2[i]:
+                    dw = dw + mu * prev
+                elif s2[i] != s:
+                    dw = dw + prev * s / (s2[i] - s)
+            elif prev < 0:
+                if s < 0:
+                    dw = lr * s
+                if s < sf * s2[i]:
+                    dw = dw + mu * prev
+                elif s2[i] != s:
+                    dw = dw + prev * s / (s2[i] - s)
+            else:
+                dw = lr * s
+            s1[i] = dw
+            s2[i] = s
+            p[i] = p[i] + dw
+
+
+cdef void optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,
+                         floating* s2, floating* s3, Py_ssize_t n, int nt) noexcept nogil:
+    """Apply one optimizer update to the n parameters p given gradient g (see optimizers.py)."""
+    cdef Py_ssize_t c, nchunks, CH = 16384
+    cdef int t = threads_for(n, nt)
+    nchunks = (n + CH - 1) // CH
+    if t > 1 and nchunks > 1:
+        for c in prange(nchunks, num_threads=t, schedule="static"):
+            _opt_block(op, p, g, s1, s2, s3, c * CH, min(n, (c + 1) * CH))
+    else:
+        _opt_block(op, p, g, s1, s2, s3, 0, n)

@@ -1,0 +1,106 @@
+"""Activation functions: names, compiled-kernel codes and NumPy reference formulas.
+
+Every activation has ``forward(x)`` and ``derivative(x)`` (with respect to the
+pre-activation ``x``) as plain NumPy functions; the compiled kernels compute
+the same functions, with derivatives taken from the stored output where the
+math allows (sigmoid ``y(1-y)``, tanh ``1-y^2``, ReLU ``y>0``, ...).
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import _kernels
+
+__all__ = ["Activation", "get", "names"]
+
+LECUN_A, LECUN_B = 1.7159, 2.0 / 3.0
+LEAKY_SLOPE = 0.01
+_GELU_C = np.sqrt(2.0 / np.pi)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation: its canonical name, kernel code and NumPy reference."""
+    name: str
+    code: int
+    forward: Callable
+    derivative: Callable
+    trainable: bool = True       # has a useful gradient (False for step)
+    output_only: bool = False    # softmax
+
+    def __repr__(self):
+        return f"Activation({self.name!r})"
+
+
+def _sigmoid(x):
+    x = np.asarray(x)
+    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))),
+                    np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
+
+
+def _softmax(x):
+    x = np.asarray(x)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softmax_derivative(x):
+    raise ValueError("softmax has a Jacobian, not an elementwise derivative; "
+                     "use it as the output layer (its gradient is computed with the loss)")
+
+
+def _step_derivative(x):
+    raise ValueError("the step activation has no useful gradient and cannot be trained by BP")
+
+
+def _gelu(x):
+    return 0.5 * x * (1 + np.tanh(_GELU_C * (x + 0.044715 * x ** 3)))
+
+
+def _gelu_derivative(x):
+    t = np.tanh(_GELU_C * (x + 0.044715 * x ** 3))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * x * x)
+
+
+_K = _kernels.Act
+_ACTIVATIONS = {a.name: a for a in [
+    Activation("identity", _K.IDENTITY, lambda x: np.asarray(x) * 1, lambda x: np.ones_like(x)),
+    Activation("step", _K.STEP, lambda x: (np.asarray(x) >= 0).astype(np.asarray(x).dtype),
+               _step_derivative, trainable=False),
+    Activation("sigmoid", _K.SIGMOID, _sigmoid, lambda x: _sigmoid(x) * (1 - _sigmoid(x))),
+    Activation("tanh", _K.TANH, np.tanh, lambda x: 1 - np.tanh(x) ** 2),
+    Activation("lecun_tanh", _K.LECUN_TANH, lambda x: LECUN_A * np.tanh(LECUN_B * x),
+               lambda x: LECUN_A * LECUN_B * (1 - np.tanh(LECUN_B * x) ** 2)),
+    Activation("relu", _K.RELU, lambda x: np.maximum(x, 0),
+               lambda x: (np.asarray(x) > 0).astype(np.asarray(x).dtype)),
+    Activation("leaky_relu", _K.LEAKY_RELU, lambda x: np.where(x > 0, x, LEAKY_SLOPE * x),
+               lambda x: np.where(np.asarray(x) > 0, 1.0, LEAKY_SLOPE).astype(np.asarray(x).dtype)),
+    Activation("elu", _K.ELU, lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+               lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0))).astype(np.asarray(x).dtype)),
+    Activation("softplus", _K.SOFTPLUS, lambda x: np.logaddexp(0, x), _sigmoid),
+    Activation("softsign", _K.SOFTSIGN, lambda x: x / (1 + np.abs(x)),
+               lambda x: 1 / (1 + np.abs(x)) ** 2),
+    Activation("silu", _K.SILU, lambda x: x * _sigmoid(x),
+               lambda x: _sigmoid(x) * (1 + x * (1 - _sigmoid(x)))),
+    Activation("gelu", _K.GELU, _gelu, _gelu_derivative),
+    Activation("softmax", _K.SOFTMAX, _softmax, _softmax_derivative, output_only=True),
+]}
+_ALIASES = {"linear": "identity", "logistic": "sigmoid", "swish": "silu"}
+
+
+def names():
+    """All activation names, aliases included, sorted."""
+    return sorted(list(_ACTIVATIONS) + list(_ALIASES))
+
+
+def get(name):
+    """The Activation called ``name`` (or an alias); ValueError lists the valid names."""
+    if isinstance(name, Activation):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"activation must be a name (str), got {type(name).__name__}")
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; valid names: {names()}")
+    return _ACTIVATIONS[key]

@@ -1,0 +1,89 @@
+"""Command line: ``fastbp demo``, ``fastbp train``, ``fastbp predict``, ``fastbp info``."""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def _demo(args):
+    import fastbp
+    from fastbp.datasets import load_digits, train_test_split
+    X, y = load_digits(dtype=args.dtype)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_fraction=0.25, seed=args.seed)
+    mean, std = X_train.mean(axis=0), X_train.std(axis=0) + 0.1   # LeCun: centre and scale
+    X_train, X_test = (X_train - mean) / std, (X_test - mean) / std
+    sizes = [X.shape[1], *args.hidden, 10]
+    net = fastbp.Network(sizes, activation=args.activation, output="softmax", init="he_normal",
+                         dtype=args.dtype, seed=args.seed)
+    trainer = fastbp.Trainer(net, loss="cross_entropy", optimizer="sgd", lr=args.lr,
+                             momentum=0.9, batch_size=args.batch_size, seed=args.seed,
+                             n_threads=args.threads,
+                             lr_schedule=fastbp.schedules.CosineLR(args.epochs))
+    print(f"fastbp demo: UCI optical digits (8x8), {len(X_train)} train / {len(X_test)} test "
+          f"samples; network {sizes} {args.activation}+softmax, {net.dtype.name}, "
+          f"SGD lr={args.lr} (cosine) momentum=0.9, batch {args.batch_size}, "
+          f"{args.threads or fastbp.get_num_threads()} thread(s)")
+
+    def report(epoch, logs):
+        print(f"epoch {epoch + 1:3d}  loss {logs['loss']:.4f}  test loss {logs['val_loss']:.4f}  "
+              f"test accuracy {100 * logs['val_accuracy']:6.2f}%  "
+              f"{logs['samples_per_second']:>12,.0f} samples/s")
+
+    t0 = time.perf_counter()
+    history = trainer.fit(X_train, y_train, epochs=args.epochs, validation_data=(X_test, y_test),
+                          callbacks=[report], verbose=args.verbose)
+    elapsed = time.perf_counter() - t0
+    acc = history.val_accuracy[-1]
+    print(f"final test accuracy {100 * acc:.2f}% after {len(history)} epochs in {elapsed:.2f} s "
+          f"(median {np.median(history.samples_per_second):,.0f} training samples/s)")
+    if args.plots:
+        from fastbp import plots
+        for path in plots.demo_figures(net, history, X_test, y_test, args.plots):
+            print(f"wrote {path}")
+    return 0
+
+
+def _info(args):
+    import fastbp
+    fastbp.show_config()
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="fastbp", description="Fast backpropagation for MLPs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="train a network on the shipped digits data")
+    d.add_argument("--epochs", type=int, default=40)
+    d.add_argument("--hidden", type=int, nargs="+", default=[256, 128])
+    d.add_argument("--activation", default="relu")
+    d.add_argument("--lr", type=float, default=0.02)
+    d.add_argument("--batch-size", type=int, default=32)
+    d.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    d.add_argument("--threads", type=int, default=None)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--verbose", action="store_true", help="live progress bar")
+    d.add_argument("--plots", metavar="DIR", default=None, help="write PNG figures to DIR")
+    d.set_defaults(func=_demo)
+    i = sub.add_parser("info", help="version, OpenMP, BLAS and threads")
+    i.set_defaults(func=_info)
+    try:
+        from . import _cli_train
+        _cli_train.add_commands(sub)
+    except ImportError:
+        pass
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"fastbp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

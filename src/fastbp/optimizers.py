@@ -1,0 +1,175 @@
+"""Optimizers: hyperparameters and state for the compiled update over the flat buffer.
+
+The update rules (``_kernels.optimizer_step``) follow ``torch.optim`` step for step
+where PyTorch has the optimizer:
+
+- SGD (momentum, Nesterov, dampening 0): ``g += wd*w; b = mu*b + g (b = g at step 1);
+  g = g + mu*b if nesterov else b; w -= lr*g``.
+- Adam (Kingma & Ba 2015): ``m, v`` EMAs, bias-corrected, eps added to ``sqrt(v_hat)``.
+- RMSprop (Tieleman & Hinton 2012): ``v = a*v + (1-a)*g^2; w -= lr*g/(sqrt(v)+eps)``
+  (with momentum: ``b = mu*b + g/(sqrt(v)+eps); w -= lr*b``).
+- Rprop (Riedmiller & Braun 1993) as iRprop- (Igel & Huesken 2000), PyTorch's variant:
+  per-weight steps grow by eta+ while the gradient sign holds, shrink by eta- on a flip,
+  where the gradient is then zeroed (no step). ``plus=True`` gives iRprop+: on a flip the
+  last step is undone when the loss went up.
+- Quickprop (Fahlman 1988): per weight, a jump to the minimum of the parabola through the
+  last two slopes, ``dw = dw_prev * S/(S_prev - S)``, never more than ``mu`` times the
+  previous step (test ``S > mu/(1+mu) * S_prev``), plus ``lr*S`` while the slope keeps the
+  sign of the previous step, and plain ``lr*S`` when the previous step was zero
+  (S = -(dE/dw + weight_decay*w)). Rprop and Quickprop are full-batch methods.
+"""
+import numpy as np
+
+from . import _kernels
+from ._validation import check_number
+
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Rprop", "Quickprop", "get", "names"]
+
+
+class Optimizer:
+    """Base: hyperparameters for the kernel, state buffers sized to the parameters."""
+    kind = None
+    n_state = 0
+
+    def __init__(self, lr, weight_decay=0.0):
+        self.lr = check_number(lr, "lr", low=0, low_open=True)
+        self.weight_decay = check_number(weight_decay, "weight_decay", low=0)
+        self.t = 0                # steps taken
+        self.prev_loss = np.inf   # last batch loss (iRprop+)
+        self.state = None
+
+    def reset(self, n_params, dtype):
+        """Zero the state for ``n_params`` parameters (called when training starts)."""
+        self.t = 0
+        self.prev_loss = np.inf
+        self.state = [np.zeros(n_params if i < self.n_state else 1, dtype=dtype)
+                      for i in range(3)]
+
+    def ensure_state(self, n_params, dtype):
+        if (self.state is None or self.state[0].dtype != np.dtype(dtype)
+                or (self.n_state and self.state[0].size != n_params)):
+            self.reset(n_params, dtype)
+
+    def hyper(self, lr=None):
+        h = dict(kind=int(self.kind), lr=self.lr if lr is None else lr, momentum=0.0,
+                 weight_decay=self.weight_decay, nesterov=0, beta1=0.0, beta2=0.0, eps=0.0,
+                 alpha=0.0, eta_minus=0.0, eta_plus=0.0, step_min=0.0, step_max=0.0, mu=0.0,
+                 plus=0, t=self.t)
+        h.update(self._hyper())
+        return h
+
+    def _hyper(self):
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items()
+                         if k not in ("t", "prev_loss", "state"))
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum and Nesterov momentum (PyTorch's form)."""
+    kind = _kernels.Opt.SGD
+    n_state = 1
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.momentum = check_number(momentum, "momentum", low=0, high=1, high_open=True)
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = bool(nesterov)
+
+    def _hyper(self):
+        return dict(momentum=self.momentum, nesterov=int(self.nesterov))
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015), PyTorch defaults betas (0.9, 0.999), eps 1e-8."""
+    kind = _kernels.Opt.ADAM
+    n_state = 2
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair, got {betas!r}")
+        self.betas = (check_number(betas[0], "betas[0]", 0, 1, high_open=True),
+                      check_number(betas[1], "betas[1]", 0, 1, high_open=True))
+        self.eps = check_number(eps, "eps", low=0)
+
+    def _hyper(self):
+        return dict(beta1=self.betas[0], beta2=self.betas[1], eps=self.eps)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Tieleman & Hinton 2012), PyTorch defaults alpha 0.99, eps 1e-8."""
+    kind = _kernels.Opt.RMSPROP
+    n_state = 2
+
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.alpha = check_number(alpha, "alpha", 0, 1)
+        self.eps = check_number(eps, "eps", low=0)
+        self.momentum = check_number(momentum, "momentum", low=0, high=1, high_open=True)
+
+    def _hyper(self):
+        return dict(alpha=self.alpha, eps=self.eps, momentum=self.momentum)
+
+
+class Rprop(Optimizer):
+    """Resilient backpropagation, iRprop- by default (PyTorch's), iRprop+ with ``plus=True``.
+
+    ``lr`` is the initial step size of every weight; etas (0.5, 1.2); steps clamped to
+    ``step_sizes`` (1e-6, 50).
+    """
+    kind = _kernels.Opt.RPROP
+    n_state = 3
+
+    def __init__(self, lr=0.01, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0), plus=False,
+                 weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        em, ep = (check_number(etas[0], "etas[0]"), check_number(etas[1], "etas[1]"))
+        if not 0 < em < 1 < ep:
+            raise ValueError(f"etas must satisfy 0 < eta_minus < 1 < eta_plus, got {etas!r}")
+        smin, smax = (check_number(step_sizes[0], "step_sizes[0]", low=0),
+                      check_number(step_sizes[1], "step_sizes[1]", low=0))
+        if smin > smax:
+            raise ValueError(f"step_sizes must be (min, max) with min <= max, got {step_sizes!r}")
+        self.etas, self.step_sizes, self.plus = (em, ep), (smin, smax), bool(plus)
+
+    def _hyper(self):
+        return dict(eta_minus=self.etas[0], eta_plus=self.etas[1], step_min=self.step_sizes[0],
+                    step_max=self.step_sizes[1], plus=int(self.plus))
+
+
+class Quickprop(Optimizer):
+    """Quickprop (Fahlman 1988): ``lr`` is his epsilon, ``mu`` the maximum growth factor."""
+    kind = _kernels.Opt.QUICKPROP
+    n_state = 2
+
+    def __init__(self, lr=0.01, mu=1.75, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.mu = check_number(mu, "mu", low=0, low_open=True)
+
+    def _hyper(self):
+        return dict(mu=self.mu)
+
+
+_OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop, "rprop": Rprop,
+               "quickprop": Quickprop}
+
+
+def names():
+    return sorted(_OPTIMIZERS)
+
+
+def get(name, **kwargs):
+    """An optimizer object by name (kwargs go to its constructor), or ``name`` itself if it
+    already is an Optimizer."""
+    if isinstance(name, Optimizer):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"optimizer must be a name or an Optimizer, got {type(name).__name__}")
+    cls = _OPTIMIZERS.get(name.lower())
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {names()}")
+    return cls(**kwargs)

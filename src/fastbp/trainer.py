@@ -1,0 +1,333 @@
+"""Trainer: minibatch training with the whole batch loop in compiled code.
+
+Python runs once per chunk of batches (about a fifth of a second of work): it
+updates the progress bar, checks for Ctrl-C and divergence. Shuffling, gathering
+each batch into a preallocated buffer, forward, backward and the optimizer update
+run in one ``nogil`` call per chunk, with no allocation.
+"""
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _engine, callbacks as _callbacks, losses as _losses, optimizers as _opt
+from . import schedules as _schedules
+from ._config import get_num_threads, num_threads
+from ._validation import as_float_matrix, check_positive_int, targets_for_loss
+
+__all__ = ["Trainer", "History", "TrainingDiverged"]
+
+CHUNK_SECONDS = 0.2
+
+
+class TrainingDiverged(ArithmeticError):
+    """The training loss or gradient became NaN/inf; the network keeps its last finite
+    parameters (those before the failing update)."""
+
+    def __init__(self, epoch, batch, what="loss"):
+        self.epoch, self.batch = epoch, batch
+        super().__init__(f"training diverged: non-finite {what} at epoch {epoch}, batch {batch}; "
+                         "the network keeps its last finite parameters (try a smaller lr)")
+
+
+@dataclass
+class History:
+    """Per-epoch records of a ``fit``."""
+    loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    samples_per_second: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    epochs: list = field(default_factory=list)
+    interrupted: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.loss)
+
+
+_OPT_ARGS = {"sgd": ("momentum", "nesterov"), "rmsprop": ("momentum",)}
+
+
+class Trainer:
+    """Train a Network by backpropagation.
+
+    Parameters
+    ----------
+    net : Network
+    loss : {"mse", "cross_entropy", "binary_cross_entropy"}
+    optimizer : str or Optimizer
+        "sgd", "adam", "rmsprop", "rprop", "quickprop", or an object from
+        ``fastbp.optimizers`` (then lr, momentum, ... here are ignored).
+    lr : float or None
+        Learning rate (None: the optimizer's default, 0.01 for SGD, 0.001 for Adam).
+    momentum, nesterov, weight_decay : SGD (momentum also RMSprop) settings.
+    batch_size : int or None
+        Samples per batch; None trains full-batch (the natural mode of Rprop, Quickprop).
+    n_threads : int or None
+        Threads for the kernels and the BLAS (None: ``fastbp.get_num_threads()``).
+    seed : int or None
+        Seed of the shuffling; the same seed and n_threads give bit-identical weights.
+    lr_schedule : None, "step", "exponential", "cosine", a Schedule or callable epoch -> lr
+    """
+
+    def __init__(self, net, loss="cross_entropy", optimizer="sgd", lr=None, momentum=0.0,
+                 nesterov=False, weight_decay=0.0, batch_size=32, n_threads=None, seed=None,
+                 lr_schedule=None):
+        self.net = net
+        self.loss = net.check_loss(loss)
+        net.check_trainable()
+        if isinstance(optimizer, _opt.Optimizer):
+            self.optimizer = optimizer
+        else:
+            name = optimizer.lower() if isinstance(optimizer, str) else optimizer
+            kwargs = {"weight_decay": weight_decay}
+            if lr is not None:
+                kwargs["lr"] = lr
+            allowed = _OPT_ARGS.get(name, ())
+            for key, value, default in (("momentum", momentum, 0.0), ("nesterov", nesterov, False)):
+                if key in allowed:
+                    kwargs[key] = value
+                elif value != default:
+                    raise ValueError(f"{key}: the {optimizer!r} optimizer has no {key} setting")
+            self.optimizer = _opt.get(name, **kwargs)
+        self.batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size")
+        self.n_threads = None if n_threads is None else check_positive_int(n_threads, "n_threads")
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.seed = seed
+        self._rng_state = np.array([np.random.default_rng(seed).integers(0, 2**63)], dtype=np.uint64)
+        self._schedule = _schedules.get(lr_schedule, self.optimizer.lr)
+        self._workspace = None
+        self.stop_training = False
+        self.epoch = 0
+
+    # ---- helpers -----------------------------------------------------------------------
+    def _prepare(self, X, y, name="X"):
+        net = self.net
+        X = as_float_matrix(X, net.dtype, name, n_columns=net.n_inputs)
+        T, labels = targets_for_loss(y, self.loss, X.shape[0], net.n_outputs, net.dtype,
+                                     "y" if name == "X" else f"{name} targets")
+        return X, T, labels
+
+    def _get_workspace(self, capacity):
+        ws = self._workspace
+        if (ws is None or ws.capacity != capacity or ws.dtype != self.net.dtype
+                or self._workspace_plan is not self.net._plan):
+            ws = _engine.Workspace(self.net._plan, capacity, self.net.dtype, gather=True)
+            self._workspace, self._workspace_plan = ws, self.net._plan
+        return ws
+
+    def evaluate(self, X, y):
+        """(mean loss, accuracy or None) on (X, y), without training."""
+        X, T, labels = self._prepare(X, y)
+        loss = self.net.loss(X, labels if labels is not None else T, loss=self.loss)
+        return loss, self._accuracy(X, T, labels)
+
+    def _accuracy(self, X, T, labels):
+        if self.loss == "mse":
+            return None
+        out = self.net.predict(X)
+        if self.loss == "binary_cross_entropy":
+            return float(((out > 0.5) == (T > 0.5)).mean())
+        want = labels if labels is not None else T.argmax(axis=1)
+        return float((out.argmax(axis=1) == want).mean())
+
+    # ---- training ----------------------------------------------------------------------
+    def fit(self, X, y, epochs=10, validation_data=None, shuffle=True, verbose=False,
+            callbacks=None):
+        """Train for ``epochs`` epochs; returns a History.
+
+        Raises TrainingDiverged (network at its last finite parameters) when the loss or a
+        gradient becomes NaN/inf. Ctrl-C stops within about a second after the current chunk
+        of batches, leaving the network and the History consistent (``interrupted=True``).
+        """
+        epochs = check_positive_int(epochs, "epochs", minimum=0)
+        net = self.net
+        X, T, labels = self._prepare(X, y)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            val = self._prepare(*validation_data, name="validation_data")
+        cbs = list(callbacks or [])
+        for cb in cbs:
+            if not callable(cb) and not isinstance(cb, _callbacks.Callback):
+                raise TypeError(f"callbacks must be callables or Callback objects, got {cb!r}")
+        n = X.shape[0]
+        bs = n if self.batch_size is None else min(self.batch_size, n)
+        n_batches = math.ceil(n / bs)
+        ws = self._get_workspace(bs)
+        P = net.parameters.size
+        grads = np.empty(P, dtype=net.dtype)
+        snapshot = np.empty_like(grads)
+        self.optimizer.ensure_state(P, net.dtype)
+        perm = np.arange(n, dtype=np.int64)
+        Tm = T if T is not None else np.zeros((1, 1), net.dtype)
+        Lm = labels if labels is not None else np.zeros(1, np.int64)
+        code = _losses.get(self.loss)
+        classify = self.loss != "mse"
+        history = History()
+        self.stop_training = False
+        nt = self.n_threads or get_num_threads()
+        for cb in cbs:
+            if isinstance(cb, _callbacks.Callback):
+                cb.on_train_begin(self)
+        bar = _progress(verbose, n_batches)
+        chunk = 1
+        try:
+            with num_threads(nt):
+                for epoch in range(epochs):
+                    lr = float(self._schedule(self.epoch))
+                    if not (lr > 0 and math.isfinite(lr)):
+                        raise ValueError(f"lr_schedule gave lr={lr!r} at epoch {self.epoch}")
+                    if shuffle:
+                        _engine.shuffle(perm, self._rng_state)
+                    bar.start(self.epoch, epochs)
+                    total = correct = 0.0
+                    seen, b, t0 = 0, 0, time.perf_counter()
+                    while b < n_batches:
+                        e = min(n_batches, b + chunk)
+                        tc = time.perf_counter()
+                        np.copyto(snapshot, net.parameters)
+                        opt = self.optimizer
+                        (tl, tc_ok, s, steps, status, bad, prev) = _engine.train_batches(
+                            net._plan, ws, net.parameters, grads, X, Tm, Lm, labels is not None,
+                            code, perm, bool(shuffle), bs, b, e, opt.hyper(lr), *opt.state,
+                            opt.prev_loss, classify, nt)
+                        opt.t += steps
+                        opt.prev_loss = prev
+                        total, correct, seen = total + tl, correct + tc_ok, seen + s
+                        if status != 0 or not _engine.params_finite(net.parameters):
+                            if not _engine.params_finite(net.parameters):
+                                np.copyto(net.parameters, snapshot)
+                            raise TrainingDiverged(self.epoch, bad if bad >= 0 else e - 1,
+                                                   "gradient" if status == 2 else "loss")
+                        elapsed = time.perf_counter() - tc
+                        b = e
+                        bar.update(b, total / max(seen, 1), seen / max(time.perf_counter() - t0, 1e-9))
+                        per_batch = elapsed / max(steps, 1)
+                        chunk = max(1, min(n_batches, int(CHUNK_SECONDS / max(per_batch, 1e-7))))
+                    dt = time.perf_counter() - t0
+                    logs = {"loss": total / seen, "samples_per_second": seen / max(dt, 1e-12),
+                            "lr": lr}
+                    if classify:
+                        logs["accuracy"] = correct / seen
+                    if val is not None:
+                        vX, vT, vL = val
+                        logs["val_loss"] = net.loss(vX, vL if vL is not None else vT, loss=self.loss)
+                        if classify:
+                            logs["val_accuracy"] = self._accuracy(vX, vT, vL)
+                    self._record(history, logs)
+                    bar.end(logs)
+                    logs["trainer"] = self
+                    self.epoch += 1
+                    for cb in cbs:
+                        if cb(self.epoch - 1, logs):
+                            self.stop_training = True
+                    if self.stop_training:
+                        break
+        except KeyboardInterrupt:
+            history.interrupted = True
+            bar.close()
+            print(f"fastbp: training interrupted at epoch {self.epoch}; the network keeps the "
+                  "parameters of the last completed chunk of batches", file=sys.stderr)
+        finally:
+            bar.close()
+            for cb in cbs:
+                if isinstance(cb, _callbacks.Callback):
+                    cb.on_train_end(self)
+        return history
+
+    def _record(self, history, logs):
+        history.epochs.append(self.epoch)
+        history.loss.append(logs["loss"])
+        history.samples_per_second.append(logs["samples_per_second"])
+        history.lr.append(logs["lr"])
+        for key in ("accuracy", "val_loss", "val_accuracy"):
+            if key in logs:
+                getattr(history, key).append(logs[key])
+
+
+# ---- progress --------------------------------------------------------------------------
+
+def _progress(verbose, n_batches):
+    if not verbose:
+        return _NoBar()
+    try:
+        import tqdm  # noqa: F401
+        return _TqdmBar(n_batches)
+    except ImportError:
+        return _PlainBar(n_batches)
+
+
+class _NoBar:
+    def start(self, epoch, epochs):
+        pass
+
+    def update(self, done, loss, rate):
+        pass
+
+    def end(self, logs):
+        pass
+
+    def close(self):
+        pass
+
+
+def _summary(logs):
+    parts = [f"loss={logs['loss']:.4f}"]
+    for key in ("accuracy", "val_loss", "val_accuracy"):
+        if key in logs:
+            parts.append(f"{key}={logs[key]:.4f}")
+    parts.append(f"{logs['samples_per_second']:,.0f} samples/s")
+    return " ".join(parts)
+
+
+class _PlainBar(_NoBar):
+    """A text progress line on stderr, redrawn per chunk of batches."""
+
+    def __init__(self, n_batches, width=30):
+        self.n, self.width = n_batches, width
+
+    def start(self, epoch, epochs):
+        self.prefix = f"epoch {epoch + 1}"
+
+    def update(self, done, loss, rate):
+        fill = int(self.width * done / self.n)
+        sys.stderr.write(f"\r{self.prefix} [{'#' * fill}{'.' * (self.width - fill)}] "
+                         f"{done}/{self.n} loss={loss:.4f} {rate:,.0f} samples/s")
+        sys.stderr.flush()
+
+    def end(self, logs):
+        sys.stderr.write(f"\r{self.prefix}: {_summary(logs)}" + " " * 20 + "\n")
+        sys.stderr.flush()
+
+
+class _TqdmBar(_NoBar):
+    def __init__(self, n_batches):
+        self.n, self.bar = n_batches, None
+
+    def start(self, epoch, epochs):
+        from tqdm import tqdm
+        self.bar = tqdm(total=self.n, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                        leave=True, file=sys.stderr)
+        self.done = 0
+
+    def update(self, done, loss, rate):
+        self.bar.update(done - self.done)
+        self.done = done
+        self.bar.set_postfix_str(f"loss={loss:.4f} {rate:,.0f} samples/s", refresh=False)
+
+    def end(self, logs):
+        self.bar.set_postfix_str(_summary(logs), refresh=True)
+        self.close()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

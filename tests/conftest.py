@@ -1,0 +1,19 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))   # tests/reference.py
+
+import fastbp  # noqa: E402
+
+if os.environ.get("FASTBP_REQUIRE_INSTALLED") == "1":
+    here = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src"))
+    assert not os.path.abspath(fastbp.__file__).startswith(here), (
+        f"tests imported fastbp from the source tree ({fastbp.__file__}), not the installed wheel")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -1,0 +1,190 @@
+"""Network surface: parameter views, dtype, predict, persistence, pickling, errors."""
+import io
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import fastbp
+from reference import forward
+
+
+def make(dtype="float32", **kw):
+    kw.setdefault("activation", "tanh")
+    kw.setdefault("output", "softmax")
+    return fastbp.Network([6, 9, 7, 4], dtype=dtype, seed=3, **kw)
+
+
+def test_views_are_live_and_share_one_buffer():
+    net = make()
+    assert net.layer_sizes == (6, 9, 7, 4)
+    assert [w.shape for w in net.weights] == [(6, 9), (9, 7), (7, 4)]
+    assert [b.shape for b in net.biases] == [(9,), (7,), (4,)]
+    for arr in net.weights + net.biases:
+        assert np.shares_memory(arr, net.parameters)
+    assert net.parameters.size == 6 * 9 + 9 + 9 * 7 + 7 + 7 * 4 + 4
+    X = np.random.default_rng(0).normal(size=(5, 6))
+    before = net.predict(X)
+    net.weights[2][...] = 0
+    net.biases[2][...] = np.log([1, 2, 3, 4])
+    after = net.predict(X)
+    np.testing.assert_allclose(after, np.tile([0.1, 0.2, 0.3, 0.4], (5, 1)), rtol=1e-6)
+    assert not np.allclose(before, after)
+
+
+def test_biases_start_at_zero_and_seed_reproducible():
+    a, b = make(), make()
+    assert all((x == 0).all() for x in a.biases)
+    np.testing.assert_array_equal(a.parameters, b.parameters)
+    c = fastbp.Network([6, 9, 7, 4], seed=4)
+    assert not np.array_equal(a.parameters, c.parameters)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predict_matches_reference_and_keeps_dtype(dtype):
+    net = make(dtype, activation=["relu", "sigmoid"])
+    X = np.random.default_rng(1).normal(size=(33, 6))
+    out = net.predict(X)
+    assert out.dtype == np.dtype(dtype) and out.shape == (33, 4)
+    ref = forward([w.astype(float) for w in net.weights], [b.astype(float) for b in net.biases],
+                  list(net.activations), X)[1][-1]
+    np.testing.assert_allclose(out, ref, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6)
+
+
+def test_predict_is_chunked_with_identical_results():
+    net = make("float64")
+    X = np.random.default_rng(2).normal(size=(1000, 6))
+    np.testing.assert_array_equal(net.predict(X, chunk_size=7), net.predict(X))
+    assert net.predict(np.empty((0, 6))).shape == (0, 4)
+
+
+def test_predict_from_many_threads_equals_serial():
+    net = fastbp.Network([20, 64, 64, 5], activation="gelu", seed=0)
+    Xs = [np.random.default_rng(i).normal(size=(300, 20)) for i in range(8)]
+    serial = [net.predict(X) for X in Xs]
+    results = [None] * len(Xs)
+
+    def work(i):
+        for _ in range(5):
+            results[i] = net.predict(Xs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(Xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(serial, results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_save_load_bit_identical(tmp_path, dtype):
+    net = make(dtype, activation=["elu", "silu"])
+    path = tmp_path / "model.fbp"
+    net.save(path)
+    back = fastbp.Network.load(path)
+    assert back.layer_sizes == net.layer_sizes and back.activations == net.activations
+    assert back.dtype == net.dtype
+    np.testing.assert_array_equal(back.parameters, net.parameters)
+    X = np.random.default_rng(0).normal(size=(10, 6))
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.fbp"]   # no temporary left
+
+
+def test_load_rejects_truncated_corrupt_and_foreign_files(tmp_path):
+    net = make()
+    path = tmp_path / "m.fbp"
+    net.save(path)
+    data = path.read_bytes()
+    (tmp_path / "trunc").write_bytes(data[:-10])
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0xFF
+    (tmp_path / "flip").write_bytes(bytes(flipped))
+    (tmp_path / "foreign").write_bytes(b"PK\x03\x04 this is a zip file, not a network" * 3)
+    (tmp_path / "empty").write_bytes(b"")
+    for name in ["trunc", "flip", "foreign", "empty"]:
+        with pytest.raises(ValueError):
+            fastbp.Network.load(tmp_path / name)
+    with pytest.raises(OSError):
+        fastbp.Network.load(tmp_path / "missing")
+
+
+def test_save_is_atomic_when_interrupted(tmp_path, monkeypatch):
+    net = make()
+    path = tmp_path / "m.fbp"
+    net.save(path)
+    original = path.read_bytes()
+    other = make(activation="relu")
+    import os
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        other.save(path)
+    assert path.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fbp"]
+
+
+def test_pickle_round_trip():
+    net = make("float64", activation=["softsign", "lecun_tanh"])
+    back = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(back.parameters, net.parameters)
+    assert back.weights[0].base is not None and np.shares_memory(back.weights[0], back.parameters)
+    X = np.random.default_rng(0).normal(size=(4, 6))
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))
+    back.weights[0][...] = 0     # independent copy
+    assert not np.array_equal(back.parameters, net.parameters)
+
+
+def test_copy_to_other_dtype():
+    net = make("float32")
+    c = net.copy(dtype="float64")
+    assert c.dtype == np.float64
+    np.testing.assert_array_equal(c.parameters, net.parameters.astype(np.float64))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(layer_sizes=[5]), "layer_sizes"),
+    (dict(layer_sizes=[5, 0, 2]), r"layer_sizes\[1\]"),
+    (dict(layer_sizes=[5, 2.5, 2]), r"layer_sizes\[1\]"),
+    (dict(activation="tanhh"), "valid names"),
+    (dict(activation=["tanh"]), "one name per hidden layer"),
+    (dict(activation="softmax"), "output activation"),
+    (dict(output="nope"), "valid names"),
+    (dict(dtype="float16"), "dtype"),
+    (dict(dtype="int32"), "dtype"),
+    (dict(init="nope"), "nope"),
+    (dict(init=["zeros"]), "one initializer per layer"),
+])
+def test_constructor_errors_name_the_argument(kwargs, match):
+    args = dict(layer_sizes=[5, 4, 3, 2])
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fastbp.Network(args.pop("layer_sizes"), **args)
+
+
+def test_predict_errors():
+    net = make()
+    with pytest.raises(ValueError, match="6 columns"):
+        net.predict(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="2-D"):
+        net.predict(np.zeros(6))
+    with pytest.raises(ValueError, match="NaN"):
+        net.predict(np.full((2, 6), np.nan))
+    with pytest.raises(ValueError, match="inf"):
+        net.predict(np.full((2, 6), np.inf))
+    with pytest.raises(TypeError, match="numeric"):
+        net.predict(np.array([["a"] * 6]))
+    with pytest.raises(ValueError, match="X contains inf"):
+        fastbp.Network([2, 1], dtype="float32").predict(np.array([[1e300, 0.0]]))
+
+
+def test_callable_and_per_layer_init():
+    def ones(fan_in, fan_out, rng=None, dtype="float32"):
+        return np.ones((fan_in, fan_out), dtype=dtype)
+
+    net = fastbp.Network([3, 4, 2], init=[ones, "zeros"])
+    assert (net.weights[0] == 1).all() and (net.weights[1] == 0).all()
