@@ -1,9 +1,15 @@
-"""Thread settings shared by the OpenMP kernels and the BLAS, and the build report."""
+"""Thread settings and the build report.
+
+fastbp has one thread pool: its OpenMP threads run the elementwise kernels and split
+large matrix products into blocks, each a single-threaded BLAS call. Inside fastbp's
+compiled calls the BLAS is therefore held at one thread (``blas_single_threaded``), so
+two pools of spinning threads never fight over the cores.
+"""
 import contextlib
 import os
 import threading
 
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_info
 
 from . import _engine
 
@@ -38,23 +44,62 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use ``n`` threads (None = all cores) in the kernels and the BLAS, process-wide."""
+    """Use ``n`` threads (None = all cores) for fastbp's kernels and products, process-wide."""
     _default[0] = None if n is None else _check(n)
-    threadpool_limits(get_num_threads(), user_api="blas")
 
 
 @contextlib.contextmanager
 def num_threads(n):
-    """Context manager: use ``n`` threads inside the block (this Python thread only for
-    the kernels; BLAS limits are process-wide)."""
+    """Context manager: fastbp uses ``n`` threads inside the block (in this Python thread)."""
     n = get_num_threads() if n is None else _check(n)
     old = getattr(_state, "n", None)
     _state.n = n
     try:
-        with threadpool_limits(n, user_api="blas"):
-            yield n
+        yield n
     finally:
         _state.n = old
+
+
+_blas_lock = threading.Lock()
+_blas_users = [0, None]       # active fastbp calls, saved thread counts
+_blas_libs = []
+
+
+def _fastbp_blas():
+    """threadpoolctl controllers of the BLAS that scipy.linalg.cython_blas uses."""
+    if not _blas_libs:
+        libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+        scipy_libs = [c for c in libs if "scipy" in os.path.basename(os.path.dirname(c.filepath))
+                      or "scipy_openblas-" in os.path.basename(c.filepath)]
+        _blas_libs.extend(scipy_libs or libs)
+        _blas_libs.append(None)   # marks "looked up", even if empty
+    return [c for c in _blas_libs if c is not None]
+
+
+@contextlib.contextmanager
+def blas_single_threaded():
+    """Hold the BLAS at one thread while fastbp's compiled code runs (re-entrant, shared by
+    concurrent callers: the first sets it, the last one out restores it)."""
+    with _blas_lock:
+        if _blas_users[0] == 0:
+            saved = []
+            for c in _fastbp_blas():
+                n = c.num_threads
+                if n != 1:
+                    c.set_num_threads(1)
+                saved.append((c, n))
+            _blas_users[1] = saved
+        _blas_users[0] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users[0] -= 1
+            if _blas_users[0] == 0:
+                for c, n in _blas_users[1]:
+                    if n != 1:
+                        c.set_num_threads(n)
+                _blas_users[1] = None
 
 
 def blas_info():

@@ -7,11 +7,12 @@ Python calls in once per chunk of batches; nothing inside allocates.
 import numpy as np
 cimport numpy as cnp
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 from libc.math cimport isfinite
 
-from ._blas cimport gemm, NoTrans, Trans
+from ._blas cimport gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
                         all_finite, needs_pre, count_correct, optimizer_step, OptParams, Opt)
 
@@ -92,6 +93,7 @@ cdef struct Bufs:
     void* G1
     void* X           # gathered batch inputs
     void* T           # gathered batch targets
+    void* SW          # gathered batch sample weights
     long long* lab    # gathered batch labels
     Py_ssize_t cap    # batch capacity
 
@@ -119,7 +121,7 @@ cdef class Workspace:
                 total += capacity * lay.sizes[i]
         total += 2 * capacity * lay.maxw
         if gather:
-            total += capacity * (lay.sizes[0] + lay.sizes[L])
+            total += capacity * (lay.sizes[0] + lay.sizes[L] + 1)
         self.buf = np.zeros(total, dtype=self.dtype)
         self.labels = np.zeros(capacity if gather else 1, dtype=np.int64)
         cdef char* base = <char*>cnp.PyArray_DATA(self.buf)
@@ -134,16 +136,53 @@ cdef class Workspace:
         off += capacity * lay.maxw
         self.b.G1 = base + off * item
         off += capacity * lay.maxw
-        self.b.X = self.b.T = NULL
+        self.b.X = self.b.T = self.b.SW = NULL
         if gather:
             self.b.X = base + off * item
             off += capacity * lay.sizes[0]
             self.b.T = base + off * item
+            off += capacity * lay.sizes[L]
+            self.b.SW = base + off * item
         self.b.lab = <long long*>cnp.PyArray_DATA(self.labels)
 
     def __dealloc__(self):
         free(self.b.A)
         free(self.b.P)
+
+
+# ---- products: one thread pool ----------------------------------------------------------
+# The BLAS runs single-threaded inside fastbp (see _config.blas_single_threaded); large
+# products are split into row or column blocks, one per OpenMP thread, so the kernels and
+# the BLAS never compete with two spinning thread pools.
+
+cdef double PAR_GEMM_FLOPS = 4.0e6    # below this a product runs on one thread
+cdef Py_ssize_t MIN_BLOCK = 16        # rows/columns per thread at least
+
+
+cdef void pgemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
+                const floating* A, int lda, const floating* B, int ldb,
+                floating beta, floating* C, int ldc, int nt) noexcept nogil:
+    """C := alpha * op(A) @ op(B) + beta * C (row-major), split over up to nt threads.
+
+    Splits the rows of C when op(B) is the larger operand to re-read, else its columns.
+    """
+    cdef int t, nthr, by_rows = <Py_ssize_t>m * k <= <Py_ssize_t>k * n
+    cdef Py_ssize_t dim = m if by_rows else n, i0, i1
+    nthr = nt
+    if nthr > dim // MIN_BLOCK:
+        nthr = <int>(dim // MIN_BLOCK)
+    if nthr <= 1 or 2.0 * m * n * k < PAR_GEMM_FLOPS:
+        gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        return
+    for t in prange(nthr, num_threads=nthr, schedule="static"):
+        i0 = dim * t // nthr
+        i1 = dim * (t + 1) // nthr
+        if by_rows:
+            gemm(ta, tb, <int>(i1 - i0), n, k, alpha,
+                 A + (i0 * lda if ta == NoTrans else i0), lda, B, ldb, beta, C + i0 * ldc, ldc)
+        else:
+            gemm(ta, tb, m, <int>(i1 - i0), k, alpha, A, lda,
+                 B + (i0 if tb == NoTrans else i0 * ldb), ldb, beta, C + i0, ldc)
 
 
 # ---- the step ---------------------------------------------------------------------------
@@ -162,8 +201,8 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
         src = X if i == 0 else <floating*>w.A[i]
         dst = out if (i == L - 1 and out != NULL) else <floating*>w.A[i + 1]
         pre = <floating*>w.P[i + 1] if w.P[i + 1] != NULL else dst
-        gemm(NoTrans, NoTrans, <int>nb, <int>nout, <int>nin, <floating>1, src, <int>nin,
-             params + lay.w_off[i], <int>nout, <floating>0, pre, <int>nout)
+        pgemm(NoTrans, NoTrans, <int>nb, <int>nout, <int>nin, <floating>1, src, <int>nin,
+              params + lay.w_off[i], <int>nout, <floating>0, pre, <int>nout, nt)
         bias_act_forward(lay.act[i], pre, dst, params + lay.b_off[i], nb, nout, nt)
 
 
@@ -184,19 +223,38 @@ cdef void backward(Layout* lay, Bufs* w, const floating* params, floating* grads
         nin = lay.sizes[i]
         nout = lay.sizes[i + 1]
         src = X if i == 0 else <floating*>w.A[i]
-        gemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
-             g, <int>nout, beta, grads + lay.w_off[i], <int>nout)
+        pgemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
+              g, <int>nout, beta, grads + lay.w_off[i], <int>nout, nt)
         column_sums(g, nb, nout, grads + lay.b_off[i], beta, nt)
         if i > 0:
-            gemm(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
-                 params + lay.w_off[i], <int>nout, <floating>0, gn, <int>nin)
+            pgemm(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
+                  params + lay.w_off[i], <int>nout, <floating>0, gn, <int>nin, nt)
             act_backward(lay.act[i - 1], gn, <floating*>w.A[i], <floating*>w.P[i], nb, nin, nt)
             tmp = g
             g = gn
             gn = tmp
         elif dX != NULL:
-            gemm(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
-                 params + lay.w_off[i], <int>nout, <floating>0, dX, <int>nin)
+            pgemm(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
+                  params + lay.w_off[i], <int>nout, <floating>0, dX, <int>nin, nt)
+
+
+cdef void add_l2(Layout* lay, const floating* params, floating* grads, floating coef) noexcept nogil:
+    """dW_l += coef * W_l for every layer (weights only, not biases)."""
+    cdef int i
+    cdef Py_ssize_t j, off, m
+    for i in range(lay.L):
+        off = lay.w_off[i]
+        m = lay.sizes[i] * lay.sizes[i + 1]
+        for j in range(off, off + m):
+            grads[j] = grads[j] + coef * params[j]
+
+
+cdef inline double weight_sum(const floating* sw, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double s = 0
+    for i in range(n):
+        s += sw[i]
+    return s
 
 
 # ---- entry points (called once per call / per chunk of batches) -------------------------
@@ -219,12 +277,18 @@ def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[
 def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
                        floating[::1] grads, const floating[:, ::1] X,
                        const floating[:, ::1] T, const cnp.int64_t[::1] labels,
-                       int use_labels, int loss, floating[:, ::1] dX, int want_dx, int nt):
-    """Mean loss over all rows of X and its gradients (accumulated over chunks)."""
+                       int use_labels, int loss, floating[:, ::1] dX, int want_dx,
+                       const floating[::1] sw, int use_sw, double l2, int nt):
+    """Mean loss over all rows of X and its gradients (accumulated over chunks).
+
+    With sample weights the mean is weighted (divided by the sum of weights); l2 adds
+    ``l2 / sum_w * W`` to the weight gradients only (scikit-learn's alpha).
+    """
     cdef Layout* lay = &plan.lay
     cdef Py_ssize_t n = X.shape[0], s = 0, nb, cap = ws.capacity
     cdef Py_ssize_t d = X.shape[1], k = lay.sizes[lay.L]
-    cdef floating scale = <floating>1 / <floating>n
+    cdef double wsum = weight_sum(&sw[0], n) if use_sw else <double>n
+    cdef floating scale = <floating>(1.0 / wsum)
     cdef double total = 0
     cdef floating beta = 0
     with nogil:
@@ -235,12 +299,14 @@ def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
                 loss, lay.act[lay.L - 1], <floating*>ws.b.A[lay.L], <floating*>ws.b.P[lay.L],
                 NULL if use_labels else &T[0, 0] + s * k,
                 <long long*>&labels[0] + s if use_labels else NULL,
-                nb, k, scale, <floating*>ws.b.G0, nt)
+                &sw[0] + s if use_sw else NULL, nb, k, scale, <floating*>ws.b.G0, nt)
             backward(lay, &ws.b, &params[0], &grads[0], &X[0, 0] + s * d, nb,
                      &dX[0, 0] + s * d if want_dx else NULL, beta, nt)
             beta = 1
             s += nb
-    return total / n
+        if l2 != 0:
+            add_l2(lay, &params[0], &grads[0], <floating>(l2 / wsum))
+    return total / wsum
 
 
 cdef inline unsigned long long splitmix64(unsigned long long* state) noexcept nogil:
@@ -273,11 +339,14 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
                   const cnp.int64_t[::1] perm, int use_perm, Py_ssize_t batch_size,
                   Py_ssize_t first_batch, Py_ssize_t last_batch, dict hyper,
                   floating[::1] s1, floating[::1] s2, floating[::1] s3,
-                  double prev_loss, int count_acc, int nt):
+                  double prev_loss, int count_acc, const floating[::1] sw, int use_sw,
+                  double l2, int nt):
     """Train on batches [first_batch, last_batch) of one epoch.
 
-    Returns (summed sample loss, correct predictions (if count_acc), samples seen, steps
-    taken, status, failing batch, last batch loss) with status 0 = ok, 1 = non-finite loss, 2 = non-finite gradient; on status != 0
+    With sample weights each batch's loss and gradient are weighted means; l2 adds
+    ``l2 / sum_w(batch) * W`` to the weight gradients (scikit-learn's alpha).
+    Returns (summed (weighted) sample loss, summed weights, correct predictions (if
+    count_acc), samples seen, steps taken, status, failing batch, last batch loss) with status 0 = ok, 1 = non-finite loss, 2 = non-finite gradient; on status != 0
     the failing batch's update was not applied.
     """
     cdef Layout* lay = &plan.lay
@@ -285,7 +354,9 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = lay.sizes[lay.L]
     cdef Py_ssize_t bi, s, nb, r, row, P = params.shape[0]
     cdef OptParams op
-    cdef double total = 0, bl = prev_loss, correct = 0
+    cdef double total = 0, bl = prev_loss, correct = 0, wsum, wtotal = 0
+    cdef floating* swg = <floating*>w.SW
+    cdef const floating* swb
     cdef Py_ssize_t seen = 0, steps = 0, bad = -1
     cdef int status = 0
     cdef const floating* xb
@@ -309,6 +380,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     op.step_max = hyper["step_max"]
     op.mu = hyper["mu"]
     op.plus = hyper["plus"]
+    op.eps_raw = hyper.get("eps_raw", 0)
+    op.velocity = hyper.get("velocity", 0)
     op.t = hyper["t"]
     op.loss_increased = 0
     if batch_size > ws.capacity:
@@ -329,18 +402,24 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
                         w.lab[r] = labels[row]
                     else:
                         memcpy(tg + r * k, &T[row, 0], k * sizeof(floating))
+                    if use_sw:
+                        swg[r] = sw[row]
                 xb = xg
                 tb = tg
                 lb = w.lab
+                swb = swg
             else:
                 xb = &X[0, 0] + s * d
                 tb = NULL if use_labels else &T[0, 0] + s * k
                 lb = <const long long*>&labels[0] + s if use_labels else NULL
-            scale = <floating>1 / <floating>nb
+                swb = &sw[0] + s if use_sw else NULL
+            wsum = weight_sum(swb, nb) if use_sw else <double>nb
+            scale = <floating>(1.0 / wsum)
             forward(lay, w, &params[0], xb, nb, NULL, nt)
             bl = loss_and_output_grad(loss, lay.act[lay.L - 1], <floating*>w.A[lay.L],
                                       <floating*>w.P[lay.L], NULL if use_labels else tb,
-                                      lb if use_labels else NULL, nb, k, scale,
+                                      lb if use_labels else NULL,
+                                      swb if use_sw else NULL, nb, k, scale,
                                       <floating*>w.G0, nt)
             if not isfinite(bl):
                 status = 1
@@ -349,18 +428,21 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
             if count_acc:
                 correct += count_correct(loss, <floating*>w.A[lay.L], tb, lb, nb, k)
             backward(lay, w, &params[0], &grads[0], xb, nb, NULL, <floating>0, nt)
+            if l2 != 0:
+                add_l2(lay, &params[0], &grads[0], <floating>(l2 / wsum))
             if not all_finite(&grads[0], P, nt):
                 status = 2
                 bad = bi
                 break
-            op.loss_increased = (bl / nb) > prev_loss
-            prev_loss = bl / nb
+            op.loss_increased = (bl / wsum) > prev_loss
+            prev_loss = bl / wsum
             optimizer_step(&op, &params[0], &grads[0], &s1[0], &s2[0], &s3[0], P, nt)
             op.t += 1
             total += bl
+            wtotal += wsum
             seen += nb
             steps += 1
-    return total, correct, seen, steps, status, bad, prev_loss
+    return total, wtotal, correct, seen, steps, status, bad, prev_loss
 
 
 def params_finite(const floating[::1] params):

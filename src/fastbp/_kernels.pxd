@@ -30,8 +30,8 @@ cdef void act_backward(int act, floating* g, const floating* out, const floating
 
 cdef double loss_and_output_grad(int loss, int act, const floating* out, const floating* pre,
                                  const floating* T, const long long* labels,
-                                 Py_ssize_t n, Py_ssize_t k, floating scale, floating* g,
-                                 int nt) noexcept nogil
+                                 const floating* sw, Py_ssize_t n, Py_ssize_t k, floating scale,
+                                 floating* g, int nt) noexcept nogil
 
 cdef void column_sums(const floating* g, Py_ssize_t n, Py_ssize_t k, floating* out,
                       floating beta, int nt) noexcept nogil
@@ -53,6 +53,8 @@ cdef struct OptParams:
     double eta_minus, eta_plus, step_min, step_max
     double mu
     int plus              # Rprop: iRprop+ backtracking
+    int eps_raw           # Adam: eps added to sqrt(v) before bias correction (scikit-learn)
+    int velocity          # SGD: classic momentum v = mu*v - lr*g, w += v (scikit-learn)
     int loss_increased    # Rprop+: E(t) > E(t-1)
     long long t           # steps taken so far (before this one)
 

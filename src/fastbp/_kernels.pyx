@@ -255,23 +255,28 @@ cdef inline double row_loss(int loss, int act, const floating* y, const floating
 
 cdef double loss_and_output_grad(int loss, int act, const floating* out, const floating* pre,
                                  const floating* T, const long long* labels,
-                                 Py_ssize_t n, Py_ssize_t k, floating scale, floating* g,
-                                 int nt) noexcept nogil:
-    """Sum over the n rows of the per-sample loss; g := scale * dE_i/d(pre_i)."""
+                                 const floating* sw, Py_ssize_t n, Py_ssize_t k, floating scale,
+                                 floating* g, int nt) noexcept nogil:
+    """Sum over the n rows of the (sample-weighted, if sw) loss; g := scale * w_i * dE_i/dpre_i."""
     cdef Py_ssize_t i
     cdef double total = 0
     cdef int t = threads_for(n * k * 8, nt)
     if t > 1:
         for i in prange(n, num_threads=t, schedule="static"):
-            total += row_loss(loss, act, out + i * k, pre + i * k,
-                              T + i * k if T != NULL else NULL,
-                              labels[i] if labels != NULL else 0, k, scale, g + i * k)
+            total += _weighted_row_loss(loss, act, out, pre, T, labels, sw, i, k, scale, g)
     else:
         for i in range(n):
-            total += row_loss(loss, act, out + i * k, pre + i * k,
-                              T + i * k if T != NULL else NULL,
-                              labels[i] if labels != NULL else 0, k, scale, g + i * k)
+            total += _weighted_row_loss(loss, act, out, pre, T, labels, sw, i, k, scale, g)
     return total
+
+
+cdef inline double _weighted_row_loss(int loss, int act, const floating* out,
+                                      const floating* pre, const floating* T,
+                                      const long long* labels, const floating* sw, Py_ssize_t i,
+                                      Py_ssize_t k, floating scale, floating* g) noexcept nogil:
+    cdef floating w = sw[i] if sw != NULL else 1
+    return w * row_loss(loss, act, out + i * k, pre + i * k, T + i * k if T != NULL else NULL,
+                        labels[i] if labels != NULL else 0, k, scale * w, g + i * k)
 
 
 cdef void column_sums(const floating* g, Py_ssize_t n, Py_ssize_t k, floating* out,
@@ -386,7 +391,13 @@ cdef void _opt_block(OptParams* op, floating* p, const floating* g, floating* s1
     cdef floating bc1, bc2s, emin = op.eta_minus, eplus = op.eta_plus
     cdef floating smin = op.step_min, smax = op.step_max, mu = op.mu
     cdef bint first = op.t == 0
-    if op.kind == SGD:
+    if op.kind == SGD and op.velocity and mom != 0:
+        # v = mu*v - lr*g; w += v (Nesterov: w += mu*v - lr*g); v starts at 0
+        for i in range(a, z):
+            gi = g[i] + wd * p[i]
+            s1[i] = flush(mom * s1[i] - lr * gi)
+            p[i] = p[i] + (mom * s1[i] - lr * gi if op.nesterov else s1[i])
+    elif op.kind == SGD:
         if mom == 0:
             for i in range(a, z):
                 p[i] = p[i] - lr * (g[i] + wd * p[i])
@@ -408,6 +419,8 @@ cdef void _opt_block(OptParams* op, floating* p, const floating* g, floating* s1
         bc1 = 1 - b1 ** (op.t + 1)
         bc2s = sqrt(1 - b2 ** (op.t + 1))
         step = lr / bc1
+        if op.eps_raw:
+            eps = eps / bc2s
         for i in range(a, z):
             gi = g[i] + wd * p[i]
             s1[i] = flush(b1 * s1[i] + (1 - b1) * gi)
@@ -476,7 +489,7 @@ cdef void optimizer_step(OptParams* op, floating* p, const floating* g, floating
                          floating* s2, floating* s3, Py_ssize_t n, int nt) noexcept nogil:
     """Apply one optimizer update to the n parameters p given gradient g (see optimizers.py)."""
     cdef Py_ssize_t c, nchunks, CH = 16384
-    cdef int t = threads_for(n, nt)
+    cdef int t = nt if n >= 4 * PARALLEL_MIN else 1
     nchunks = (n + CH - 1) // CH
     if t > 1 and nchunks > 1:
         for c in prange(nchunks, num_threads=t, schedule="static"):

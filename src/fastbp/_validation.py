@@ -95,3 +95,19 @@ def targets_for_loss(Y, loss, n_samples, n_outputs, dtype, name="Y"):
     if loss == "binary_cross_entropy" and ((T < 0) | (T > 1)).any():
         raise ValueError(f"{name}: binary_cross_entropy targets must be in [0, 1]")
     return T, None
+
+
+def check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight"):
+    """None, or a C-contiguous (n,) array of finite non-negative weights with a positive sum."""
+    if sample_weight is None:
+        return None
+    if np.isscalar(sample_weight):
+        sample_weight = np.full(n_samples, sample_weight)
+    sw = as_float_matrix(np.asarray(sample_weight).reshape(-1, 1), dtype, name).reshape(-1)
+    if sw.shape[0] != n_samples:
+        raise ValueError(f"{name} must have {n_samples} entries (one per sample), got {sw.shape[0]}")
+    if (sw < 0).any():
+        raise ValueError(f"{name} must be non-negative")
+    if not sw.sum() > 0:
+        raise ValueError(f"{name} must have a positive sum")
+    return sw

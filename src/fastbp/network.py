@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _engine, activations as _act, initializers as _init, losses as _losses
-from ._config import get_num_threads
-from ._validation import (as_float_matrix, check_dtype, check_positive_int, targets_for_loss)
+from ._config import blas_single_threaded, get_num_threads
+from ._validation import (as_float_matrix, check_dtype, check_number, check_positive_int,
+                          check_sample_weight, targets_for_loss)
 
 __all__ = ["Network", "Gradients"]
 
@@ -143,7 +144,8 @@ class Network:
         out = np.empty((X.shape[0], self._sizes[-1]), dtype=self._dtype)
         if X.shape[0]:
             ws = self._workspace(X.shape[0], chunk_size)
-            _engine.predict(self._plan, ws, self._params, X, out, get_num_threads())
+            with blas_single_threaded():
+                _engine.predict(self._plan, ws, self._params, X, out, get_num_threads())
         return out
 
     def check_loss(self, loss):
@@ -161,30 +163,40 @@ class Network:
                 raise ValueError(f"layer {i} uses the {a.name!r} activation, which has no useful "
                                  f"gradient: networks with it can be evaluated but not trained")
 
-    def loss_and_gradients(self, X, Y, loss="mse", inputs=True, chunk_size=PREDICT_CHUNK):
+    def loss_and_gradients(self, X, Y, loss="mse", inputs=True, chunk_size=PREDICT_CHUNK,
+                           sample_weight=None, l2=0.0):
         """Mean loss over the rows of X and its gradients by backpropagation.
 
         Returns ``(loss, grads)`` with ``grads.weights``, ``grads.biases`` (same shapes as
         the parameters) and ``grads.inputs`` (dE/dX, shape of X; None if ``inputs=False``).
+        With ``sample_weight`` the mean is weighted (divided by the sum of the weights).
+        ``l2`` adds ``l2 / sum_w * W`` to the weight gradients only (not the loss; this is
+        scikit-learn's ``alpha``).
         """
         name = self.check_loss(loss)
         self.check_trainable()
         X = as_float_matrix(X, self._dtype, "X", n_columns=self._sizes[0])
         T, labels = targets_for_loss(Y, name, X.shape[0], self._sizes[-1], self._dtype, "Y")
+        sw = check_sample_weight(sample_weight, X.shape[0], self._dtype)
+        l2 = check_number(l2, "l2", low=0)
         flat = np.zeros_like(self._params)
         dX = np.zeros(X.shape if inputs else (1, 1), dtype=self._dtype)
         ws = self._workspace(X.shape[0], chunk_size)
-        value = _engine.loss_and_gradients(
-            self._plan, ws, self._params, flat, X,
-            T if T is not None else np.zeros((1, 1), self._dtype),
-            labels if labels is not None else np.zeros(1, np.int64),
-            labels is not None, _losses.get(name), dX, bool(inputs), get_num_threads())
+        with blas_single_threaded():
+            value = _engine.loss_and_gradients(
+                self._plan, ws, self._params, flat, X,
+                T if T is not None else np.zeros((1, 1), self._dtype),
+                labels if labels is not None else np.zeros(1, np.int64),
+                labels is not None, _losses.get(name), dX, bool(inputs),
+                sw if sw is not None else np.ones(1, self._dtype), sw is not None, l2,
+                get_num_threads())
         gw, gb = _layer_views(flat, self._sizes)
         return float(value), Gradients(gw, gb, dX if inputs else None, flat)
 
-    def loss(self, X, Y, loss="mse"):
-        """Mean loss over the rows of X."""
-        return self.loss_and_gradients(X, Y, loss=loss, inputs=False)[0]
+    def loss(self, X, Y, loss="mse", sample_weight=None):
+        """Mean loss over the rows of X (weighted mean with ``sample_weight``)."""
+        return self.loss_and_gradients(X, Y, loss=loss, inputs=False,
+                                       sample_weight=sample_weight)[0]
 
     # ---- copies, pickling, files -------------------------------------------------------
     def _config(self):

@@ -72,15 +72,20 @@ class SGD(Optimizer):
     kind = _kernels.Opt.SGD
     n_state = 1
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 classic_momentum=False):
         super().__init__(lr, weight_decay)
         self.momentum = check_number(momentum, "momentum", low=0, high=1, high_open=True)
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
         self.nesterov = bool(nesterov)
+        # v = mu*v - lr*g; w += v (Sutskever et al. 2013; scikit-learn). Same as PyTorch's
+        # form while lr is constant, different when it changes.
+        self.classic_momentum = bool(classic_momentum)
 
     def _hyper(self):
-        return dict(momentum=self.momentum, nesterov=int(self.nesterov))
+        return dict(momentum=self.momentum, nesterov=int(self.nesterov),
+                    velocity=int(self.classic_momentum))
 
 
 class Adam(Optimizer):
@@ -88,16 +93,21 @@ class Adam(Optimizer):
     kind = _kernels.Opt.ADAM
     n_state = 2
 
-    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 eps_before_bias_correction=False):
         super().__init__(lr, weight_decay)
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair, got {betas!r}")
         self.betas = (check_number(betas[0], "betas[0]", 0, 1, high_open=True),
                       check_number(betas[1], "betas[1]", 0, 1, high_open=True))
         self.eps = check_number(eps, "eps", low=0)
+        # True: w -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v)+eps) (Kingma & Ba's Algorithm 1
+        # footnote form, scikit-learn); False: eps added to sqrt(v_hat) (PyTorch).
+        self.eps_before_bias_correction = bool(eps_before_bias_correction)
 
     def _hyper(self):
-        return dict(beta1=self.betas[0], beta2=self.betas[1], eps=self.eps)
+        return dict(beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+                    eps_raw=int(self.eps_before_bias_correction))
 
 
 class RMSprop(Optimizer):

@@ -15,8 +15,9 @@ import numpy as np
 
 from . import _engine, callbacks as _callbacks, losses as _losses, optimizers as _opt
 from . import schedules as _schedules
-from ._config import get_num_threads, num_threads
-from ._validation import as_float_matrix, check_positive_int, targets_for_loss
+from ._config import blas_single_threaded, get_num_threads, num_threads
+from ._validation import (as_float_matrix, check_number, check_positive_int,
+                          check_sample_weight, targets_for_loss)
 
 __all__ = ["Trainer", "History", "TrainingDiverged"]
 
@@ -73,11 +74,14 @@ class Trainer:
     seed : int or None
         Seed of the shuffling; the same seed and n_threads give bit-identical weights.
     lr_schedule : None, "step", "exponential", "cosine", a Schedule or callable epoch -> lr
+    l2 : float
+        L2 penalty on the weights only (not biases), added to each batch's weight gradient
+        as ``l2 / sum_w(batch) * W``: scikit-learn's ``alpha``. ``weight_decay`` is PyTorch's.
     """
 
     def __init__(self, net, loss="cross_entropy", optimizer="sgd", lr=None, momentum=0.0,
                  nesterov=False, weight_decay=0.0, batch_size=32, n_threads=None, seed=None,
-                 lr_schedule=None):
+                 lr_schedule=None, l2=0.0):
         self.net = net
         self.loss = net.check_loss(loss)
         net.check_trainable()
@@ -102,6 +106,7 @@ class Trainer:
         self.seed = seed
         self._rng_state = np.array([np.random.default_rng(seed).integers(0, 2**63)], dtype=np.uint64)
         self._schedule = _schedules.get(lr_schedule, self.optimizer.lr)
+        self.l2 = check_number(l2, "l2", low=0)
         self._workspace = None
         self.stop_training = False
         self.epoch = 0
@@ -139,16 +144,18 @@ class Trainer:
 
     # ---- training ----------------------------------------------------------------------
     def fit(self, X, y, epochs=10, validation_data=None, shuffle=True, verbose=False,
-            callbacks=None):
+            callbacks=None, sample_weight=None):
         """Train for ``epochs`` epochs; returns a History.
 
         Raises TrainingDiverged (network at its last finite parameters) when the loss or a
-        gradient becomes NaN/inf. Ctrl-C stops within about a second after the current chunk
+        gradient becomes NaN/inf. With ``sample_weight`` each batch's loss and gradient are
+        weighted means over its samples. Ctrl-C stops within about a second after the current chunk
         of batches, leaving the network and the History consistent (``interrupted=True``).
         """
         epochs = check_positive_int(epochs, "epochs", minimum=0)
         net = self.net
         X, T, labels = self._prepare(X, y)
+        sw = check_sample_weight(sample_weight, X.shape[0], net.dtype)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -180,7 +187,7 @@ class Trainer:
         bar = _progress(verbose, n_batches)
         chunk = 1
         try:
-            with num_threads(nt):
+            with num_threads(nt), blas_single_threaded():
                 for epoch in range(epochs):
                     lr = float(self._schedule(self.epoch))
                     if not (lr > 0 and math.isfinite(lr)):
@@ -188,20 +195,22 @@ class Trainer:
                     if shuffle:
                         _engine.shuffle(perm, self._rng_state)
                     bar.start(self.epoch, epochs)
-                    total = correct = 0.0
+                    total = correct = wtotal = 0.0
                     seen, b, t0 = 0, 0, time.perf_counter()
                     while b < n_batches:
                         e = min(n_batches, b + chunk)
                         tc = time.perf_counter()
                         np.copyto(snapshot, net.parameters)
                         opt = self.optimizer
-                        (tl, tc_ok, s, steps, status, bad, prev) = _engine.train_batches(
+                        (tl, tw, tc_ok, s, steps, status, bad, prev) = _engine.train_batches(
                             net._plan, ws, net.parameters, grads, X, Tm, Lm, labels is not None,
                             code, perm, bool(shuffle), bs, b, e, opt.hyper(lr), *opt.state,
-                            opt.prev_loss, classify, nt)
+                            opt.prev_loss, classify, sw if sw is not None else snapshot[:1],
+                            sw is not None, self.l2, nt)
                         opt.t += steps
                         opt.prev_loss = prev
-                        total, correct, seen = total + tl, correct + tc_ok, seen + s
+                        total, wtotal = total + tl, wtotal + tw
+                        correct, seen = correct + tc_ok, seen + s
                         if status != 0 or not _engine.params_finite(net.parameters):
                             if not _engine.params_finite(net.parameters):
                                 np.copyto(net.parameters, snapshot)
@@ -209,11 +218,12 @@ class Trainer:
                                                    "gradient" if status == 2 else "loss")
                         elapsed = time.perf_counter() - tc
                         b = e
-                        bar.update(b, total / max(seen, 1), seen / max(time.perf_counter() - t0, 1e-9))
+                        bar.update(b, total / max(wtotal, 1e-300),
+                                   seen / max(time.perf_counter() - t0, 1e-9))
                         per_batch = elapsed / max(steps, 1)
                         chunk = max(1, min(n_batches, int(CHUNK_SECONDS / max(per_batch, 1e-7))))
                     dt = time.perf_counter() - t0
-                    logs = {"loss": total / seen, "samples_per_second": seen / max(dt, 1e-12),
+                    logs = {"loss": total / wtotal, "samples_per_second": seen / max(dt, 1e-12),
                             "lr": lr}
                     if classify:
                         logs["accuracy"] = correct / seen

@@ -1,0 +1,831 @@
+"""``fastbp train`` and ``fastbp predict``: train on a CSV/.npz file, predict from a saved model.
+
+A trained model is two files written side by side:
+
+* ``MODEL`` (e.g. ``model.fbp``): the network, written by ``Network.save`` (loadable on its
+  own with ``fastbp.Network.load``);
+* ``MODEL.json`` (e.g. ``model.fbp.json``): what ``predict`` needs besides the weights:
+  the task, feature names, standardization statistics, class names, target name, and the
+  SHA-256 of ``MODEL`` so that a network and a metadata file from different runs are
+  never paired by mistake.
+
+Both files are written atomically (temporary file + ``os.replace``). ``load_model(path)``
+reads the pair back from Python.
+"""
+import argparse
+import csv
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import zipfile
+
+import numpy as np
+
+__all__ = ["add_commands", "load_model", "TrainedModel", "read_table"]
+
+META_SUFFIX = ".json"
+META_FORMAT = "fastbp-model"
+META_VERSION = 1
+AUTO_MAX_CLASSES = 20          # --task auto: integral targets with at most this many values
+_RELU_LIKE = ("relu", "leaky_relu", "elu", "silu", "swish", "gelu")
+
+_MODEL_HELP = (
+    "The model is saved as two files: OUTPUT (the network, readable with "
+    "fastbp.Network.load) and OUTPUT.json (feature names, standardization statistics, task, "
+    "class names, target name). Keep them together; `fastbp predict OUTPUT FILE` needs both.")
+
+
+# ---- argument parsing ----------------------------------------------------------------------
+
+def add_commands(sub):
+    t = sub.add_parser(
+        "train", help="train a network on a CSV or .npz file and save it",
+        description="Train an MLP on FILE and save it. FILE is a CSV file with a header row "
+                    "(optionally .gz-compressed; every column but the target and --ignore'd "
+                    "ones must be numeric) or a .npz file holding arrays X (n, d) and y. "
+                    + _MODEL_HELP)
+    t.add_argument("file", metavar="FILE", help="training data (.csv, .tsv, .csv.gz or .npz)")
+    t.add_argument("--target", default=None, metavar="COL",
+                   help="CSV: target column name or integer index (negative counts from the "
+                        "end; default -1, the last column). .npz: name of the target array "
+                        "(default y)")
+    t.add_argument("--ignore", nargs="+", default=[], metavar="COL",
+                   help="CSV columns that are neither features nor target (e.g. an id)")
+    t.add_argument("--task", choices=["auto", "classification", "regression"], default="auto",
+                   help="auto (default): classification when the target is non-numeric or "
+                        f"integral with at most {AUTO_MAX_CLASSES} distinct values, else "
+                        "regression")
+    t.add_argument("--hidden", type=int, nargs="*", default=[64, 32], metavar="N",
+                   help="hidden layer sizes (default: 64 32; none = a linear/softmax model)")
+    t.add_argument("--activation", default="relu", help="hidden activation (default relu)")
+    t.add_argument("--init", default="auto",
+                   help="weight initializer (default: he_normal for ReLU-like activations, "
+                        "glorot_uniform otherwise)")
+    t.add_argument("--optimizer", default="adam",
+                   choices=["sgd", "adam", "rmsprop", "rprop", "quickprop"])
+    t.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the optimizer's, 0.001 for adam, 0.01 others)")
+    t.add_argument("--momentum", type=float, default=0.0, help="sgd / rmsprop momentum")
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="samples per batch (default 32; full batch for rprop and quickprop; "
+                        "0 = full batch)")
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--validation-split", type=float, default=0.2, metavar="FRACTION",
+                   help="fraction of the samples held out for validation, stratified by class "
+                        "(default 0.2; 0 = none)")
+    t.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="stop when the validation loss has not improved for N epochs and keep "
+                        "the best weights")
+    t.add_argument("--seed", type=int, default=0, help="seed of the split, weights and shuffling")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    t.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
+                   help="standardize the features (and regression targets) with the training "
+                        "split's mean and std (default: on)")
+    t.add_argument("--delimiter", default=None,
+                   help="CSV delimiter (default: tab for .tsv, else guessed from the header)")
+    t.add_argument("--output", "-o", default="model.fbp", metavar="MODEL",
+                   help="where to save the model (default model.fbp; also writes MODEL.json)")
+    t.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar or per-epoch lines")
+    t.set_defaults(func=_train)
+
+    p = sub.add_parser(
+        "predict", help="predict with a model saved by `fastbp train`",
+        description="Predict for the samples of FILE with MODEL (saved by `fastbp train`, "
+                    "which wrote MODEL and MODEL.json). FILE has the training layout: a CSV "
+                    "with the same feature columns (in any order; the target column may be "
+                    "present and is ignored) or a .npz file with array X. Writes a CSV: a "
+                    "`prediction` column (class name or value; one column per output for "
+                    "multi-output regression), or with --proba one probability column per "
+                    "class.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--output", "-o", default=None, metavar="CSV",
+                   help="write here (atomically) instead of standard output")
+    p.add_argument("--proba", action="store_true",
+                   help="classification: class probabilities instead of the predicted class")
+    p.add_argument("--ignore", nargs="+", default=[], metavar="COL",
+                   help="CSV columns to skip besides the model's own ignored columns")
+    p.add_argument("--delimiter", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_predict)
+
+
+# ---- reading data --------------------------------------------------------------------------
+
+class Table:
+    """A CSV file as text: ``header`` (names), ``rows`` (lists of str), ``lines`` (the file
+    line on which each row starts)."""
+
+    def __init__(self, path, header, rows, lines):
+        self.path, self.header, self.rows, self.lines = path, header, rows, lines
+
+    def __len__(self):
+        return len(self.rows)
+
+    def column_strings(self, j):
+        return [r[j] for r in self.rows]
+
+    def numeric(self, cols, what="column"):
+        """Columns ``cols`` as a float64 (n, len(cols)) array; a ValueError names the first
+        column with a non-numeric, missing or non-finite value and the line it is on."""
+        out = np.empty((len(self.rows), len(cols)), dtype=np.float64)
+        if not self.rows:
+            return out
+        columns = list(zip(*self.rows))
+        for k, j in enumerate(cols):
+            values, err = _parse_floats(columns[j])
+            if err is not None:
+                i, text = err
+                raise ValueError(_bad_value_message(self, j, i, text, what))
+            out[:, k] = values
+        return out
+
+
+def _parse_floats(strings):
+    """(float64 array, None) or (None, (first bad index, its text))."""
+    try:
+        values = np.array(strings, dtype=str).astype(np.float64)
+    except ValueError:
+        values = None
+    if values is not None:
+        bad = np.flatnonzero(~np.isfinite(values))
+        return (values, None) if bad.size == 0 else (None, (int(bad[0]), strings[bad[0]]))
+    for i, s in enumerate(strings):
+        try:
+            v = float(s)
+        except ValueError:
+            return None, (i, s)
+        if not math.isfinite(v):
+            return None, (i, s)
+    return None, (0, strings[0])   # pragma: no cover - numpy and float() disagree
+
+
+def _bad_value_message(table, j, i, text, what):
+    where = f"{table.path}: {what} {table.header[j]!r}"
+    line = table.lines[i]
+    if text.strip() == "":
+        return f"{where} has a missing (empty) value on line {line}"
+    if _is_float(text):
+        return (f"{where} has the non-finite value {text.strip()!r} on line {line} "
+                "(NaN and inf are not allowed)")
+    return f"{where} is not numeric: line {line} has {text!r}"
+
+
+def _is_float(s):
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_npz(path):
+    if path.lower().endswith(".npz"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _check_file(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not a data file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: the file is empty")
+
+
+def read_table(path, delimiter=None):
+    """Read a CSV file (header row required) into a Table."""
+    _check_file(path)
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise ValueError(f"{path}: not a readable gzip file ({e})") from None
+    if b"\x00" in raw[:65536]:
+        raise ValueError(f"{path}: binary data, not a CSV text file (a .npz file must be "
+                         "named *.npz)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+    del raw
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty")
+    if delimiter is None:
+        delimiter = _guess_delimiter(path, text)
+    elif delimiter in ("\\t", "tab"):
+        delimiter = "\t"
+    if len(delimiter) != 1:
+        raise ValueError(f"--delimiter must be a single character, got {delimiter!r}")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
+                        skipinitialspace=True)
+    header, rows, lines = None, [], []
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue   # blank line
+            if header is None:
+                header = [h.strip() for h in row]
+                header_line = reader.line_num
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{path}: line {reader.line_num} has {len(row)} fields, the "
+                                 f"header (line {header_line}) has {len(header)}")
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as e:
+        raise ValueError(f"{path}: malformed CSV near line {reader.line_num} ({e})") from None
+    _check_header(path, header)
+    if not rows:
+        raise ValueError(f"{path}: the header has no data rows below it")
+    return Table(path, header, rows, lines)
+
+
+def _guess_delimiter(path, text):
+    name = path.lower().removesuffix(".gz")
+    if name.endswith((".tsv", ".tab")):
+        return "\t"
+    first = text.lstrip().split("\n", 1)[0]
+    if "," not in first:
+        for d in ("\t", ";", "|"):
+            if d in first:
+                return d
+    return ","
+
+
+def _check_header(path, header):
+    if all(_is_float(h) for h in header) and not all(h.isdigit() for h in header):
+        shown = ",".join(header[:6]) + (",..." if len(header) > 6 else "")
+        raise ValueError(f"{path}: the first line ({shown}) looks like data, not a header; "
+                         "the CSV needs a header row with the column names")
+    seen = {}
+    for j, h in enumerate(header):
+        if h in seen:
+            raise ValueError(f"{path}: duplicate column name {h!r} in the header (columns "
+                             f"{seen[h] + 1} and {j + 1}); the first line must be a header "
+                             "with distinct column names")
+        seen[h] = j
+
+
+def _column_index(table, col, option="--target"):
+    """Index of column ``col`` (a name, or an int index, negative from the end)."""
+    header = table.header
+    if isinstance(col, str) and col.strip() in header:
+        return header.index(col.strip())
+    try:
+        j = int(col)
+    except (TypeError, ValueError):
+        raise ValueError(f"{table.path}: {option}: unknown column {col!r}; available columns: "
+                         f"{_names(header)}") from None
+    if not -len(header) <= j < len(header):
+        raise ValueError(f"{table.path}: {option}: column index {j} is out of range for "
+                         f"{len(header)} columns (use -{len(header)}..{len(header) - 1} or a "
+                         f"name: {_names(header)})")
+    return j % len(header)
+
+
+def _names(names, limit=30):
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def read_npz(path, need=("X",)):
+    """The arrays of a .npz file as a dict; a ValueError lists the keys when one is missing."""
+    _check_file(path)
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError(f"{path}: not a valid .npz file (not a zip archive; write it with "
+                             "numpy.savez)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.files)
+            missing = [k for k in need if k not in keys]
+            if missing:
+                which = (f"array named {missing[0]!r}" if len(missing) == 1
+                         else "arrays named " + " and ".join(map(repr, missing)))
+                raise ValueError(f"{path}: no {which}; the "
+                                 f"file holds {_names(keys) if keys else 'no arrays'} (expected "
+                                 f"{' and '.join(need)}, e.g. np.savez(path, X=X, y=y))")
+            return {k: z[k] for k in need}
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path}: not a valid .npz file ({e})") from None
+    except ValueError as e:
+        msg = str(e)
+        if msg.startswith(path):
+            raise
+        if "allow_pickle" in msg:
+            raise ValueError(f"{path}: holds object (pickled) arrays; save numeric or string "
+                             "arrays instead") from None
+        raise ValueError(f"{path}: not a valid .npz file ({msg})") from None
+
+
+def _npz_features(path, X, n_features=None):
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: X must be numeric, got dtype {X.dtype}")
+    if X.ndim == 1 and n_features == 1:
+        X = X.reshape(-1, 1)
+    if X.ndim != 2:
+        raise ValueError(f"{path}: X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{path}: X has no samples")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{path}: X has {X.shape[1]} columns, the model expects {n_features} "
+                         "features")
+    X = X.astype(np.float64)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(f"{path}: X contains NaN or inf (first at row {i}, column {j})")
+    return X
+
+
+# ---- targets -------------------------------------------------------------------------------
+
+def _decide_task(task, values, numeric):
+    """'classification' or 'regression' for a 1-D target; ``numeric`` is its float64 array or
+    None when some value is not a number."""
+    if task != "auto":
+        return task, None
+    if numeric is None:
+        return "classification", "non-numeric target"
+    k = np.unique(numeric).size
+    if np.all(numeric == np.round(numeric)) and k <= AUTO_MAX_CLASSES:
+        return "classification", f"{k} distinct integer values"
+    return "regression", ("non-integral values" if not np.all(numeric == np.round(numeric))
+                          else f"{k} distinct values")
+
+
+def _encode_classes(values):
+    """(class names as JSON-able Python values, int64 labels 0..k-1)."""
+    classes, labels = np.unique(values, return_inverse=True)
+    names = []
+    for c in classes.tolist():
+        if isinstance(c, float) and c == round(c):
+            c = int(c)
+        names.append(c)
+    return names, labels.astype(np.int64).reshape(-1)
+
+
+# ---- model files ---------------------------------------------------------------------------
+
+def _atomic_write(path, data):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_output_path(path, data_path=None):
+    """Fail before training, not after it, when the model cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"--output {path}: is a directory; give a file name such as "
+                         f"{os.path.join(path, 'model.fbp')}")
+    if not os.path.isdir(folder):
+        raise ValueError(f"--output {path}: the directory {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--output {path}: the directory {folder} is not writable")
+    if data_path is not None and os.path.exists(path):
+        for p in (path, path + META_SUFFIX):
+            if os.path.exists(p) and os.path.samefile(p, data_path):
+                raise ValueError(f"--output {path}: would overwrite the input file {data_path}")
+
+
+class TrainedModel:
+    """A network saved by ``fastbp train`` with its metadata (``load_model(path)``).
+
+    ``transform(X)`` standardizes raw features as in training; ``predict(X)`` gives class
+    names (classification) or values in the target's units (regression); ``predict_proba(X)``
+    the class probabilities. X holds raw features in the training column order.
+    """
+
+    def __init__(self, net, meta, path=None):
+        self.net, self.meta, self.path = net, meta, path
+
+    task = property(lambda self: self.meta["task"])
+    classes = property(lambda self: self.meta.get("classes"))
+    feature_names = property(lambda self: self.meta.get("feature_names"))
+    n_features = property(lambda self: self.meta["n_features"])
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        mean, std = self.meta.get("feature_mean"), self.meta.get("feature_std")
+        if mean is not None:
+            X = (X - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
+        return np.ascontiguousarray(X, dtype=self.net.dtype)
+
+    def outputs(self, X):
+        """Network outputs for raw features X: probabilities, or regression values in the
+        target's units (float64 when the targets were standardized)."""
+        out = self.net.predict(self.transform(X))
+        if self.task == "regression" and self.meta.get("target_mean") is not None:
+            out = (out.astype(np.float64) * np.asarray(self.meta["target_std"], np.float64)
+                   + np.asarray(self.meta["target_mean"], np.float64))
+        return out
+
+    def predict_proba(self, X):
+        if self.task != "classification":
+            raise ValueError("predict_proba: this is a regression model")
+        return self.outputs(X)
+
+    def predict(self, X):
+        out = self.outputs(X)
+        if self.task == "classification":
+            return np.array(self.classes, dtype=object)[out.argmax(axis=1)]
+        return out[:, 0] if out.shape[1] == 1 else out
+
+
+def _save_model(path, net, meta):
+    """Network to ``path`` (Network.save, atomic) and metadata to ``path.json`` (atomic);
+    the metadata records the network file's SHA-256."""
+    net.save(path)
+    meta = dict(meta, network_sha256=_sha256(path))
+    _atomic_write(path + META_SUFFIX, (json.dumps(meta, indent=1) + "\n").encode())
+
+
+def load_model(path):
+    """Read a model written by ``fastbp train`` (MODEL and MODEL.json) -> TrainedModel."""
+    import fastbp
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such model file")
+    meta_path = path + META_SUFFIX
+    if path.endswith(META_SUFFIX) and os.path.exists(path[:-len(META_SUFFIX)]):
+        raise ValueError(f"{path}: give the network file {path[:-len(META_SUFFIX)]} as MODEL, "
+                         f"not its {META_SUFFIX} metadata")
+    if not os.path.exists(meta_path):
+        raise FileNotFoundError(f"{meta_path}: the model's metadata file is missing (`fastbp "
+                                f"train` writes MODEL and MODEL{META_SUFFIX} side by side)")
+    try:
+        with open(meta_path, "rb") as f:
+            meta = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{meta_path}: corrupt model metadata ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise ValueError(f"{meta_path}: not a fastbp model metadata file")
+    if meta.get("version") != META_VERSION:
+        raise ValueError(f"{meta_path}: metadata version {meta.get('version')!r} is not "
+                         f"supported (this fastbp reads version {META_VERSION})")
+    net = fastbp.Network.load(path)
+    if meta.get("network_sha256") != _sha256(path):
+        raise ValueError(f"{path}: the network file does not match its metadata "
+                         f"{meta_path} (they come from different training runs)")
+    try:
+        _check_meta(meta, net)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{meta_path}: corrupt model metadata ({e})") from None
+    return TrainedModel(net, meta, path)
+
+
+def _check_meta(meta, net):
+    d = meta["n_features"]
+    if d != net.n_inputs:
+        raise ValueError(f"n_features {d} != network inputs {net.n_inputs}")
+    if meta["feature_names"] is not None and len(meta["feature_names"]) != d:
+        raise ValueError("feature_names has the wrong length")
+    for key in ("feature_mean", "feature_std"):
+        if meta[key] is not None and len(meta[key]) != d:
+            raise ValueError(f"{key} has the wrong length")
+    if meta["task"] == "classification":
+        if len(meta["classes"]) != net.n_outputs:
+            raise ValueError(f"{len(meta['classes'])} classes != network outputs {net.n_outputs}")
+    elif meta["task"] == "regression":
+        if len(meta["target_names"]) != net.n_outputs:
+            raise ValueError("target_names has the wrong length")
+    else:
+        raise ValueError(f"unknown task {meta['task']!r}")
+
+
+# ---- train ---------------------------------------------------------------------------------
+
+def _load_training_data(args):
+    """Raw features X (float64), target, and the metadata describing the layout."""
+    path = args.file
+    _check_file(path)
+    if _is_npz(path):
+        if args.ignore:
+            raise ValueError("--ignore applies to CSV files (a .npz file holds X and y)")
+        key = "y" if args.target is None else args.target
+        arrays = read_npz(path, need=("X", key))
+        X = _npz_features(path, arrays["X"])
+        y = np.asarray(arrays[key])
+        if y.shape[:1] != (X.shape[0],) or y.ndim > 2:
+            raise ValueError(f"{path}: {key} must have shape ({X.shape[0]},) or "
+                             f"({X.shape[0]}, k) to match X {X.shape}, got {y.shape}")
+        if y.dtype.kind in "biuf":
+            numeric = y.astype(np.float64)
+            if not np.isfinite(numeric).all():
+                i = int(np.flatnonzero(~np.isfinite(numeric).reshape(len(y), -1).all(1))[0])
+                raise ValueError(f"{path}: {key} contains NaN or inf (first at row {i})")
+        elif y.dtype.kind in "US":
+            numeric = None
+            if y.ndim != 1:
+                raise ValueError(f"{path}: a string target {key} must be 1-D, got {y.shape}")
+        else:
+            raise ValueError(f"{path}: {key} must be numeric or strings, got dtype {y.dtype}")
+        info = {"source_format": "npz", "feature_names": None, "target": key,
+                "ignored_columns": []}
+        return X, y, numeric, info
+    table = read_table(path, args.delimiter)
+    t = _column_index(table, -1 if args.target is None else args.target)
+    ignored = sorted({_column_index(table, c, "--ignore") for c in args.ignore})
+    if t in ignored:
+        raise ValueError(f"{path}: the target column {table.header[t]!r} is also in --ignore")
+    feats = [j for j in range(len(table.header)) if j != t and j not in ignored]
+    if not feats:
+        raise ValueError(f"{path}: no feature columns left besides the target "
+                         f"{table.header[t]!r}")
+    X = table.numeric(feats, "feature column")
+    strings = [s.strip() for s in table.column_strings(t)]
+    empty = next((i for i, s in enumerate(strings) if not s), None)
+    if empty is not None:
+        raise ValueError(f"{path}: the target column {table.header[t]!r} has a missing (empty) "
+                         f"value on line {table.lines[empty]}")
+    numeric, err = _parse_floats(strings)
+    if err is not None and args.task == "regression":
+        raise ValueError(_bad_value_message(table, t, err[0], err[1], "target column")
+                         + " (regression needs a numeric target)")
+    y = np.array(strings) if numeric is None else numeric
+    info = {"source_format": "csv", "feature_names": [table.header[j] for j in feats],
+            "target": table.header[t], "ignored_columns": [table.header[j] for j in ignored]}
+    return X, y, numeric, info
+
+
+def _split(n, fraction, labels, seed):
+    """Training and validation row indices (stratified by class when labels are given)."""
+    rng = np.random.default_rng(seed)
+    if fraction == 0:
+        return np.arange(n), np.arange(0)
+    if labels is not None:
+        val = []
+        for c in np.unique(labels):
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            val.extend(idx[:int(round(fraction * idx.size))])
+        val = np.sort(np.asarray(val, dtype=np.int64))
+    else:
+        val = np.sort(rng.permutation(n)[:int(round(fraction * n))])
+    mask = np.ones(n, bool)
+    mask[val] = False
+    return np.flatnonzero(mask), val
+
+
+def _stats(A):
+    mean = A.mean(axis=0)
+    std = A.std(axis=0)
+    std[~(std > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0   # constant columns
+    return mean, std
+
+
+def _train(args):
+    import fastbp
+    from ._validation import check_number, check_positive_int
+    t_start = time.perf_counter()
+    check_positive_int(args.epochs, "--epochs", minimum=1)
+    frac = check_number(args.validation_split, "--validation-split", 0.0, 1.0, high_open=True)
+    for h in args.hidden:
+        check_positive_int(h, "--hidden sizes")
+    if args.patience is not None:
+        check_positive_int(args.patience, "--patience", minimum=0)
+        if frac == 0:
+            raise ValueError("--patience needs a validation split (--validation-split > 0)")
+    if args.batch_size is not None:
+        check_positive_int(args.batch_size, "--batch-size", minimum=0)
+    _check_file(args.file)
+    _check_output_path(args.output, args.file)
+
+    X, y, numeric, info = _load_training_data(args)
+    n, d = X.shape
+    if y.ndim == 2:
+        if args.task == "classification":
+            raise ValueError(f"{args.file}: classification needs a 1-D target of class labels, "
+                             f"got shape {y.shape}")
+        task, why = "regression", (None if args.task == "regression"
+                                   else f"{y.shape[1]} target columns")
+    else:
+        task, why = _decide_task(args.task, y, numeric)
+
+    meta = {"format": META_FORMAT, "version": META_VERSION, "task": task, **info,
+            "n_features": d}
+    if task == "classification":
+        classes, labels = _encode_classes(y)
+        if len(classes) < 2:
+            raise ValueError(f"{args.file}: the target {info['target']!r} has a single class "
+                             f"({classes[0]!r}); classification needs at least 2")
+        Y, k = labels, len(classes)
+        meta["classes"] = classes
+    else:
+        Y = numeric.reshape(n, -1)
+        k = Y.shape[1]
+        meta["target_names"] = ([info["target"]] if k == 1
+                                else [f"{info['target']}_{j}" for j in range(k)])
+
+    tr, va = _split(n, frac, Y if task == "classification" else None, args.seed)
+    if tr.size == 0:
+        raise ValueError(f"{args.file}: no training samples left after the validation split "
+                         f"({n} samples, --validation-split {frac})")
+    Xtr, Ytr = X[tr], Y[tr]
+    if args.standardize:
+        mean, std = _stats(Xtr)
+        meta["feature_mean"], meta["feature_std"] = mean.tolist(), std.tolist()
+    else:
+        meta["feature_mean"] = meta["feature_std"] = None
+    if task == "regression":
+        if args.standardize:
+            ymean, ystd = _stats(Ytr)
+            meta["target_mean"], meta["target_std"] = ymean.tolist(), ystd.tolist()
+        else:
+            meta["target_mean"] = meta["target_std"] = None
+
+    net_out, loss = ("softmax", "cross_entropy") if task == "classification" else ("identity",
+                                                                                   "mse")
+    init = args.init
+    if init == "auto":
+        init = "he_normal" if args.activation.lower() in _RELU_LIKE else "glorot_uniform"
+    sizes = [d, *args.hidden, k]
+    net = fastbp.Network(sizes, activation=args.activation, output=net_out, init=init,
+                         dtype=args.dtype, seed=args.seed)
+    model = TrainedModel(net, meta)
+
+    def targets(rows):
+        if task == "classification":
+            return Y[rows]
+        out = Y[rows]
+        if meta.get("target_mean") is not None:
+            out = (out - np.asarray(meta["target_mean"])) / np.asarray(meta["target_std"])
+        return out.astype(net.dtype)
+
+    batch = args.batch_size
+    if batch is None:
+        batch = None if args.optimizer in ("rprop", "quickprop") else 32
+    elif batch == 0:
+        batch = None
+    trainer = fastbp.Trainer(net, loss=loss, optimizer=args.optimizer, lr=args.lr,
+                             momentum=args.momentum, weight_decay=args.weight_decay,
+                             batch_size=batch, n_threads=args.threads, seed=args.seed)
+    Xtr_s = model.transform(Xtr)
+    validation = (model.transform(X[va]), targets(va)) if va.size else None
+    callbacks = []
+    if args.patience is not None:
+        callbacks.append(fastbp.EarlyStopping("val_loss", patience=args.patience,
+                                              restore_best_weights=True))
+
+    what = (f"classification, {k} classes" if task == "classification"
+            else f"regression, {k} output{'s' if k > 1 else ''}")
+    print(f"fastbp train: {args.file}: {n} samples, {d} features, target {info['target']!r} "
+          f"-> {what}" + (f" (auto: {why})" if why else ""))
+    hidden = f"{args.activation}+" if args.hidden else "no hidden layer, "
+    print(f"network {sizes} {hidden}{net_out}, {net.dtype.name}, loss {loss}, "
+          f"{args.optimizer} lr={trainer.optimizer.lr:g}, "
+          f"batch {batch if batch is not None else 'full'}, {args.epochs} epochs, "
+          f"{tr.size} train / {va.size} validation samples, "
+          f"{'standardized' if args.standardize else 'raw'} features, "
+          f"{args.threads or fastbp.get_num_threads()} thread(s)")
+    sys.stdout.flush()
+    try:
+        history = trainer.fit(Xtr_s, targets(tr), epochs=args.epochs, validation_data=validation,
+                              verbose=not args.quiet, callbacks=callbacks)
+    except fastbp.TrainingDiverged as e:
+        print(f"fastbp train: error: {e}; the model was not saved", file=sys.stderr)
+        return 1
+    if history.interrupted:
+        print(f"training interrupted after {len(history)} epoch(s); saving the model as it is")
+    if len(history) == 0:
+        print("fastbp train: error: interrupted before the first epoch finished; the model "
+              "was not saved", file=sys.stderr)
+        return 1
+
+    # final summary, measured on the saved model's own path (raw features in, units out)
+    rate = float(np.median(history.samples_per_second))
+    rows, split = (va, "validation") if va.size else (tr, "training")
+    if task == "classification":
+        pred = model.outputs(X[rows]).argmax(axis=1)
+        metric = f"{split} accuracy {100 * float((pred == Y[rows]).mean()):.2f}%"
+    else:
+        err = model.outputs(X[rows]) - Y[rows]
+        rmse = float(np.sqrt(np.mean(err ** 2)))
+        var = float(np.mean((Y[rows] - Y[rows].mean(axis=0)) ** 2))
+        metric = f"{split} RMSE {rmse:.6g}" + (f" (R² {1 - rmse ** 2 / var:.4f})" if var > 0
+                                               else "")
+    stopped = ""
+    if args.patience is not None and callbacks[0].stopped_epoch is not None:
+        stopped = (f" (early stop; best epoch {callbacks[0].best_epoch + 1} "
+                   f"weights kept)")
+    print(f"final {metric} after {len(history)} epochs{stopped} in "
+          f"{time.perf_counter() - t_start:.2f} s ({rate:,.0f} training samples/s)")
+
+    meta["training"] = {"file": os.path.abspath(args.file), "epochs": len(history),
+                        "optimizer": args.optimizer, "lr": trainer.optimizer.lr,
+                        "batch_size": batch, "hidden": list(args.hidden),
+                        "activation": args.activation, "seed": args.seed,
+                        "validation_split": frac, "result": metric,
+                        "fastbp_version": fastbp.__version__}
+    _save_model(args.output, net, meta)
+    print(f"saved model to {args.output} (+ {args.output}{META_SUFFIX})")
+    return 0
+
+
+# ---- predict -------------------------------------------------------------------------------
+
+def _prediction_features(model, args):
+    """Raw float64 features of args.file in the model's column order."""
+    meta, path = model.meta, args.file
+    d = model.n_features
+    _check_file(path)
+    if _is_npz(path):
+        return _npz_features(path, read_npz(path, need=("X",))["X"], n_features=d)
+    table = read_table(path, args.delimiter)
+    names = meta["feature_names"]
+    header = table.header
+    skip = set(meta.get("ignored_columns") or ()) | {meta["target"]}
+    extra_ignored = {header[_column_index(table, c, "--ignore")] for c in args.ignore}
+    if names is None:   # trained on a .npz file: columns in order
+        cols = [j for j, h in enumerate(header) if h not in extra_ignored]
+        if len(cols) != d:
+            raise ValueError(f"{path}: {len(cols)} columns, the model expects {d} features "
+                             "(it was trained on a .npz file, so the columns are taken in "
+                             "order)")
+        return table.numeric(cols, "feature column")
+    missing = [f for f in names if f not in header]
+    if missing:
+        if len(missing) == d:
+            raise ValueError(f"{path}: none of the model's {d} feature columns "
+                             f"({_names(names, 10)}) is in the file, whose columns are "
+                             f"{_names(header, 10)}")
+        raise ValueError(f"{path}: missing feature column(s) {_names(missing, 10)} (the model "
+                         f"was trained on {d} features: {_names(names, 10)})")
+    known = set(names) | skip | extra_ignored
+    unknown = [h for h in header if h not in known]
+    if unknown:
+        raise ValueError(f"{path}: {len(header)} columns, the model expects its {d} feature "
+                         f"columns (plus optionally the target {meta['target']!r}); unexpected "
+                         f"column(s) {_names(unknown)} (skip them with --ignore)")
+    return table.numeric([header.index(f) for f in names], "feature column")
+
+
+def _predict(args):
+    import fastbp
+    model = load_model(args.model)
+    if args.proba and model.task != "classification":
+        raise ValueError("--proba needs a classification model; this one is a regression model")
+    if args.output is not None:
+        _check_output_path(args.output)
+        for p in (args.model, args.model + META_SUFFIX, args.file):
+            if os.path.exists(args.output) and os.path.samefile(args.output, p):
+                raise ValueError(f"--output {args.output}: would overwrite {p}")
+    X = _prediction_features(model, args)
+    with fastbp.num_threads(args.threads):
+        out = model.outputs(X)
+    fmt = "%.9g" if out.dtype == np.float32 else "%r"   # both round-trip exactly
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if model.task == "classification" and args.proba:
+        w.writerow([str(c) for c in model.classes])
+        w.writerows([fmt % v for v in row] for row in out.tolist())
+    elif model.task == "classification":
+        names = [str(c) for c in model.classes]
+        w.writerow(["prediction"])
+        w.writerows([names[i]] for i in out.argmax(axis=1).tolist())
+    else:
+        tn = model.meta["target_names"]
+        w.writerow(["prediction"] if len(tn) == 1 else tn)
+        w.writerows([fmt % v for v in row] for row in out.tolist())
+    text = buf.getvalue()
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        _atomic_write(args.output, text.encode())
+        print(f"wrote {len(X)} predictions to {args.output}", file=sys.stderr)
+    return 0
