@@ -153,7 +153,7 @@ class Table:
 def _parse_floats(strings):
     """(float64 array, None) or (None, (first bad index, its text))."""
     try:
-        values = np.array(strings, dtype=str).astype(np.float64)
+        values = np.fromiter(map(float, strings), np.float64, len(strings))
     except ValueError:
         values = None
     if values is not None:
@@ -217,8 +217,8 @@ def read_table(path, delimiter=None):
     except (gzip.BadGzipFile, EOFError) as e:
         raise ValueError(f"{path}: not a readable gzip file ({e})") from None
     if b"\x00" in raw[:65536]:
-        raise ValueError(f"{path}: binary data, not a CSV text file (a .npz file must be "
-                         "named *.npz)")
+        raise ValueError(f"{path}: binary data, not a CSV text file (expected a CSV file "
+                         "with a header row, or a .npz archive with arrays X and y)")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -541,6 +541,10 @@ def _load_training_data(args):
         arrays = read_npz(path, need=("X", key))
         X = _npz_features(path, arrays["X"])
         y = np.asarray(arrays[key])
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.dtype.kind == "S":
+            y = y.astype(str)   # class names must be JSON strings
         if y.shape[:1] != (X.shape[0],) or y.ndim > 2:
             raise ValueError(f"{path}: {key} must have shape ({X.shape[0]},) or "
                              f"({X.shape[0]}, k) to match X {X.shape}, got {y.shape}")
@@ -713,12 +717,14 @@ def _train(args):
           f"{'standardized' if args.standardize else 'raw'} features, "
           f"{args.threads or fastbp.get_num_threads()} thread(s)")
     sys.stdout.flush()
+    t_fit = time.perf_counter()
     try:
         history = trainer.fit(Xtr_s, targets(tr), epochs=args.epochs, validation_data=validation,
                               verbose=not args.quiet, callbacks=callbacks)
     except fastbp.TrainingDiverged as e:
         print(f"fastbp train: error: {e}; the model was not saved", file=sys.stderr)
         return 1
+    t_fit = time.perf_counter() - t_fit
     if history.interrupted:
         print(f"training interrupted after {len(history)} epoch(s); saving the model as it is")
     if len(history) == 0:
@@ -742,8 +748,9 @@ def _train(args):
     if args.patience is not None and callbacks[0].stopped_epoch is not None:
         stopped = (f" (early stop; best epoch {callbacks[0].best_epoch + 1} "
                    f"weights kept)")
-    print(f"final {metric} after {len(history)} epochs{stopped} in "
-          f"{time.perf_counter() - t_start:.2f} s ({rate:,.0f} training samples/s)")
+    epochs = f"{len(history)} epoch{'s' if len(history) != 1 else ''}"
+    print(f"final {metric} after {epochs}{stopped}; training {t_fit:.2f} s "
+          f"({rate:,.0f} samples/s), total {time.perf_counter() - t_start:.2f} s")
 
     meta["training"] = {"file": os.path.abspath(args.file), "epochs": len(history),
                         "optimizer": args.optimizer, "lr": trainer.optimizer.lr,

@@ -8,6 +8,16 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, expm1, log, log1p, tanh, fabs, sqrt, sqrtf, isfinite
 
+cdef extern from "_simd.h" nogil:
+    float fbp_tanhf(float x)
+    void fbp_affine_tanh_inplace(float* y, const float* b, Py_ssize_t k, float is_, float oa, float oc)
+    void fbp_affine_tanh_store(float* pre, float* out, const float* b, Py_ssize_t k, float is_,
+                               float oa, float oc)
+    void fbp_silu_store(float* pre, float* out, const float* b, Py_ssize_t k)
+    void fbp_gelu_store(float* pre, float* out, const float* b, Py_ssize_t k)
+    void fbp_silu_backward(float* g, const float* x, Py_ssize_t k)
+    void fbp_gelu_backward(float* g, const float* x, Py_ssize_t k)
+
 cdef Py_ssize_t PARALLEL_MIN = 32768   # elements below which loops stay serial
 cdef double SQRT_2_OVER_PI = 0.7978845608028654
 cdef double GELU_C = 0.044715
@@ -25,27 +35,11 @@ cdef int needs_pre(int act) noexcept nogil:
 
 
 cdef inline floating fast_tanh(floating x) noexcept nogil:
-    """tanh; float32 uses Eigen's vectorizable rational approximation (~1 ulp)."""
-    cdef float xf, x2, p, q
+    """tanh; float32 uses Eigen's vectorizable rational approximation (_simd.h)."""
     if floating is double:
         return tanh(x)
     else:
-        xf = x
-        # clamp keeps NaN (comparisons with NaN are false)
-        xf = 7.90531110763549805 if xf > 7.90531110763549805 else xf
-        xf = -7.90531110763549805 if xf < -7.90531110763549805 else xf
-        x2 = xf * xf
-        p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
-        p = x2 * p + -8.60467152213735e-11
-        p = x2 * p + 5.12229709037114e-08
-        p = x2 * p + 1.48572235717979e-05
-        p = x2 * p + 6.37261928875436e-04
-        p = x2 * p + 4.89352455891786e-03
-        p = xf * p
-        q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
-        q = x2 * q + 2.26843463243900e-03
-        q = x2 * q + 4.89352518554385e-03
-        return p / q
+        return fbp_tanhf(x)
 
 
 cdef inline floating fsqrt(floating x) noexcept nogil:
@@ -65,8 +59,28 @@ cdef inline floating sigmoid(floating x) noexcept nogil:
 cdef inline void row_forward(int act, floating* pre, floating* out, const floating* b,
                              Py_ssize_t k) noexcept nogil:
     """pre += b; out = f(pre). pre and out may be the same row."""
+    cdef float is_, oa, oc
     cdef Py_ssize_t j
     cdef floating x, m, s, u
+    if floating is float:
+        if act == TANH or act == SIGMOID or act == LECUN_TANH:
+            if act == TANH:
+                is_, oa, oc = 1.0, 1.0, 0.0
+            elif act == SIGMOID:
+                is_, oa, oc = 0.5, 0.5, 0.5
+            else:
+                is_, oa, oc = LECUN_B, LECUN_A, 0.0
+            if pre == out:
+                fbp_affine_tanh_inplace(out, b, k, is_, oa, oc)
+            else:
+                fbp_affine_tanh_store(pre, out, b, k, is_, oa, oc)
+            return
+        elif act == SILU:
+            fbp_silu_store(pre, out, b, k)
+            return
+        elif act == GELU:
+            fbp_gelu_store(pre, out, b, k)
+            return
     if act == IDENTITY:
         for j in range(k):
             out[j] = pre[j] + b[j]
@@ -149,6 +163,13 @@ cdef inline void row_backward(int act, floating* g, const floating* y, const flo
     """g *= f'(x), from the output y where possible (x = pre-activation)."""
     cdef Py_ssize_t j
     cdef floating s, t, u, d
+    if floating is float:
+        if act == SILU:
+            fbp_silu_backward(g, x, k)
+            return
+        elif act == GELU:
+            fbp_gelu_backward(g, x, k)
+            return
     if act == IDENTITY:
         return
     elif act == SIGMOID:

@@ -48,8 +48,6 @@ def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False):
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
-    if arr.ndim == 1 and n_columns == 1:
-        arr = arr.reshape(-1, 1)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}")
     if arr.shape[0] == 0 and not allow_empty:

@@ -67,11 +67,8 @@ def build_parser():
     d.set_defaults(func=_demo)
     i = sub.add_parser("info", help="version, OpenMP, BLAS and threads")
     i.set_defaults(func=_info)
-    try:
-        from . import _cli_train
-        _cli_train.add_commands(sub)
-    except ImportError:
-        pass
+    from . import _cli_train
+    _cli_train.add_commands(sub)
     return p
 
 
@@ -83,6 +80,9 @@ def main(argv=None):
     except (ValueError, TypeError, OSError) as e:
         print(f"fastbp {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ArithmeticError as e:      # TrainingDiverged
+        print(f"fastbp {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ class Trainer:
                         raise ValueError(f"lr_schedule gave lr={lr!r} at epoch {self.epoch}")
                     if shuffle:
                         _engine.shuffle(perm, self._rng_state)
-                    bar.start(self.epoch, epochs)
+                    bar.start(epoch, epochs)
                     total = correct = wtotal = 0.0
                     seen, b, t0 = 0, 0, time.perf_counter()
                     while b < n_batches:

@@ -1,0 +1,81 @@
+/* Vectorizable float32 activation loops (gcc/clang auto-vectorize these at -O3).
+ *
+ * tanh uses Eigen's rational approximation (generic_fast_tanh_float): within a few ulp of
+ * tanhf on [-7.9, 7.9], exactly +-1 beyond; NaN propagates (the clamps compare false).
+ * sigmoid(x) = 0.5 + 0.5 tanh(x/2).
+ */
+#ifndef FASTBP_SIMD_H
+#define FASTBP_SIMD_H
+#include <stddef.h>
+
+static inline float fbp_tanhf(float x) {
+    const float c = 7.90531110763549805f;
+    x = x > c ? c : x;
+    x = x < -c ? -c : x;
+    const float x2 = x * x;
+    float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+    p = x2 * p + -8.60467152213735e-11f;
+    p = x2 * p + 5.12229709037114e-08f;
+    p = x2 * p + 1.48572235717979e-05f;
+    p = x2 * p + 6.37261928875436e-04f;
+    p = x2 * p + 4.89352455891786e-03f;
+    p = x * p;
+    float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+    q = x2 * q + 2.26843463243900e-03f;
+    q = x2 * q + 4.89352518554385e-03f;
+    return p / q;
+}
+
+/* y = oa * tanh(is * (x + b)) + oc, in place (x is y) */
+static void fbp_affine_tanh_inplace(float *y, const float *b, ptrdiff_t k,
+                                    float is, float oa, float oc) {
+    for (ptrdiff_t j = 0; j < k; j++)
+        y[j] = oa * fbp_tanhf(is * (y[j] + b[j])) + oc;
+}
+
+/* pre += b; out = oa * tanh(is * pre) + oc */
+static void fbp_affine_tanh_store(float *restrict pre, float *restrict out, const float *b,
+                                  ptrdiff_t k, float is, float oa, float oc) {
+    for (ptrdiff_t j = 0; j < k; j++) {
+        const float x = pre[j] + b[j];
+        pre[j] = x;
+        out[j] = oa * fbp_tanhf(is * x) + oc;
+    }
+}
+
+/* pre += b; out = x * sigmoid(x) */
+static void fbp_silu_store(float *restrict pre, float *restrict out, const float *b, ptrdiff_t k) {
+    for (ptrdiff_t j = 0; j < k; j++) {
+        const float x = pre[j] + b[j];
+        pre[j] = x;
+        out[j] = x * (0.5f + 0.5f * fbp_tanhf(0.5f * x));
+    }
+}
+
+/* pre += b; out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+static void fbp_gelu_store(float *restrict pre, float *restrict out, const float *b, ptrdiff_t k) {
+    for (ptrdiff_t j = 0; j < k; j++) {
+        const float x = pre[j] + b[j];
+        pre[j] = x;
+        out[j] = 0.5f * x * (1.0f + fbp_tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    }
+}
+
+/* g *= silu'(x) */
+static void fbp_silu_backward(float *restrict g, const float *restrict x, ptrdiff_t k) {
+    for (ptrdiff_t j = 0; j < k; j++) {
+        const float s = 0.5f + 0.5f * fbp_tanhf(0.5f * x[j]);
+        g[j] *= s * (1.0f + x[j] * (1.0f - s));
+    }
+}
+
+/* g *= gelu'(x) */
+static void fbp_gelu_backward(float *restrict g, const float *restrict x, ptrdiff_t k) {
+    const float c = 0.7978845608028654f;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        const float u = x[j];
+        const float t = fbp_tanhf(c * (u + 0.044715f * u * u * u));
+        g[j] *= 0.5f * (1.0f + t) + 0.5f * u * (1.0f - t * t) * c * (1.0f + 3.0f * 0.044715f * u * u);
+    }
+}
+#endif

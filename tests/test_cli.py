@@ -1,0 +1,339 @@
+"""End-to-end tests of the command line: ``fastbp train``, ``predict``, ``demo``, ``info``."""
+import csv
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.cli import main
+from fastbp.datasets import load_digits
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+FAST = ["--epochs", "3", "--hidden", "16", "--quiet"]
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)
+
+
+def read_csv(text):
+    rows = list(csv.reader(io.StringIO(text)))
+    return rows[0], rows[1:]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(scale=False)
+    return X[:600].astype(np.int64), y[:600]
+
+
+@pytest.fixture(scope="module")
+def digits_csv(tmp_path_factory, digits):
+    X, y = digits
+    path = tmp_path_factory.mktemp("data") / "digits.csv"
+    header = [f"px{i}" for i in range(64)] + ["digit"]
+    return write_csv(path, header, [[*map(int, x), NAMES[c]] for x, c in zip(X, y)])
+
+
+@pytest.fixture(scope="module")
+def trained_digits(tmp_path_factory, digits_csv):
+    model = str(tmp_path_factory.mktemp("model") / "digits.fbp")
+    assert main(["train", digits_csv, "--target", "digit", "--epochs", "15", "--hidden", "32",
+                 "--quiet", "--output", model]) == 0
+    return model
+
+
+def regression_data(seed=0, n=300, k=1):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)) * [1, 10, 0.1, 3] + [0, 50, 0, -2]
+    w = rng.normal(size=(4, k))
+    Y = 100 + 20 * np.tanh((X - [0, 50, 0, -2]) / [1, 10, 0.1, 3] @ w)
+    return X, (Y[:, 0] if k == 1 else Y)
+
+
+def run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ---- train + predict round trips ---------------------------------------------------------
+
+def test_train_classification_csv_string_labels(trained_digits, digits_csv, digits, capsys):
+    meta = json.load(open(trained_digits + ".json"))
+    assert meta["task"] == "classification"
+    assert meta["classes"] == sorted(NAMES)
+    assert meta["target"] == "digit"
+    assert meta["feature_names"] == [f"px{i}" for i in range(64)]
+    assert len(meta["feature_mean"]) == len(meta["feature_std"]) == 64
+    net = fastbp.Network.load(trained_digits)
+    assert net.layer_sizes == (64, 32, 10) and net.activations[-1] == "softmax"
+    # only the model and its metadata in the folder: no temporary files left behind
+    assert sorted(os.listdir(os.path.dirname(trained_digits))) == ["digits.fbp",
+                                                                   "digits.fbp.json"]
+
+    rc, out, err = run(capsys, "predict", trained_digits, digits_csv)
+    assert rc == 0, err
+    header, rows = read_csv(out)
+    assert header == ["prediction"] and len(rows) == 600
+    X, y = digits
+    pred = np.array([r[0] for r in rows])
+    assert set(pred) <= set(NAMES)
+    assert (pred == np.array(NAMES)[y]).mean() > 0.8
+
+
+def test_predict_proba_equals_loaded_network(trained_digits, digits_csv, digits, capsys):
+    rc, out, err = run(capsys, "predict", trained_digits, digits_csv, "--proba")
+    assert rc == 0, err
+    header, rows = read_csv(out)
+    assert header == sorted(NAMES)
+    P = np.array(rows, dtype=np.float64).astype(np.float32)
+    meta = json.load(open(trained_digits + ".json"))
+    net = fastbp.Network.load(trained_digits)
+    X = digits[0].astype(np.float64)
+    Xs = ((X - np.array(meta["feature_mean"])) / np.array(meta["feature_std"])).astype(np.float32)
+    np.testing.assert_array_equal(P, net.predict(Xs))   # printed values round-trip exactly
+    np.testing.assert_allclose(P.sum(axis=1), 1, rtol=1e-5)
+
+    # labels = class names of the most probable class
+    rc, out, _ = run(capsys, "predict", trained_digits, digits_csv)
+    labels = [r[0] for r in read_csv(out)[1]]
+    assert labels == [header[i] for i in P.argmax(axis=1)]
+
+
+def test_predict_csv_reordered_columns_without_target(trained_digits, digits_csv, digits,
+                                                      tmp_path, capsys):
+    X, y = digits
+    cols = [f"px{i}" for i in range(64)][::-1]
+    other = write_csv(tmp_path / "shuffled.csv", cols, [list(map(int, x[::-1])) for x in X])
+    out_csv = tmp_path / "preds.csv"
+    rc, out, err = run(capsys, "predict", trained_digits, other, "--output", out_csv)
+    assert rc == 0 and out == "" and "600 predictions" in err
+    rc, ref, _ = run(capsys, "predict", trained_digits, digits_csv)
+    assert out_csv.read_text() == ref
+    assert sorted(os.listdir(tmp_path)) == ["preds.csv", "shuffled.csv"]
+
+
+def test_train_regression_npz_and_predict(tmp_path, capsys):
+    X, y = regression_data()
+    data = tmp_path / "reg.npz"
+    np.savez(data, X=X, y=y)
+    model = tmp_path / "reg.fbp"
+    rc, out, err = run(capsys, "train", data, "--epochs", "40", "--hidden", "32", "--quiet",
+                       "--output", model)
+    assert rc == 0, err
+    assert "regression" in out and "validation RMSE" in out and "samples/s" in out
+    assert f"saved model to {model}" in out
+    meta = json.load(open(f"{model}.json"))
+    assert meta["task"] == "regression" and "classes" not in meta
+    assert meta["feature_names"] is None and meta["n_features"] == 4
+
+    rc, out, err = run(capsys, "predict", model, data)
+    assert rc == 0, err
+    header, rows = read_csv(out)
+    assert header == ["prediction"]
+    pred = np.array(rows, dtype=np.float64)[:, 0]
+    # the saved model reproduces: standardize X, run the network, undo the target scaling
+    net = fastbp.Network.load(model)
+    Xs = ((X - meta["feature_mean"]) / np.array(meta["feature_std"])).astype(np.float32)
+    expect = net.predict(Xs).astype(np.float64) * meta["target_std"] + meta["target_mean"]
+    np.testing.assert_array_equal(pred, expect[:, 0])
+    rmse = np.sqrt(np.mean((pred - y) ** 2))
+    assert rmse < 0.5 * y.std()          # learned something in the target's own units
+
+    rc, _, err = run(capsys, "predict", model, data, "--proba")
+    assert rc == 2 and "--proba" in err and "regression" in err
+
+
+def test_regression_multi_output_and_csv(tmp_path, capsys):
+    X, Y = regression_data(seed=1, n=200, k=2)
+    np.savez(tmp_path / "multi.npz", X=X, y=Y)
+    rc, out, err = run(capsys, "train", tmp_path / "multi.npz", *FAST, "-o", tmp_path / "m.fbp")
+    assert rc == 0, err
+    assert "2 outputs" in out
+    rc, out, _ = run(capsys, "predict", tmp_path / "m.fbp", tmp_path / "multi.npz")
+    header, rows = read_csv(out)
+    assert header == ["y_0", "y_1"] and len(rows) == 200 and len(rows[0]) == 2
+
+    # CSV with a numeric target: --task auto picks regression for a continuous target
+    path = write_csv(tmp_path / "r.csv", ["a", "b", "c", "d", "target"],
+                     [[*x, t] for x, t in zip(X, Y[:, 0])])
+    rc, out, err = run(capsys, "train", path, *FAST, "--dtype", "float64",
+                       "-o", tmp_path / "r.fbp")
+    assert rc == 0, err
+    assert "regression" in out and "RMSE" in out
+    model = fastbp.Network.load(tmp_path / "r.fbp")
+    assert model.dtype == np.float64 and model.layer_sizes == (4, 16, 1)
+
+
+def test_integer_labels_auto_classification_and_override(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(120, 3))
+    y = (X[:, 0] > 0).astype(int) + 2 * (X[:, 1] > 0)        # labels 0..3
+    path = write_csv(tmp_path / "int.csv", ["label", "u", "v", "w"],
+                     [[c, *x] for c, x in zip(y, X)])
+    rc, out, err = run(capsys, "train", path, "--target", "0", *FAST, "-o", tmp_path / "c.fbp")
+    assert rc == 0, err
+    assert "classification, 4 classes" in out and "validation accuracy" in out
+    meta = json.load(open(tmp_path / "c.fbp.json"))
+    assert meta["classes"] == [0, 1, 2, 3] and meta["target"] == "label"
+    assert meta["feature_names"] == ["u", "v", "w"]
+    rc, out, _ = run(capsys, "predict", tmp_path / "c.fbp", path)
+    assert {r[0] for r in read_csv(out)[1]} <= {"0", "1", "2", "3"}
+
+    rc, out, err = run(capsys, "train", path, "--target", "label", "--task", "regression",
+                       "--validation-split", "0", "--no-standardize", *FAST,
+                       "-o", tmp_path / "r.fbp")
+    assert rc == 0, err
+    assert "regression" in out and "training RMSE" in out
+    meta = json.load(open(tmp_path / "r.fbp.json"))
+    assert meta["feature_mean"] is None and meta["target_mean"] is None
+
+
+def test_progress_and_per_epoch_metrics(tmp_path, capsys):
+    X, y = regression_data(n=100)
+    np.savez(tmp_path / "d.npz", X=X, y=y > 100)                 # boolean labels
+    rc, out, err = run(capsys, "train", tmp_path / "d.npz", "--epochs", "2", "--hidden", "8",
+                       "-o", tmp_path / "m.fbp")
+    assert rc == 0, err
+    assert "epoch 2" in err and "val_accuracy" in err          # the progress bar, per epoch
+    assert "final validation accuracy" in out
+    assert json.load(open(tmp_path / "m.fbp.json"))["classes"] == [False, True]
+
+
+def test_diverged_training_saves_nothing(tmp_path, capsys):
+    X, y = regression_data(n=100)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    rc, _, err = run(capsys, "train", tmp_path / "d.npz", "--optimizer", "sgd", "--lr", "1e6",
+                     *FAST, "-o", tmp_path / "m.fbp")
+    assert rc == 1 and "diverged" in err
+    assert not (tmp_path / "m.fbp").exists() and not (tmp_path / "m.fbp.json").exists()
+
+
+# ---- errors ------------------------------------------------------------------------------
+
+def test_train_errors(tmp_path, capsys):
+    missing = tmp_path / "nope.csv"
+    rc, _, err = run(capsys, "train", missing)
+    assert rc == 2 and "fastbp train: error:" in err and "nope.csv" in err and "no such" in err
+
+    (tmp_path / "empty.csv").write_text("")
+    rc, _, err = run(capsys, "train", tmp_path / "empty.csv")
+    assert rc == 2 and "empty" in err
+
+    (tmp_path / "header.csv").write_text("a,b,y\n")
+    rc, _, err = run(capsys, "train", tmp_path / "header.csv")
+    assert rc == 2 and "no data rows" in err
+
+    bad = write_csv(tmp_path / "bad.csv", ["x1", "colour", "y"],
+                    [[1, 2, 0], [2, 3, 1], [3, "red", 0], [4, "blue", 1]])
+    rc, _, err = run(capsys, "train", bad)
+    assert rc == 2 and "'colour'" in err and "line 4" in err and "'red'" in err
+
+    rc, _, err = run(capsys, "train", bad, "--target", "label")
+    assert rc == 2 and "'label'" in err and "'x1', 'colour', 'y'" in err
+
+    rc, _, err = run(capsys, "train", bad, "--target", "5")
+    assert rc == 2 and "out of range" in err
+
+    gaps = write_csv(tmp_path / "gaps.csv", ["a", "b", "y"], [[1, 2, 0], [2, "", 1]])
+    rc, _, err = run(capsys, "train", gaps)
+    assert rc == 2 and "'b'" in err and "missing" in err and "line 3" in err
+
+    (tmp_path / "ragged.csv").write_text("a,b,y\n1,2,0\n1,2\n")
+    rc, _, err = run(capsys, "train", tmp_path / "ragged.csv")
+    assert rc == 2 and "line 3 has 2 fields" in err
+
+    (tmp_path / "nohead.csv").write_text("0.5,1.5,0\n0.25,2.5,1\n")
+    rc, _, err = run(capsys, "train", tmp_path / "nohead.csv")
+    assert rc == 2 and "header" in err
+
+    np.savez(tmp_path / "nox.npz", data=np.zeros((4, 2)), labels=np.zeros(4))
+    rc, _, err = run(capsys, "train", tmp_path / "nox.npz")
+    assert rc == 2 and "'X'" in err and "'data', 'labels'" in err
+
+    (tmp_path / "fake.npz").write_text("not a zip")
+    rc, _, err = run(capsys, "train", tmp_path / "fake.npz")
+    assert rc == 2 and "not a valid .npz" in err
+
+    one = write_csv(tmp_path / "one.csv", ["a", "y"], [[1, "cat"], [2, "cat"]])
+    rc, _, err = run(capsys, "train", one)
+    assert rc == 2 and "single class" in err
+
+    good = write_csv(tmp_path / "good.csv", ["a", "y"], [[1, 0], [2, 1]])
+    rc, _, err = run(capsys, "train", good, "-o", tmp_path / "no" / "dir" / "m.fbp")
+    assert rc == 2 and "does not exist" in err
+    rc, _, err = run(capsys, "train", good, "--validation-split", "1.5")
+    assert rc == 2 and "--validation-split" in err
+    rc, _, err = run(capsys, "train", good, "--optimizer", "adam", "--momentum", "0.9",
+                     "-o", tmp_path / "m.fbp")
+    assert rc == 2 and "momentum" in err
+    assert not (tmp_path / "m.fbp").exists()
+
+
+def test_predict_errors(trained_digits, digits_csv, digits, tmp_path, capsys):
+    rc, _, err = run(capsys, "predict", tmp_path / "none.fbp", digits_csv)
+    assert rc == 2 and "fastbp predict: error:" in err and "none.fbp" in err
+
+    rc, _, err = run(capsys, "predict", trained_digits, tmp_path / "none.csv")
+    assert rc == 2 and "none.csv" in err
+
+    X, _ = digits
+    cols = [f"px{i}" for i in range(64) if i not in (5, 9)]
+    few = write_csv(tmp_path / "few.csv", cols, [[int(v) for j, v in enumerate(x)
+                                                  if j not in (5, 9)] for x in X[:5]])
+    rc, _, err = run(capsys, "predict", trained_digits, few)
+    assert rc == 2 and "'px5', 'px9'" in err and "missing" in err
+
+    extra = write_csv(tmp_path / "extra.csv", [f"px{i}" for i in range(64)] + ["id"],
+                      [[*map(int, x), i] for i, x in enumerate(X[:5])])
+    rc, _, err = run(capsys, "predict", trained_digits, extra)
+    assert rc == 2 and "'id'" in err
+    rc, out, err = run(capsys, "predict", trained_digits, extra, "--ignore", "id")
+    assert rc == 0 and len(read_csv(out)[1]) == 5
+
+    np.savez(tmp_path / "narrow.npz", X=np.zeros((3, 5)))
+    rc, _, err = run(capsys, "predict", trained_digits, tmp_path / "narrow.npz")
+    assert rc == 2 and "5 columns" in err and "64" in err
+    np.savez(tmp_path / "nox.npz", features=np.zeros((3, 64)))
+    rc, _, err = run(capsys, "predict", trained_digits, tmp_path / "nox.npz")
+    assert rc == 2 and "'X'" in err and "'features'" in err
+
+    # corrupt / truncated network, missing or mismatched metadata
+    data = open(trained_digits, "rb").read()
+    broken = tmp_path / "broken.fbp"
+    broken.write_bytes(data[:len(data) // 2])
+    (tmp_path / "broken.fbp.json").write_bytes(open(trained_digits + ".json", "rb").read())
+    rc, _, err = run(capsys, "predict", broken, digits_csv)
+    assert rc == 2 and "broken.fbp" in err and ("corrupt" in err or "truncated" in err)
+
+    lone = tmp_path / "lone.fbp"
+    lone.write_bytes(data)
+    rc, _, err = run(capsys, "predict", lone, digits_csv)
+    assert rc == 2 and "lone.fbp.json" in err and "missing" in err
+
+    other = tmp_path / "other.fbp"
+    fastbp.Network([64, 32, 10], output="softmax", seed=1).save(other)
+    (tmp_path / "other.fbp.json").write_bytes(open(trained_digits + ".json", "rb").read())
+    rc, _, err = run(capsys, "predict", other, digits_csv)
+    assert rc == 2 and "does not match" in err
+
+    (tmp_path / "lone.fbp.json").write_text("{not json")
+    rc, _, err = run(capsys, "predict", lone, digits_csv)
+    assert rc == 2 and "corrupt" in err
+
+
+# ---- the other commands ------------------------------------------------------------------
+
+def test_demo_and_info(capsys):
+    rc, out, _ = run(capsys, "demo", "--epochs", "2")
+    assert rc == 0 and "test accuracy" in out
+    rc, out, _ = run(capsys, "info")
+    assert rc == 0 and "OpenMP" in out
