@@ -57,7 +57,7 @@ class BuildExt(build_ext):
         else:
             print("fastbp: building with OpenMP (%s)" % " ".join(flags[0]), file=sys.stderr)
             cflags, lflags = flags
-        opt = ["/O2"] if self.compiler.compiler_type == "msvc" else ["-O3", "-fno-math-errno"]
+        opt = ["/O2"] if self.compiler.compiler_type == "msvc" else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
         for ext in self.extensions:
             ext.extra_compile_args = opt + cflags
             ext.extra_link_args = lflags

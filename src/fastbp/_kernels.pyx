@@ -6,7 +6,7 @@ GELU and the output layer keep their pre-activations.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport exp, expm1, log, log1p, tanh, fabs, sqrt, sqrtf, isfinite
+from libc.math cimport exp, expf, expm1, log, logf, log1p, tanh, fabs, sqrt, sqrtf, isfinite
 
 cdef extern from "_simd.h" nogil:
     float fbp_tanhf(float x)
@@ -40,6 +40,13 @@ cdef inline floating fast_tanh(floating x) noexcept nogil:
         return tanh(x)
     else:
         return fbp_tanhf(x)
+
+
+cdef inline floating fexp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
 
 
 cdef inline floating fsqrt(floating x) noexcept nogil:
@@ -137,7 +144,7 @@ cdef inline void row_forward(int act, floating* pre, floating* out, const floati
                 m = x
         s = 0
         for j in range(k):
-            u = exp(pre[j] - m)
+            u = fexp(pre[j] - m)
             out[j] = u
             s = s + u
         s = 1 / s
@@ -244,16 +251,20 @@ cdef inline double row_loss(int loss, int act, const floating* y, const floating
         row_backward(act, g, y, x, k)
         return 0.5 * e
     elif loss == CROSS_ENTROPY:
-        m = x[0]
-        for j in range(k):
-            if x[j] > m:
-                m = x[j]
-        s = 0
-        for j in range(k):
-            s += exp(x[j] - m)
-        s = m + log(s)          # log-sum-exp
+        if T == NULL and y[label] > 1e-6:     # -log p, accurate when p is not tiny
+            e = -log(<double>y[label])
+        else:                                 # from the logits: log-sum-exp - x
+            m = x[0]
+            for j in range(k):
+                if x[j] > m:
+                    m = x[j]
+            s = 0
+            for j in range(k):
+                s += exp(x[j] - m)
+            s = m + log(s)
+            if T == NULL:
+                e = s - x[label]
         if T == NULL:
-            e = s - x[label]
             for j in range(k):
                 g[j] = scale * y[j]
             g[label] = g[label] - scale

@@ -8,6 +8,15 @@
 #define FASTBP_SIMD_H
 #include <stddef.h>
 
+/* One build runs everywhere (no -march): on x86-64 Linux these loops are compiled for
+ * AVX-512, AVX2 and baseline SSE2, and the loader picks the best the CPU has. */
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) \
+    && !defined(FASTBP_NO_CLONES)
+#define FBP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FBP_CLONES
+#endif
+
 static inline float fbp_tanhf(float x) {
     const float c = 7.90531110763549805f;
     x = x > c ? c : x;
@@ -27,14 +36,14 @@ static inline float fbp_tanhf(float x) {
 }
 
 /* y = oa * tanh(is * (x + b)) + oc, in place (x is y) */
-static void fbp_affine_tanh_inplace(float *y, const float *b, ptrdiff_t k,
+FBP_CLONES static void fbp_affine_tanh_inplace(float *y, const float *b, ptrdiff_t k,
                                     float is, float oa, float oc) {
     for (ptrdiff_t j = 0; j < k; j++)
         y[j] = oa * fbp_tanhf(is * (y[j] + b[j])) + oc;
 }
 
 /* pre += b; out = oa * tanh(is * pre) + oc */
-static void fbp_affine_tanh_store(float *restrict pre, float *restrict out, const float *b,
+FBP_CLONES static void fbp_affine_tanh_store(float *restrict pre, float *restrict out, const float *b,
                                   ptrdiff_t k, float is, float oa, float oc) {
     for (ptrdiff_t j = 0; j < k; j++) {
         const float x = pre[j] + b[j];
@@ -44,7 +53,7 @@ static void fbp_affine_tanh_store(float *restrict pre, float *restrict out, cons
 }
 
 /* pre += b; out = x * sigmoid(x) */
-static void fbp_silu_store(float *restrict pre, float *restrict out, const float *b, ptrdiff_t k) {
+FBP_CLONES static void fbp_silu_store(float *restrict pre, float *restrict out, const float *b, ptrdiff_t k) {
     for (ptrdiff_t j = 0; j < k; j++) {
         const float x = pre[j] + b[j];
         pre[j] = x;
@@ -53,7 +62,7 @@ static void fbp_silu_store(float *restrict pre, float *restrict out, const float
 }
 
 /* pre += b; out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
-static void fbp_gelu_store(float *restrict pre, float *restrict out, const float *b, ptrdiff_t k) {
+FBP_CLONES static void fbp_gelu_store(float *restrict pre, float *restrict out, const float *b, ptrdiff_t k) {
     for (ptrdiff_t j = 0; j < k; j++) {
         const float x = pre[j] + b[j];
         pre[j] = x;
@@ -62,7 +71,7 @@ static void fbp_gelu_store(float *restrict pre, float *restrict out, const float
 }
 
 /* g *= silu'(x) */
-static void fbp_silu_backward(float *restrict g, const float *restrict x, ptrdiff_t k) {
+FBP_CLONES static void fbp_silu_backward(float *restrict g, const float *restrict x, ptrdiff_t k) {
     for (ptrdiff_t j = 0; j < k; j++) {
         const float s = 0.5f + 0.5f * fbp_tanhf(0.5f * x[j]);
         g[j] *= s * (1.0f + x[j] * (1.0f - s));
@@ -70,7 +79,7 @@ static void fbp_silu_backward(float *restrict g, const float *restrict x, ptrdif
 }
 
 /* g *= gelu'(x) */
-static void fbp_gelu_backward(float *restrict g, const float *restrict x, ptrdiff_t k) {
+FBP_CLONES static void fbp_gelu_backward(float *restrict g, const float *restrict x, ptrdiff_t k) {
     const float c = 0.7978845608028654f;
     for (ptrdiff_t j = 0; j < k; j++) {
         const float u = x[j];

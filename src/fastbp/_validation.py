@@ -36,6 +36,13 @@ def check_number(value, name, low=None, high=None, low_open=False, high_open=Fal
     return value
 
 
+def _all_finite(arr):
+    """True if every element is finite (compiled check, no temporary array)."""
+    from . import _engine
+    flat = arr.reshape(-1)
+    return bool(flat.size == 0 or _engine.params_finite(flat))
+
+
 def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False):
     """X as a C-contiguous 2-D array of ``dtype`` (copied only when needed), finite values.
 
@@ -56,7 +63,7 @@ def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False):
         raise ValueError(f"{name} must have {n_columns} columns, got shape {arr.shape}")
     with np.errstate(over="ignore", invalid="ignore"):   # reported just below
         out = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(out).all():
+    if not _all_finite(out):
         bad = "NaN" if np.isnan(out).any() else "inf"
         raise ValueError(f"{name} contains {bad} values (after conversion to {np.dtype(dtype).name})")
     return out

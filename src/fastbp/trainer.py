@@ -173,7 +173,9 @@ class Trainer:
         grads = np.empty(P, dtype=net.dtype)
         snapshot = np.empty_like(grads)
         self.optimizer.ensure_state(P, net.dtype)
-        perm = np.arange(n, dtype=np.int64)
+        perm = self._perm if getattr(self, "_perm", None) is not None and self._perm.size == n \
+            else np.arange(n, dtype=np.int64)
+        self._perm = perm
         Tm = T if T is not None else np.zeros((1, 1), net.dtype)
         Lm = labels if labels is not None else np.zeros(1, np.int64)
         code = _losses.get(self.loss)

@@ -1,0 +1,1191 @@
+"""scikit-learn compatible estimators: drop-in replacements for ``MLPClassifier`` and
+``MLPRegressor`` trained by fastbp's compiled backpropagation.
+
+    from fastbp.sklearn import MLPClassifier, MLPRegressor
+
+Everything scikit-learn's estimators accept is accepted here, with the same defaults and
+meanings: every constructor parameter, the fitted attributes (``coefs_``, ``intercepts_``,
+``loss_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+``best_validation_score_``, ``n_iter_``, ``n_layers_``, ``n_outputs_``, ``out_activation_``,
+``classes_``, ``t_``, ``n_features_in_``, ``feature_names_in_``), the methods (``fit``,
+``partial_fit``, ``predict``, ``predict_proba``, ``predict_log_proba``, ``score``), the
+solvers (``"sgd"``, ``"adam"``, ``"lbfgs"``), learning-rate schedules, early stopping,
+``warm_start``, ``sample_weight``, multilabel classification, multi-output regression,
+sparse input, ``verbose`` output, the warnings and the errors.
+
+What runs where:
+
+- ``"sgd"``/``"adam"``: each epoch is one compiled call (``fastbp.Trainer.fit(epochs=1)``);
+  Python runs once per epoch for ``tol``/``n_iter_no_change``, the learning-rate schedule
+  (``invscaling``, ``adaptive``), early stopping and ``verbose``, as scikit-learn does.
+  The update rules are scikit-learn's (velocity-form momentum and Nesterov momentum;
+  Adam with ``lr_t = lr*sqrt(1-b2^t)/(1-b1^t)``), so from the same initial weights and
+  without shuffling an epoch gives the same ``coefs_`` as scikit-learn (float rounding).
+  With ``shuffle=True`` the batches are drawn by fastbp's own seeded permutation, not
+  scikit-learn's, so the trajectories differ (in distribution they are the same).
+- ``"lbfgs"``: ``scipy.optimize.minimize(method="L-BFGS-B")`` over the flat parameter
+  vector, with the loss and gradient from fastbp's compiled forward/backward pass.
+- Initialization: by default scikit-learn's (Glorot uniform weights *and* biases, bound
+  ``sqrt(6/(fan_in+fan_out))``, ``sqrt(2/...)`` for ``activation="logistic"``), drawn from
+  ``random_state`` in the same order as scikit-learn, so the same ``random_state`` gives
+  the same initial weights.
+
+Beyond scikit-learn (extra keyword arguments; scikit-learn's parameters keep their meaning):
+
+- ``activation``: any trainable fastbp hidden activation (``fastbp.activations.names()``:
+  ``"gelu"``, ``"silu"``, ``"elu"``, ``"leaky_relu"``, ``"softplus"``, ...), or a list with
+  one per hidden layer.
+- ``init``: a fastbp initializer name or callable (or one per layer), e.g.
+  ``"he_uniform"``, ``"orthogonal"``; biases then start at zero. ``None`` (default) is
+  scikit-learn's initialization.
+- ``n_threads``: threads of the compiled kernels (``None``: fastbp's setting, capped by
+  ``OMP_NUM_THREADS`` when it is set, as joblib does in its workers).
+- ``dtype``: ``"float32"`` or ``"float64"`` training (``None``: the input's, as
+  scikit-learn: float32 input trains in float32, anything else in float64).
+- ``callbacks``: callables ``(epoch, logs) -> stop?`` or ``fastbp.callbacks.Callback``
+  objects, called after every epoch (every L-BFGS iteration for ``"lbfgs"``) with
+  ``logs`` holding ``loss``, ``val_loss`` and ``val_score`` (when there is a validation
+  set), ``lr``, ``estimator`` and ``trainer``; returning True stops training.
+- ``validation_loss_curve_``: the validation loss after every epoch whenever there is a
+  validation set (``early_stopping=True``, or ``fit(..., validation_data=(X_val, y_val))``).
+
+Sparse input (CSR/CSC) is densified: at once when the dense copy takes at most
+``SPARSE_DENSE_LIMIT`` bytes (256 MiB), otherwise a block of whole batches (at most
+``SPARSE_BLOCK_BYTES``, 64 MiB) at a time during training, and a block of rows at a
+time in ``predict``; memory stays bounded, the arithmetic is the dense arithmetic.
+
+Known differences from scikit-learn, all documented in the estimators' docstrings:
+``loss_``/``loss_curve_`` of sgd/adam include the L2 penalty evaluated at the weights of the
+start and end of each epoch (scikit-learn evaluates it before every batch), and with
+``sample_weight`` the epoch loss is the weighted mean over all samples (scikit-learn
+averages the per-batch weighted means); for multi-output squared-error regression with
+``lbfgs`` the function L-BFGS minimizes is the one whose gradient is used (sum over
+outputs; scikit-learn divides the value, but not the gradient, by the number of
+outputs), while ``loss_`` is reported in scikit-learn's convention; ``sample_weight``
+must be non-negative.
+
+scikit-learn is an optional dependency: ``pip install fastbp[sklearn]``.
+"""
+import math
+import numbers
+import os
+import sys
+import warnings
+from numbers import Integral, Real
+
+try:
+    import sklearn  # noqa: F401
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "fastbp.sklearn needs scikit-learn, which is an optional dependency of fastbp: "
+        "pip install fastbp[sklearn]") from exc
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+from sklearn.utils.optimize import _check_optimize_result
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+
+try:
+    from sklearn.base import _fit_context
+except ImportError:  # pragma: no cover - scikit-learn < 1.3
+    def _fit_context(prefer_skip_nested_validation):
+        def decorator(fit_method):
+            def wrapper(estimator, *args, **kwargs):
+                if fit_method.__name__ != "partial_fit" or not hasattr(estimator, "coefs_"):
+                    estimator._validate_params()
+                return fit_method(estimator, *args, **kwargs)
+            wrapper.__name__ = fit_method.__name__
+            wrapper.__doc__ = fit_method.__doc__
+            return wrapper
+        return decorator
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # pragma: no cover - scikit-learn < 1.6
+    def validate_data(estimator, X="no_validation", y="no_validation", **kwargs):
+        return estimator._validate_data(X, y, **kwargs)
+
+try:
+    from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+except ImportError:  # pragma: no cover
+    def _get_additional_lbfgs_options_dict(key, value):
+        return {}
+
+from . import activations as _act
+from . import callbacks as _callbacks
+from .network import Network
+from .optimizers import SGD, Adam
+from .trainer import Trainer, TrainingDiverged
+from ._config import get_num_threads, num_threads
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+_STOCHASTIC_SOLVERS = ["sgd", "adam"]
+
+#: Sparse input whose dense copy needs at most this many bytes is densified once per fit.
+SPARSE_DENSE_LIMIT = 256 * 2**20
+#: Otherwise training densifies blocks of whole batches of at most this many bytes, and
+#: predict blocks of rows of at most this many bytes.
+SPARSE_BLOCK_BYTES = 64 * 2**20
+
+# scikit-learn's output activation names -> fastbp's (the "exp" of Poisson regression is
+# applied to an identity output in Python).
+_OUTPUT = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax", "exp": "identity"}
+_HIDDEN_ACTIVATIONS = sorted(n for n in _act.names()
+                             if n != "softmax" and _act.get(n).trainable
+                             and not _act.get(n).output_only)
+_NONFINITE_MSG = ("Solver produced non-finite parameter weights. The input data may"
+                  " contain large values and need to be preprocessed.")
+
+
+# ---- losses in scikit-learn's conventions (for loss_, batches of the Poisson path) ------
+
+def _squared_loss(y, out, sw):
+    return 0.5 * np.average((y - out) ** 2, weights=sw, axis=0).mean()
+
+
+def _poisson_loss(y, z, sw):
+    """Half Poisson deviance of exp(z) (scikit-learn's value), from the linear output z."""
+    from scipy.special import xlogy
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        mu = np.exp(z)
+        return np.average(xlogy(y, y / mu) - y + mu, weights=sw, axis=0).sum()
+
+
+def _log_loss(y, prob, sw):
+    from scipy.special import xlogy
+    eps = np.finfo(prob.dtype).eps
+    prob = np.clip(prob, eps, 1 - eps)
+    if prob.shape[1] == 1:
+        prob = np.append(1 - prob, prob, axis=1)
+    if y.shape[1] == 1:
+        y = np.append(1 - y, y, axis=1)
+    return -np.average(xlogy(y, prob), weights=sw, axis=0).sum()
+
+
+def _binary_log_loss(y, prob, sw):
+    from scipy.special import xlogy
+    eps = np.finfo(prob.dtype).eps
+    prob = np.clip(prob, eps, 1 - eps)
+    return -np.average(xlogy(y, prob) + xlogy(1 - y, 1 - prob), weights=sw, axis=0).sum()
+
+
+def _default_threads():
+    n = get_num_threads()
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.strip().isdigit() and int(env) > 0:
+        n = min(n, int(env))
+    return max(1, n)
+
+
+class _Rows:
+    """Training/prediction rows: a dense C-contiguous array, or a CSR matrix that is
+    densified a block of rows at a time."""
+
+    def __init__(self, X, dtype):
+        self.dtype = np.dtype(dtype)
+        if sp.issparse(X):
+            if X.shape[0] * X.shape[1] * self.dtype.itemsize <= SPARSE_DENSE_LIMIT:
+                X = X.toarray()
+            else:
+                X = sp.csr_matrix(X, dtype=self.dtype)
+        self.sparse = sp.issparse(X)
+        if not self.sparse:
+            X = np.ascontiguousarray(X, dtype=self.dtype)   # read-only input is fine
+        self.X = X
+        self.n, self.d = X.shape
+
+    def rows_per_block(self, multiple=1):
+        per = max(1, SPARSE_BLOCK_BYTES // max(1, self.d * self.dtype.itemsize))
+        return max(multiple, per // multiple * multiple)
+
+    def take(self, idx):
+        """Dense rows ``idx`` (a slice or an index array)."""
+        block = self.X[idx]
+        if self.sparse:
+            block = block.toarray()
+        return np.ascontiguousarray(block, dtype=self.dtype)
+
+    def blocks(self, rows):
+        for s in range(0, self.n, rows):
+            yield slice(s, min(self.n, s + rows))
+
+
+class _LearningRate:
+    """The trainer's lr_schedule: reads the optimizer's current learning rate, which the
+    estimator changes between epochs (invscaling, adaptive)."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def __call__(self, epoch):
+        return self.optimizer.lr
+
+
+def _new_optimizer(est):
+    if est.solver == "sgd":
+        mu = float(est.momentum)
+        opt = SGD(lr=est.learning_rate_init, momentum=min(mu, 0.5),
+                  nesterov=bool(est.nesterovs_momentum) and mu > 0, classic_momentum=True)
+        opt.momentum = mu   # scikit-learn allows momentum=1 (SGD's own check stops at < 1)
+        return opt
+    return Adam(lr=est.learning_rate_init, betas=(est.beta_1, est.beta_2), eps=est.epsilon,
+                eps_before_bias_correction=True)
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared implementation of the two estimators (use MLPClassifier / MLPRegressor)."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "activation": [StrOptions(set(_HIDDEN_ACTIVATIONS)), list, tuple],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Real, {np.inf}),
+        ],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        # fastbp extras
+        "init": [None, str, callable, list, tuple],
+        "n_threads": [None, Interval(Integral, 1, None, closed="left")],
+        "dtype": [None, StrOptions({"float32", "float64"})],
+        "callbacks": [None, list, tuple],
+    }
+
+    def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+                 learning_rate_init, power_t, max_iter, loss, shuffle, random_state, tol,
+                 verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
+                 validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun,
+                 init, n_threads, dtype, callbacks):
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.init = init
+        self.n_threads = n_threads
+        self.dtype = dtype
+        self.callbacks = callbacks
+
+    # ---- pickling: the cached Network is rebuilt from coefs_ --------------------------
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_net", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if hasattr(self, "coefs_"):
+            try:
+                self._net = self._make_net([c.shape[0] for c in self.coefs_]
+                                           + [self.coefs_[-1].shape[1]], self.coefs_[0].dtype)
+            except (ValueError, TypeError, AttributeError):
+                pass
+
+    # ---- network <-> coefs_ -----------------------------------------------------------
+    def _hidden_activations(self, n_hidden):
+        act = self.activation
+        if isinstance(act, (list, tuple)):
+            acts = list(act)
+            if len(acts) != n_hidden:
+                raise ValueError(f"activation: expected one name per hidden layer ({n_hidden}), "
+                                 f"got {len(acts)}")
+            for a in acts:
+                if a not in _HIDDEN_ACTIVATIONS:
+                    raise ValueError(f"activation: {a!r} is not a trainable hidden activation; "
+                                     f"valid names: {_HIDDEN_ACTIVATIONS}")
+            return acts
+        return [act] * n_hidden
+
+    def _make_net(self, layer_units, dtype):
+        hidden = self._hidden_activations(len(layer_units) - 2)
+        return Network(list(layer_units), activation=hidden if hidden else "tanh",
+                       output=_OUTPUT[self.out_activation_], init="zeros", dtype=dtype)
+
+    def _load_coefs(self, net):
+        for W, b, c, i in zip(net.weights, net.biases, self.coefs_, self.intercepts_):
+            c, i = np.asarray(c), np.asarray(i)
+            if c.shape != W.shape or i.shape != b.shape:
+                raise ValueError(f"coefs_/intercepts_ have shapes {c.shape}/{i.shape}, the network "
+                                 f"needs {W.shape}/{b.shape} (hidden_layer_sizes, the number of "
+                                 "features or of outputs changed?)")
+            W[...] = c
+            b[...] = i
+
+    def _store_coefs(self, net):
+        self.coefs_ = [W.copy() for W in net.weights]
+        self.intercepts_ = [b.copy() for b in net.biases]
+
+    def _threads(self):
+        return self.n_threads if self.n_threads is not None else _default_threads()
+
+    def _predict_net(self):
+        """The cached network (built at fit) loaded with the current coefs_/intercepts_."""
+        units = [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
+        net = getattr(self, "_net", None)
+        dtype = np.asarray(self.coefs_[0]).dtype
+        if dtype not in (np.float32, np.float64):
+            dtype = np.float64
+        if net is None or list(net.layer_sizes) != units or net.dtype != dtype:
+            net = self._make_net(units, dtype)
+        self._load_coefs(net)
+        return net
+
+    # ---- forward passes ---------------------------------------------------------------
+    def _net_output(self, net, X):
+        """Output activations (scikit-learn's, so with exp for Poisson) for X, given as a
+        _Rows, a dense array or a sparse matrix."""
+        rows = X if isinstance(X, _Rows) else _Rows(X, net.dtype)
+        with num_threads(self._threads()):
+            if not rows.sparse:
+                out = net.predict(rows.X)
+            else:
+                out = np.empty((rows.n, net.n_outputs), dtype=net.dtype)
+                for sl in rows.blocks(rows.rows_per_block()):
+                    out[sl] = net.predict(rows.take(sl))
+        if self.out_activation_ == "exp":
+            with np.errstate(over="ignore"):
+                np.exp(out, out=out)
+        return out
+
+    def _forward_pass_fast(self, X, check_input=True):
+        if check_input:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        return self._net_output(self._predict_net(), X)
+
+    # ---- fit ----------------------------------------------------------------------------
+    def _initialize(self, y, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        if not is_classifier(self):
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
+        elif self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+        else:
+            self.out_activation_ = "logistic"
+
+        net = self._make_net(layer_units, dtype)
+        if self.init is None:
+            # scikit-learn's _init_coef, same draws in the same order
+            hidden = self._hidden_activations(len(layer_units) - 2)
+            factor = 2.0 if hidden and all(a in ("logistic", "sigmoid") for a in hidden) else 6.0
+            if not hidden and self.activation in ("logistic", "sigmoid"):
+                factor = 2.0
+            for W, b, fan_in, fan_out in zip(net.weights, net.biases, layer_units[:-1],
+                                             layer_units[1:]):
+                bound = np.sqrt(factor / (fan_in + fan_out))
+                W[...] = self._random_state.uniform(-bound, bound, (fan_in, fan_out))
+                b[...] = self._random_state.uniform(-bound, bound, fan_out)
+        else:
+            net.initialize(self.init, seed=int(self._random_state.randint(np.iinfo(np.int32).max)))
+        self._net = net
+        self._store_coefs(net)
+        self._best_coefs = [c.copy() for c in self.coefs_]
+        self._best_intercepts = [i.copy() for i in self.intercepts_]
+
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self.validation_loss_curve_ = None
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _train_dtype(self, X):
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
+
+    def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
+        hidden_layer_sizes = self.hidden_layer_sizes
+        if not hasattr(hidden_layer_sizes, "__iter__"):
+            hidden_layer_sizes = [hidden_layer_sizes]
+        hidden_layer_sizes = list(hidden_layer_sizes)
+        if np.any(np.array(hidden_layer_sizes) <= 0):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes)
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        n_samples, n_features = X.shape
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        self.n_outputs_ = y.shape[1]
+        layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
+        self._random_state = check_random_state(self.random_state)
+
+        if first_pass:
+            self._initialize(y, layer_units, self._train_dtype(X))
+        else:
+            units = [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
+            if units != layer_units:
+                raise ValueError(f"warm_start/partial_fit: the network has layer sizes {units}, "
+                                 f"this fit needs {layer_units}")
+        dtype = np.dtype(self.coefs_[0].dtype) if self.coefs_[0].dtype in (
+            np.float32, np.float64) else np.dtype(np.float64)
+        net = getattr(self, "_net", None)
+        if net is None or list(net.layer_sizes) != layer_units or net.dtype != dtype:
+            net = self._make_net(layer_units, dtype)
+        self._load_coefs(net)
+        self._net = net
+
+        try:
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._fit_stochastic(net, X, y, sample_weight, incremental, validation_data)
+            else:
+                self._fit_lbfgs(net, X, y, sample_weight)
+        finally:
+            self._store_coefs(net)
+        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            raise ValueError(_NONFINITE_MSG)
+        return self
+
+    # targets of fastbp's loss from scikit-learn's (binarized) y
+    def _fastbp_loss(self):
+        return {"softmax": "cross_entropy", "logistic": "binary_cross_entropy"}.get(
+            self.out_activation_, "mse")
+
+    def _targets(self, y, dtype):
+        if self.out_activation_ == "softmax":
+            return np.ascontiguousarray(np.argmax(y, axis=1), dtype=np.int64)
+        return np.ascontiguousarray(y, dtype=dtype)
+
+    def _sk_loss(self, y, out, sw):
+        """scikit-learn's data loss for targets y (2-D) and output activations out."""
+        if self.out_activation_ == "identity":
+            return _squared_loss(y, out, sw)
+        if self.out_activation_ == "exp":
+            with np.errstate(divide="ignore"):
+                return _poisson_loss(y, np.log(out), sw)
+        if self.out_activation_ == "softmax":
+            return _log_loss(y, out, sw)
+        return _binary_log_loss(y, out, sw)
+
+    def _penalty(self, net, sw_sum):
+        if not self.alpha:
+            return 0.0
+        return 0.5 * self.alpha * sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights) / sw_sum
+
+    # ---- L-BFGS -------------------------------------------------------------------------
+    def _fit_lbfgs(self, net, X, y, sample_weight):
+        rows = _Rows(X, net.dtype)
+        T = self._targets(y, net.dtype)
+        sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, net.dtype)
+        sw_sum = float(rows.n if sw is None else sw.sum())
+        loss = self._fastbp_loss()
+        poisson = self.out_activation_ == "exp"
+        yf = np.asarray(y, dtype=net.dtype)
+        nt = self._threads()
+        last = {}
+
+        def data_loss_grad(Xb, Tb, yb, swb, l2):
+            if poisson:
+                Z = net.predict(Xb)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    target = Z - np.exp(Z) + yb
+                value = _poisson_loss(yb, Z, swb)
+                _, g = net.loss_and_gradients(Xb, target, loss="mse", inputs=False,
+                                              sample_weight=swb, l2=l2)
+                return value, g.flat
+            value, g = net.loss_and_gradients(Xb, Tb, loss=loss, inputs=False,
+                                              sample_weight=swb, l2=l2)
+            return value, g.flat
+
+        def fun(x):
+            net.parameters[...] = x
+            with num_threads(nt):
+                if not rows.sparse:
+                    value, grad = data_loss_grad(rows.X, T, yf, sw, self.alpha)
+                    grad = grad.astype(np.float64)
+                else:
+                    value, grad = 0.0, np.zeros(net.parameters.size)
+                    for sl in rows.blocks(rows.rows_per_block()):
+                        swb = None if sw is None else sw[sl]
+                        wb = float(sl.stop - sl.start if swb is None else swb.sum())
+                        if wb <= 0:
+                            continue
+                        v, g = data_loss_grad(rows.take(sl), T[sl], yf[sl], swb, 0.0)
+                        value += v * wb / sw_sum
+                        grad += g.astype(np.float64) * (wb / sw_sum)
+                    if self.alpha:
+                        off = 0
+                        for W, b in zip(net.weights, net.biases):
+                            grad[off:off + W.size] += self.alpha / sw_sum * W.ravel()
+                            off += W.size + b.size
+            pen = self._penalty(net, sw_sum)
+            last["data"], last["pen"] = value, pen
+            return value + pen, grad
+
+        cbs = list(self.callbacks or [])
+        opt_cb = None
+        if cbs:
+            it = [0]
+
+            def opt_cb(intermediate_result):
+                logs = {"loss": float(intermediate_result.fun), "lr": None, "estimator": self,
+                        "trainer": None, "net": net}
+                stop = False
+                for cb in cbs:
+                    if cb(it[0], logs):
+                        stop = True
+                it[0] += 1
+                if stop:
+                    raise StopIteration
+
+        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
+        x0 = net.parameters.astype(np.float64)
+        opt_res = scipy.optimize.minimize(
+            fun, x0, method="L-BFGS-B", jac=True, callback=opt_cb,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                     **_get_additional_lbfgs_options_dict("iprint", iprint)})
+        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        net.parameters[...] = opt_res.x
+        self.loss_ = float(opt_res.fun)
+        if self.out_activation_ == "identity" and self.n_outputs_ > 1:
+            # scikit-learn's squared-error loss_ averages over the outputs
+            pen = self._penalty(net, sw_sum)
+            self.loss_ = (self.loss_ - pen) / self.n_outputs_ + pen
+
+    # ---- SGD / Adam ---------------------------------------------------------------------
+    def _fit_stochastic(self, net, X, y, sample_weight, incremental, validation_data):
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = _new_optimizer(self)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        classifier = is_classifier(self)
+        X_val = y_val = sample_weight_val = None
+        if validation_data is not None:
+            X_train, y_train, sample_weight_train = X, y, sample_weight
+            X_val, y_val, sample_weight_val = self._check_validation_data(validation_data)
+        elif early_stopping:
+            should_stratify = classifier and self.n_outputs_ == 1
+            stratify = y if should_stratify else None
+            if sample_weight is None:
+                X_train, X_val, y_train, y_val = train_test_split(
+                    X, y, random_state=self._random_state, test_size=self.validation_fraction,
+                    stratify=stratify)
+                sample_weight_train = sample_weight_val = None
+            else:
+                (X_train, X_val, y_train, y_val, sample_weight_train,
+                 sample_weight_val) = train_test_split(
+                    X, y, sample_weight, random_state=self._random_state,
+                    test_size=self.validation_fraction, stratify=stratify)
+            if X_val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase "
+                                 "'validation_fraction' or the size of your dataset.")
+            if classifier:
+                y_val = self._label_binarizer.inverse_transform(y_val)
+        else:
+            X_train, y_train, sample_weight_train = X, y, sample_weight
+
+        n_samples = X_train.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than "
+                              "sample size. It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        dtype = net.dtype
+        rows = _Rows(X_train, dtype)
+        T = self._targets(y_train, dtype)
+        yf = np.asarray(y_train, dtype=dtype)
+        sw = None if sample_weight_train is None else np.ascontiguousarray(sample_weight_train, dtype)
+        sw_total = float(n_samples if sw is None else sw.sum())
+        n_batches = math.ceil(n_samples / batch_size)
+        # sum over batches of len_b / sw_sum_b: the L2 term's weight in scikit-learn's loss_
+        pen_batches = n_batches if sw is None else n_batches * n_samples / max(sw_total, 1e-300)
+        val_rows = None
+        if X_val is not None:
+            val_rows = _Rows(X_val, dtype)
+            y_val_2d = (np.asarray(self._label_binarizer.transform(y_val), dtype=dtype)
+                        if classifier else np.asarray(y_val, dtype=dtype))
+            if y_val_2d.ndim == 1:
+                y_val_2d = y_val_2d.reshape(-1, 1)
+            if getattr(self, "validation_loss_curve_", None) is None:
+                self.validation_loss_curve_ = []
+
+        nt = self._threads()
+        seed = int(self._random_state.randint(np.iinfo(np.int32).max))
+        trainer = Trainer(net, loss=self._fastbp_loss(), optimizer=self._optimizer,
+                          batch_size=batch_size, n_threads=nt, seed=seed,
+                          lr_schedule=_LearningRate(self._optimizer), l2=float(self.alpha))
+        chunked = rows.sparse or self.out_activation_ == "exp"
+        perm_rng = np.random.default_rng(seed)
+        cbs = list(self.callbacks or [])
+        for cb in cbs:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables or fastbp Callback objects, "
+                                f"got {cb!r}")
+            if isinstance(cb, _callbacks.Callback):
+                cb.on_train_begin(trainer)
+
+        def run_epoch():
+            """One epoch; returns scikit-learn's accumulated data loss / n_samples."""
+            if not chunked:
+                history = trainer.fit(rows.X, T, epochs=1, shuffle=bool(self.shuffle),
+                                      sample_weight=sw)
+                if history.interrupted:
+                    raise KeyboardInterrupt
+                value = history.loss[0]
+                if self.out_activation_ == "identity":
+                    value /= self.n_outputs_
+                return value
+            order = perm_rng.permutation(n_samples) if self.shuffle else None
+            per = batch_size if self.out_activation_ == "exp" else rows.rows_per_block(batch_size)
+            total = 0.0
+            for sl in rows.blocks(per):
+                idx = sl if order is None else order[sl]
+                Xb = rows.take(idx)
+                swb = None if sw is None else sw[idx]
+                if self.out_activation_ == "exp":
+                    yb = yf[idx]
+                    Z = net.predict(Xb)
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        target = Z - np.exp(Z) + yb
+                    total += _poisson_loss(yb, Z, swb) * Xb.shape[0]
+                else:
+                    target = T[idx]
+                history = trainer.fit(Xb, target, epochs=1, shuffle=False, sample_weight=swb)
+                if history.interrupted:
+                    raise KeyboardInterrupt
+                if self.out_activation_ != "exp":
+                    wb = Xb.shape[0] if swb is None else float(swb.sum())
+                    value = history.loss[0] * wb
+                    if self.out_activation_ == "identity":
+                        value /= self.n_outputs_
+                    total += value
+            return total / (n_samples if self.out_activation_ == "exp" else sw_total)
+
+        def sq_weights():
+            return sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights)
+
+        try:
+            self.n_iter_ = 0
+            with num_threads(nt):
+                for it in range(self.max_iter):
+                    lr = self._optimizer.lr
+                    sq0 = sq_weights() if self.alpha else 0.0
+                    try:
+                        data_loss = run_epoch()
+                    except TrainingDiverged as exc:
+                        raise ValueError(_NONFINITE_MSG) from exc
+                    penalty = 0.0
+                    if self.alpha:
+                        penalty = (0.5 * self.alpha * 0.5 * (sq0 + sq_weights()) * pen_batches
+                                   / n_samples)
+                    self.n_iter_ += 1
+                    self.loss_ = data_loss + penalty
+                    self.t_ += n_samples
+                    self.loss_curve_.append(self.loss_)
+                    if self.verbose:
+                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+                    logs = {"loss": self.loss_, "lr": lr}
+                    if val_rows is not None:
+                        out = self._net_output(net, val_rows)
+                        val_loss = float(self._sk_loss(y_val_2d, out, sample_weight_val))
+                        self.validation_loss_curve_.append(val_loss)
+                        logs["val_loss"] = val_loss
+                        logs["val_score"] = self._score_output(out, y_val, sample_weight_val)
+                    self._update_no_improvement_count(early_stopping, logs.get("val_score"), net)
+                    self._iteration_ends()
+
+                    if self._no_improvement_count > self.n_iter_no_change:
+                        if early_stopping:
+                            msg = ("Validation score did not improve more than "
+                                   "tol=%f for %d consecutive epochs."
+                                   % (self.tol, self.n_iter_no_change))
+                        else:
+                            msg = ("Training loss did not improve more than tol=%f"
+                                   " for %d consecutive epochs." % (self.tol, self.n_iter_no_change))
+                        if self._trigger_stopping(msg):
+                            break
+                        self._no_improvement_count = 0
+
+                    if cbs:
+                        logs.update(estimator=self, trainer=trainer, net=net)
+                        if any([bool(cb(self.n_iter_ - 1, logs)) for cb in cbs]):
+                            break
+
+                    if incremental:
+                        break
+
+                    if self.n_iter_ == self.max_iter:
+                        warnings.warn(
+                            "Stochastic Optimizer: Maximum iterations (%d) "
+                            "reached and the optimization hasn't converged yet." % self.max_iter,
+                            ConvergenceWarning)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        finally:
+            for cb in cbs:
+                if isinstance(cb, _callbacks.Callback):
+                    cb.on_train_end(trainer)
+
+        if early_stopping:
+            for W, b, c, i in zip(net.weights, net.biases, self._best_coefs, self._best_intercepts):
+                W[...] = c
+                b[...] = i
+
+    def _iteration_ends(self):
+        if self.solver == "sgd" and self.learning_rate == "invscaling":
+            self._optimizer.lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+
+    def _trigger_stopping(self, msg):
+        if self.solver != "sgd" or self.learning_rate != "adaptive":
+            if self.verbose:
+                print(msg + " Stopping.")
+            return True
+        if self._optimizer.lr <= 1e-6:
+            if self.verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self._optimizer.lr /= 5.0
+        if self.verbose:
+            print(msg + " Setting learning rate to %f" % self._optimizer.lr)
+        return False
+
+    def _update_no_improvement_count(self, early_stopping, val_score, net):
+        if early_stopping:
+            self.validation_scores_.append(val_score)
+            if self.verbose:
+                print("Validation score: %f" % self.validation_scores_[-1])
+            last_valid_score = self.validation_scores_[-1]
+            if last_valid_score < (self.best_validation_score_ + self.tol):
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if last_valid_score > self.best_validation_score_:
+                self.best_validation_score_ = last_valid_score
+                self._best_coefs = [W.copy() for W in net.weights]
+                self._best_intercepts = [b.copy() for b in net.biases]
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _check_validation_data(self, validation_data):
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be a pair (X_val, y_val) or a triple "
+                             "(X_val, y_val, sample_weight_val)")
+        X_val, y_val = validation_data[0], validation_data[1]
+        X_val = validate_data(self, X_val, accept_sparse=["csr", "csc"], reset=False,
+                              dtype=(np.float64, np.float32))
+        y_val = np.asarray(y_val)
+        if y_val.ndim == 2 and y_val.shape[1] == 1:
+            y_val = column_or_1d(y_val)
+        if y_val.shape[0] != X_val.shape[0]:
+            raise ValueError(f"validation_data: X_val has {X_val.shape[0]} samples, y_val "
+                             f"{y_val.shape[0]}")
+        sw_val = None
+        if len(validation_data) == 3 and validation_data[2] is not None:
+            sw_val = _check_sample_weight(validation_data[2], X_val)
+        if not is_classifier(self) and y_val.ndim == 1:
+            y_val = y_val.reshape(-1, 1)
+        return X_val, y_val, sw_val
+
+    def _score_output(self, out, y, sample_weight):
+        if not np.isfinite(out).all():
+            return np.nan
+        return self._score_function(out, y, sample_weight)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None, validation_data=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : ndarray or sparse matrix of shape (n_samples, n_features)
+            The input data.
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The target values (class labels in classification, real numbers in regression).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights (non-negative).
+        validation_data : tuple (X_val, y_val[, sample_weight_val]), default=None
+            fastbp extra (sgd/adam): a validation set. Its loss after every epoch is kept
+            in ``validation_loss_curve_``; with ``early_stopping=True`` it replaces the
+            split of ``validation_fraction`` of the training data.
+
+        Returns
+        -------
+        self : object
+            Returns a trained MLP model.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False,
+                         validation_data=validation_data)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError("partial_fit is only available for stochastic"
+                                 " optimizers. %s is not stochastic." % self.solver)
+        return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"multilabel": is_classifier(self)}
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer Perceptron classifier trained by fastbp: a drop-in for
+    :class:`sklearn.neural_network.MLPClassifier`.
+
+    This model optimizes the log-loss function using LBFGS or stochastic gradient descent
+    (SGD, Adam). Parameters, attributes and methods are scikit-learn's (see its
+    documentation); the forward and backward passes and the optimizer updates run in
+    fastbp's compiled code.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+    activation : str or list of str, default='relu'
+        scikit-learn's 'identity', 'logistic', 'tanh', 'relu', or any trainable fastbp
+        activation ('gelu', 'silu', 'elu', 'leaky_relu', 'softplus', ...); a list gives
+        one per hidden layer.
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+    alpha : float, default=0.0001
+        Strength of the L2 regularization term (divided by the sample weight sum).
+    batch_size : int, default='auto'
+        ``min(200, n_samples)`` when 'auto'.
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        (solver='sgd' only)
+    learning_rate_init : float, default=0.001
+    power_t : float, default=0.5
+    max_iter : int, default=200
+    shuffle : bool, default=True
+    random_state : int, RandomState instance, default=None
+        Weight initialization (scikit-learn's draws), the early-stopping split and the
+        seed of fastbp's batch shuffling.
+    tol : float, default=1e-4
+    verbose : bool, default=False
+    warm_start : bool, default=False
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+    validation_fraction : float, default=0.1
+    beta_1 : float, default=0.9
+    beta_2 : float, default=0.999
+    epsilon : float, default=1e-8
+    n_iter_no_change : int, default=10
+    max_fun : int, default=15000
+    init : str, callable or list, default=None
+        fastbp extra: a fastbp initializer (``fastbp.initializers``) for the weights, or one
+        per layer; biases then start at 0. None: scikit-learn's initialization.
+    n_threads : int, default=None
+        fastbp extra: threads of the compiled kernels. None: ``fastbp.get_num_threads()``,
+        capped by ``OMP_NUM_THREADS`` when set (joblib sets it in its workers).
+    dtype : {'float32', 'float64'}, default=None
+        fastbp extra: the training precision. None: float32 input trains in float32,
+        anything else in float64 (scikit-learn's rule).
+    callbacks : list, default=None
+        fastbp extra: callables ``(epoch, logs) -> stop`` or ``fastbp.callbacks.Callback``
+        objects, called after each epoch (each iteration for lbfgs); ``logs`` holds
+        ``loss``, ``lr``, ``val_loss``/``val_score`` (with a validation set),
+        ``estimator`` and ``trainer``.
+
+    Attributes
+    ----------
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_,
+    t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
+    n_outputs_, out_activation_ : as in scikit-learn.
+    validation_loss_curve_ : list or None
+        fastbp extra: validation log-loss after each epoch (sgd/adam) when there is a
+        validation set (``early_stopping=True`` or ``fit(validation_data=...)``).
+
+    Notes
+    -----
+    Differences from scikit-learn: see the module docstring (``fastbp.sklearn``): the
+    batches are shuffled by fastbp's own generator, the L2 term of ``loss_`` is evaluated
+    at the epoch's start and end weights, ``sample_weight`` must be non-negative.
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 init=None, n_threads=None, dtype=None, callbacks=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
+            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            loss="log_loss", shuffle=shuffle, random_state=random_state, tol=tol,
+            verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            init=init, n_threads=n_threads, dtype=dtype, callbacks=callbacks)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same "
+                        "classes as in the previous call to fit. Previously "
+                        f"got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has {classes}.")
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def predict(self, X):
+        """Predict using the multi-layer perceptron classifier.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray, shape (n_samples,) or (n_samples, n_classes)
+            The predicted classes.
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    def _score_function(self, out, y, sample_weight):
+        if self.n_outputs_ == 1:
+            out = out.ravel()
+        return accuracy_score(y, self._label_binarizer.inverse_transform(out),
+                              sample_weight=sample_weight)
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Update the model with a single iteration over the given data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array of shape (n_classes,), default=None
+            Classes across all calls to partial_fit; required for the first call.
+
+        Returns
+        -------
+        self : object
+            Trained MLP model.
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict_log_proba(self, X):
+        """Return the log of probability estimates, ``log(predict_proba(X))``."""
+        y_prob = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(y_prob, out=y_prob)
+
+    def predict_proba(self, X):
+        """Probability estimates, shape (n_samples, n_classes), columns ordered as
+        ``classes_``."""
+        check_is_fitted(self)
+        y_pred = self._forward_pass_fast(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        if y_pred.ndim == 1:
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer Perceptron regressor trained by fastbp: a drop-in for
+    :class:`sklearn.neural_network.MLPRegressor`.
+
+    Optimizes the squared error (or the half Poisson deviance with ``loss='poisson'``,
+    output ``exp``) using LBFGS or stochastic gradient descent. Parameters are those of
+    :class:`MLPClassifier` plus ``loss``; multi-output targets (n_samples, n_outputs) are
+    supported. ``loss='poisson'`` runs one compiled step per batch from Python (the
+    engine has no exp output; the gradient is obtained from its squared-error
+    backward pass with shifted targets), so it is slower than ``'squared_error'``.
+
+    Parameters
+    ----------
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
+    warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1,
+    beta_2, epsilon, n_iter_no_change, max_fun, init, n_threads, dtype, callbacks :
+        see :class:`MLPClassifier`.
+
+    Attributes
+    ----------
+    loss_, best_loss_, loss_curve_, validation_scores_ (R2), best_validation_score_, t_,
+    coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
+    n_outputs_, out_activation_ : as in scikit-learn.
+    validation_loss_curve_ : list or None
+        fastbp extra: validation loss after each epoch when there is a validation set.
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 init=None, n_threads=None, dtype=None, callbacks=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
+            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            loss=loss, shuffle=shuffle, random_state=random_state, tol=tol,
+            verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            init=init, n_threads=n_threads, dtype=dtype, callbacks=callbacks)
+
+    def predict(self, X):
+        """Predict using the multi-layer perceptron model.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if y_pred.shape[1] == 1:
+            return y_pred.ravel()
+        return y_pred
+
+    def _score_function(self, out, y, sample_weight):
+        if out.shape[1] == 1:
+            out = out.ravel()
+        return r2_score(y, out, sample_weight=sample_weight)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    # scikit-learn's MLPRegressor offers partial_fit for every solver (its available_if
+    # tests the bound method, which is always true); with lbfgs it runs L-BFGS from the
+    # current weights. Kept as is for drop-in compatibility.
+    @available_if(lambda est: est._check_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the model with a single iteration over the given data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+            Trained MLP model.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
