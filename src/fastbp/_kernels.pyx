@@ -17,6 +17,11 @@ cdef extern from "_simd.h" nogil:
     void fbp_gelu_store(float* pre, float* out, const float* b, Py_ssize_t k)
     void fbp_silu_backward(float* g, const float* x, Py_ssize_t k)
     void fbp_gelu_backward(float* g, const float* x, Py_ssize_t k)
+    void fbp_affine_tanh_backward(float* g, const float* y, Py_ssize_t k, float is_, float oa,
+                                  float oc)
+    void fbp_relu_backward(float* g, const float* y, Py_ssize_t k, float slope)
+    int fbp_all_finite_f32(const float* x, Py_ssize_t n)
+    int fbp_all_finite_f64(const double* x, Py_ssize_t n)
 
 cdef Py_ssize_t PARALLEL_MIN = 32768   # elements below which loops stay serial
 cdef double SQRT_2_OVER_PI = 0.7978845608028654
@@ -171,7 +176,22 @@ cdef inline void row_backward(int act, floating* g, const floating* y, const flo
     cdef Py_ssize_t j
     cdef floating s, t, u, d
     if floating is float:
-        if act == SILU:
+        if act == TANH:
+            fbp_affine_tanh_backward(g, y, k, 1.0, 1.0, 0.0)
+            return
+        elif act == SIGMOID:
+            fbp_affine_tanh_backward(g, y, k, 0.5, 0.5, 0.5)
+            return
+        elif act == LECUN_TANH:
+            fbp_affine_tanh_backward(g, y, k, <float>LECUN_B, <float>LECUN_A, 0.0)
+            return
+        elif act == RELU:
+            fbp_relu_backward(g, y, k, 0.0)
+            return
+        elif act == LEAKY_RELU:
+            fbp_relu_backward(g, y, k, <float>LEAKY)
+            return
+        elif act == SILU:
             fbp_silu_backward(g, x, k)
             return
         elif act == GELU:
@@ -340,22 +360,11 @@ cdef inline void _colsum_block(const floating* g, Py_ssize_t n, Py_ssize_t k, fl
 
 
 cdef int all_finite(const floating* x, Py_ssize_t n, int nt) noexcept nogil:
-    """1 if every x[i] is finite: an integer test of the exponent bits, so it vectorizes."""
-    cdef Py_ssize_t i
-    cdef const unsigned int* u32
-    cdef const unsigned long long* u64
-    cdef unsigned int bad32 = 0
-    cdef unsigned long long bad64 = 0
+    """1 if every x[i] is finite (integer test of the exponent bits, _simd.h)."""
     if floating is float:
-        u32 = <const unsigned int*>x
-        for i in range(n):
-            bad32 |= ((u32[i] & 0x7f800000u) == 0x7f800000u)
-        return bad32 == 0
+        return fbp_all_finite_f32(x, n)
     else:
-        u64 = <const unsigned long long*>x
-        for i in range(n):
-            bad64 |= ((u64[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull)
-        return bad64 == 0
+        return fbp_all_finite_f64(x, n)
 
 
 cdef double count_correct(int loss, const floating* out, const floating* T,
