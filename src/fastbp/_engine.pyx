@@ -340,21 +340,25 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
                   Py_ssize_t first_batch, Py_ssize_t last_batch, dict hyper,
                   floating[::1] s1, floating[::1] s2, floating[::1] s3,
                   double prev_loss, int count_acc, const floating[::1] sw, int use_sw,
-                  double l2, int nt):
+                  double l2, floating[::1] backup, double total, double wtotal,
+                  double correct, int nt):
     """Train on batches [first_batch, last_batch) of one epoch.
 
     With sample weights each batch's loss and gradient are weighted means; l2 adds
     ``l2 / sum_w(batch) * W`` to the weight gradients (scikit-learn's alpha).
-    Returns (summed (weighted) sample loss, summed weights, correct predictions (if
-    count_acc), samples seen, steps taken, status, failing batch, last batch loss) with status 0 = ok, 1 = non-finite loss, 2 = non-finite gradient; on status != 0
-    the failing batch's update was not applied.
+    total, wtotal and correct are running sums carried across calls (so an epoch's sums do
+    not depend on how it was cut into chunks). Returns (summed (weighted) sample loss,
+    summed weights, correct predictions (if count_acc), samples seen, steps taken, status,
+    failing batch, last batch loss) with status 0 = ok, 1 = non-finite loss, 2 = the update
+    gave a non-finite parameter. Either way the parameters are those before the failing
+    batch: its update was never applied (status 1) or was undone from ``backup`` (status 2).
     """
     cdef Layout* lay = &plan.lay
     cdef Bufs* w = &ws.b
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = lay.sizes[lay.L]
     cdef Py_ssize_t bi, s, nb, r, row, P = params.shape[0]
     cdef OptParams op
-    cdef double total = 0, bl = prev_loss, correct = 0, wsum, wtotal = 0
+    cdef double bl = prev_loss, wsum
     cdef floating* swg = <floating*>w.SW
     cdef const floating* swb
     cdef Py_ssize_t seen = 0, steps = 0, bad = -1
@@ -384,6 +388,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     op.velocity = hyper.get("velocity", 0)
     op.t = hyper["t"]
     op.loss_increased = 0
+    if backup.shape[0] != P:
+        raise ValueError("backup must have one entry per parameter")
     if batch_size > ws.capacity:
         raise ValueError("batch_size exceeds the workspace capacity")
     if use_perm and (w.X == NULL or perm.shape[0] != n):
@@ -430,13 +436,14 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
             backward(lay, w, &params[0], &grads[0], xb, nb, NULL, <floating>0, nt)
             if l2 != 0:
                 add_l2(lay, &params[0], &grads[0], <floating>(l2 / wsum))
-            if not all_finite(&grads[0], P, nt):
+            op.loss_increased = (bl / wsum) > prev_loss
+            prev_loss = bl / wsum
+            if not optimizer_step(&op, &params[0], &grads[0], &s1[0], &s2[0], &s3[0],
+                                  &backup[0], P, nt):
+                memcpy(&params[0], &backup[0], P * sizeof(floating))
                 status = 2
                 bad = bi
                 break
-            op.loss_increased = (bl / wsum) > prev_loss
-            prev_loss = bl / wsum
-            optimizer_step(&op, &params[0], &grads[0], &s1[0], &s2[0], &s3[0], P, nt)
             op.t += 1
             total += bl
             wtotal += wsum

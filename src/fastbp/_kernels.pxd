@@ -58,8 +58,9 @@ cdef struct OptParams:
     int loss_increased    # Rprop+: E(t) > E(t-1)
     long long t           # steps taken so far (before this one)
 
-cdef void optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,
-                         floating* s2, floating* s3, Py_ssize_t n, int nt) noexcept nogil
+cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,
+                        floating* s2, floating* s3, floating* backup, Py_ssize_t n,
+                        int nt) noexcept nogil
 
 cdef double count_correct(int loss, const floating* out, const floating* T,
                           const long long* labels, Py_ssize_t n, Py_ssize_t k) noexcept nogil

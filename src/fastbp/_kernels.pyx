@@ -6,6 +6,7 @@ GELU and the output layer keep their pre-activations.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.string cimport memcpy
 from libc.math cimport exp, expf, expm1, log, logf, log1p, tanh, fabs, sqrt, sqrtf, isfinite
 
 cdef extern from "_simd.h" nogil:
@@ -526,14 +527,31 @@ cdef void _opt_block(OptParams* op, floating* p, const floating* g, floating* s1
             p[i] = p[i] + dw
 
 
-cdef void optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,
-                         floating* s2, floating* s3, Py_ssize_t n, int nt) noexcept nogil:
-    """Apply one optimizer update to the n parameters p given gradient g (see optimizers.py)."""
+cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,
+                        floating* s2, floating* s3, floating* backup, Py_ssize_t n,
+                        int nt) noexcept nogil:
+    """Apply one optimizer update to the n parameters p given gradient g (see optimizers.py).
+
+    Each block of p is copied to ``backup`` first (while it is in cache) and checked after
+    its update. Returns 1 if every new parameter is finite; else 0 and the caller restores
+    p from backup (the optimizer state then holds the failed step).
+    """
     cdef Py_ssize_t c, nchunks, CH = 16384
     cdef int t = nt if n >= 4 * PARALLEL_MIN else 1
+    cdef int bad = 0
     nchunks = (n + CH - 1) // CH
     if t > 1 and nchunks > 1:
         for c in prange(nchunks, num_threads=t, schedule="static"):
-            _opt_block(op, p, g, s1, s2, s3, c * CH, min(n, (c + 1) * CH))
+            bad += _checked_block(op, p, g, s1, s2, s3, backup, c * CH, min(n, (c + 1) * CH))
     else:
-        _opt_block(op, p, g, s1, s2, s3, 0, n)
+        bad = _checked_block(op, p, g, s1, s2, s3, backup, 0, n)
+    return bad == 0
+
+
+cdef inline int _checked_block(OptParams* op, floating* p, const floating* g, floating* s1,
+                               floating* s2, floating* s3, floating* backup, Py_ssize_t a,
+                               Py_ssize_t z) noexcept nogil:
+    """Back up, update and check p[a:z]; 1 if a new value is not finite."""
+    memcpy(backup + a, p + a, (z - a) * sizeof(floating))
+    _opt_block(op, p, g, s1, s2, s3, a, z)
+    return not all_finite(p + a, z - a, 1)

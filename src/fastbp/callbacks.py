@@ -57,7 +57,7 @@ class EarlyStopping(Callback):
                 self.best_params = logs["trainer"].net.parameters.copy()
             return False
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             return True
         return False

@@ -234,20 +234,24 @@ def _plot_layers(net, X, y, path):
     return _save(fig, path)
 
 
-def _plot_first_layer(net, path, max_units=32):
+def _plot_first_layer(net, path, max_units=64):
     side = math.isqrt(net.n_inputs)
     W = np.asarray(net.weights[0], dtype=np.float64)
     n = min(W.shape[1], max_units)
     cols = min(8, n)
     rows = math.ceil(n / cols)
-    fig, ax = _figure(rows, cols, size=(1.1, 1.1))
+    mosaic = np.full((rows * (side + 1) - 1, cols * (side + 1) - 1), np.nan)
+    for u in range(n):                           # one tile per hidden unit, NaN gaps
+        r, c = divmod(u, cols)
+        mosaic[r * (side + 1):r * (side + 1) + side,
+               c * (side + 1):c * (side + 1) + side] = W[:, u].reshape(side, side)
+    fig, ax = _figure(1, 1, size=(0.2 + 0.75 * cols, 0.4 + 0.75 * rows))
     lim = np.abs(W[:, :n]).max() or 1.0
-    for u in range(rows * cols):
-        a = ax[u // cols, u % cols]
-        a.set_axis_off()
-        if u < n:
-            a.imshow(W[:, u].reshape(side, side), cmap="RdBu_r", vmin=-lim, vmax=lim)
-    fig.suptitle(f"first-layer weights of {n} hidden units ({side}x{side} inputs)", fontsize=9)
+    im = ax[0, 0].imshow(mosaic, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax[0, 0].set_axis_off()
+    fig.colorbar(im, ax=ax[0, 0], shrink=0.8)
+    ax[0, 0].set_title(f"incoming weights of {n} first-layer units ({side}x{side} inputs)",
+                       fontsize=9)
     return _save(fig, path)
 
 

@@ -67,11 +67,10 @@ must be non-negative.
 scikit-learn is an optional dependency: ``pip install fastbp[sklearn]``.
 """
 import math
-import numbers
 import os
-import sys
 import warnings
 from numbers import Integral, Real
+from types import SimpleNamespace
 
 try:
     import sklearn  # noqa: F401
@@ -232,15 +231,45 @@ class _LearningRate:
         return self.optimizer.lr
 
 
+class _SGDOptimizer(SGD):
+    """fastbp's SGD in scikit-learn's velocity form, with scikit-learn's attribute names."""
+
+    @property
+    def learning_rate(self):
+        return self.lr
+
+    @property
+    def learning_rate_init(self):
+        return self._lr_init
+
+
+class _AdamOptimizer(Adam):
+    """fastbp's Adam with scikit-learn's step size and attribute names."""
+
+    @property
+    def learning_rate(self):
+        # scikit-learn's AdamOptimizer.learning_rate: the bias-corrected step size
+        b1, b2 = self.betas
+        if self.t == 0:
+            return self.lr
+        return self.lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+
+    @property
+    def learning_rate_init(self):
+        return self.lr
+
+
 def _new_optimizer(est):
     if est.solver == "sgd":
         mu = float(est.momentum)
-        opt = SGD(lr=est.learning_rate_init, momentum=min(mu, 0.5),
-                  nesterov=bool(est.nesterovs_momentum) and mu > 0, classic_momentum=True)
+        opt = _SGDOptimizer(lr=est.learning_rate_init, momentum=min(mu, 0.5),
+                            nesterov=bool(est.nesterovs_momentum) and mu > 0,
+                            classic_momentum=True)
         opt.momentum = mu   # scikit-learn allows momentum=1 (SGD's own check stops at < 1)
+        opt._lr_init = float(est.learning_rate_init)
         return opt
-    return Adam(lr=est.learning_rate_init, betas=(est.beta_1, est.beta_2), eps=est.epsilon,
-                eps_before_bias_correction=True)
+    return _AdamOptimizer(lr=est.learning_rate_init, betas=(est.beta_1, est.beta_2),
+                          eps=est.epsilon, eps_before_bias_correction=True)
 
 
 class _BaseMLP(BaseEstimator):
@@ -529,63 +558,96 @@ class _BaseMLP(BaseEstimator):
         return 0.5 * self.alpha * sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights) / sw_sum
 
     # ---- L-BFGS -------------------------------------------------------------------------
+    def _data_loss_grad(self, net, Xb, Tb, yb, swb, l2):
+        """(data loss, flat gradient) of a dense block; the gradient includes
+        ``l2 / sum_w * W``, the loss no penalty. Poisson: the engine has no exp output, so
+        the gradient comes from its squared-error backward pass with the targets shifted
+        to ``z - exp(z) + y`` (then dE/dz = exp(z) - y)."""
+        if self.out_activation_ == "exp":
+            Z = net.predict(Xb)
+            with np.errstate(over="ignore", invalid="ignore"):
+                target = Z - np.exp(Z) + yb
+            value = _poisson_loss(yb, Z, swb)
+            _, g = net.loss_and_gradients(Xb, target, loss="mse", inputs=False,
+                                          sample_weight=swb, l2=l2)
+            return value, g.flat
+        value, g = net.loss_and_gradients(Xb, Tb, loss=self._fastbp_loss(), inputs=False,
+                                          sample_weight=swb, l2=l2)
+        return value, g.flat
+
+    def _objective(self, net, rows, T, yf, sw):
+        """L-BFGS objective at the network's parameters: (data loss + L2 penalty, float64
+        gradient in fastbp's flat layout W0, b0, W1, b1, ...), and the penalty."""
+        sw_sum = float(rows.n if sw is None else sw.sum())
+        with num_threads(self._threads()):
+            if not rows.sparse:
+                value, grad = self._data_loss_grad(net, rows.X, T, yf, sw, self.alpha)
+                grad = grad.astype(np.float64)
+            else:
+                value, grad = 0.0, np.zeros(net.parameters.size)
+                for sl in rows.blocks(rows.rows_per_block()):
+                    swb = None if sw is None else sw[sl]
+                    wb = float(sl.stop - sl.start if swb is None else swb.sum())
+                    if wb <= 0:
+                        continue
+                    v, g = self._data_loss_grad(net, rows.take(sl), T[sl], yf[sl], swb, 0.0)
+                    value += v * wb / sw_sum
+                    grad += g.astype(np.float64) * (wb / sw_sum)
+                if self.alpha:
+                    off = 0
+                    for W, b in zip(net.weights, net.biases):
+                        grad[off:off + W.size] += self.alpha / sw_sum * W.ravel()
+                        off += W.size + b.size
+        pen = self._penalty(net, sw_sum)
+        return value + pen, grad, pen
+
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight=None, *unused):
+        """scikit-learn's private helper, for code that calls it: loss (scikit-learn's
+        value) and gradient for parameters packed as all coefs then all intercepts."""
+        net = self._predict_net()
+        packed = np.asarray(packed_coef_inter)
+        off = 0
+        for W in net.weights:
+            W[...] = packed[off:off + W.size].reshape(W.shape)
+            off += W.size
+        for b in net.biases:
+            b[...] = packed[off:off + b.size]
+            off += b.size
+        y = np.asarray(y)
+        y = y.reshape(-1, 1) if y.ndim == 1 else y
+        sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, net.dtype)
+        value, grad, pen = self._objective(net, _Rows(X, net.dtype), self._targets(y, net.dtype),
+                                           np.asarray(y, dtype=net.dtype), sw)
+        if self.out_activation_ == "identity" and y.shape[1] > 1:
+            value = (value - pen) / y.shape[1] + pen
+        ws, bs, off = [], [], 0
+        for W, b in zip(net.weights, net.biases):
+            ws.append(grad[off:off + W.size])
+            bs.append(grad[off + W.size:off + W.size + b.size])
+            off += W.size + b.size
+        return value, np.concatenate(ws + bs)
+
     def _fit_lbfgs(self, net, X, y, sample_weight):
         rows = _Rows(X, net.dtype)
         T = self._targets(y, net.dtype)
         sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, net.dtype)
         sw_sum = float(rows.n if sw is None else sw.sum())
-        loss = self._fastbp_loss()
-        poisson = self.out_activation_ == "exp"
         yf = np.asarray(y, dtype=net.dtype)
-        nt = self._threads()
-        last = {}
-
-        def data_loss_grad(Xb, Tb, yb, swb, l2):
-            if poisson:
-                Z = net.predict(Xb)
-                with np.errstate(over="ignore", invalid="ignore"):
-                    target = Z - np.exp(Z) + yb
-                value = _poisson_loss(yb, Z, swb)
-                _, g = net.loss_and_gradients(Xb, target, loss="mse", inputs=False,
-                                              sample_weight=swb, l2=l2)
-                return value, g.flat
-            value, g = net.loss_and_gradients(Xb, Tb, loss=loss, inputs=False,
-                                              sample_weight=swb, l2=l2)
-            return value, g.flat
 
         def fun(x):
             net.parameters[...] = x
-            with num_threads(nt):
-                if not rows.sparse:
-                    value, grad = data_loss_grad(rows.X, T, yf, sw, self.alpha)
-                    grad = grad.astype(np.float64)
-                else:
-                    value, grad = 0.0, np.zeros(net.parameters.size)
-                    for sl in rows.blocks(rows.rows_per_block()):
-                        swb = None if sw is None else sw[sl]
-                        wb = float(sl.stop - sl.start if swb is None else swb.sum())
-                        if wb <= 0:
-                            continue
-                        v, g = data_loss_grad(rows.take(sl), T[sl], yf[sl], swb, 0.0)
-                        value += v * wb / sw_sum
-                        grad += g.astype(np.float64) * (wb / sw_sum)
-                    if self.alpha:
-                        off = 0
-                        for W, b in zip(net.weights, net.biases):
-                            grad[off:off + W.size] += self.alpha / sw_sum * W.ravel()
-                            off += W.size + b.size
-            pen = self._penalty(net, sw_sum)
-            last["data"], last["pen"] = value, pen
-            return value + pen, grad
+            value, grad, _ = self._objective(net, rows, T, yf, sw)
+            return value, grad
 
-        cbs = list(self.callbacks or [])
+        cbs = self._check_callbacks()
         opt_cb = None
+        shim = SimpleNamespace(net=net)   # what Callback objects read from a trainer
         if cbs:
             it = [0]
 
             def opt_cb(intermediate_result):
                 logs = {"loss": float(intermediate_result.fun), "lr": None, "estimator": self,
-                        "trainer": None, "net": net}
+                        "trainer": shim, "net": net}
                 stop = False
                 for cb in cbs:
                     if cb(it[0], logs):
@@ -593,6 +655,9 @@ class _BaseMLP(BaseEstimator):
                 it[0] += 1
                 if stop:
                     raise StopIteration
+            for cb in cbs:
+                if isinstance(cb, _callbacks.Callback):
+                    cb.on_train_begin(shim)
 
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         x0 = net.parameters.astype(np.float64)
@@ -602,6 +667,9 @@ class _BaseMLP(BaseEstimator):
                      **_get_additional_lbfgs_options_dict("iprint", iprint)})
         self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         net.parameters[...] = opt_res.x
+        for cb in cbs:
+            if isinstance(cb, _callbacks.Callback):
+                cb.on_train_end(shim)
         self.loss_ = float(opt_res.fun)
         if self.out_activation_ == "identity" and self.n_outputs_ > 1:
             # scikit-learn's squared-error loss_ averages over the outputs
@@ -676,11 +744,8 @@ class _BaseMLP(BaseEstimator):
                           lr_schedule=_LearningRate(self._optimizer), l2=float(self.alpha))
         chunked = rows.sparse or self.out_activation_ == "exp"
         perm_rng = np.random.default_rng(seed)
-        cbs = list(self.callbacks or [])
+        cbs = self._check_callbacks()
         for cb in cbs:
-            if not callable(cb):
-                raise TypeError(f"callbacks must be callables or fastbp Callback objects, "
-                                f"got {cb!r}")
             if isinstance(cb, _callbacks.Callback):
                 cb.on_train_begin(trainer)
 
@@ -724,16 +789,25 @@ class _BaseMLP(BaseEstimator):
         def sq_weights():
             return sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights)
 
+        diverged = False
         try:
             self.n_iter_ = 0
             with num_threads(nt):
                 for it in range(self.max_iter):
                     lr = self._optimizer.lr
                     sq0 = sq_weights() if self.alpha else 0.0
-                    try:
-                        data_loss = run_epoch()
-                    except TrainingDiverged as exc:
-                        raise ValueError(_NONFINITE_MSG) from exc
+                    if diverged:
+                        data_loss = np.nan
+                    else:
+                        try:
+                            data_loss = run_epoch()
+                        except TrainingDiverged:
+                            # scikit-learn goes on with NaN weights (NaN losses and scores;
+                            # early stopping then restores the best weights, otherwise fit
+                            # raises at the end): the same, without computing on NaNs.
+                            diverged = True
+                            net.parameters[...] = np.nan
+                            data_loss = np.nan
                     penalty = 0.0
                     if self.alpha:
                         penalty = (0.5 * self.alpha * 0.5 * (sq0 + sq_weights()) * pen_batches
@@ -791,6 +865,14 @@ class _BaseMLP(BaseEstimator):
             for W, b, c, i in zip(net.weights, net.biases, self._best_coefs, self._best_intercepts):
                 W[...] = c
                 b[...] = i
+
+    def _check_callbacks(self):
+        cbs = list(self.callbacks or [])
+        for cb in cbs:
+            if not callable(cb):
+                raise TypeError("callbacks must be callables (epoch, logs) -> stop or "
+                                f"fastbp.callbacks.Callback objects, got {cb!r}")
+        return cbs
 
     def _iteration_ends(self):
         if self.solver == "sgd" and self.learning_rate == "invscaling":

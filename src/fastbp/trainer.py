@@ -25,8 +25,12 @@ CHUNK_SECONDS = 0.2
 
 
 class TrainingDiverged(ArithmeticError):
-    """The training loss or gradient became NaN/inf; the network keeps its last finite
-    parameters (those before the failing update)."""
+    """The training loss, or a parameter after an update, became NaN/inf.
+
+    The network keeps its last finite parameters: those before the failing batch (its
+    update is never applied, or is undone from a per-step backup). The optimizer's state
+    (momentum, Adam moments, ...) is reset, since it may hold NaN/inf.
+    """
 
     def __init__(self, epoch, batch, what="loss"):
         self.epoch, self.batch = epoch, batch
@@ -171,7 +175,7 @@ class Trainer:
         ws = self._get_workspace(bs)
         P = net.parameters.size
         grads = np.empty(P, dtype=net.dtype)
-        snapshot = np.empty_like(grads)
+        backup = np.empty_like(grads)
         self.optimizer.ensure_state(P, net.dtype)
         perm = self._perm if getattr(self, "_perm", None) is not None and self._perm.size == n \
             else np.arange(n, dtype=np.int64)
@@ -202,22 +206,21 @@ class Trainer:
                     while b < n_batches:
                         e = min(n_batches, b + chunk)
                         tc = time.perf_counter()
-                        np.copyto(snapshot, net.parameters)
                         opt = self.optimizer
-                        (tl, tw, tc_ok, s, steps, status, bad, prev) = _engine.train_batches(
-                            net._plan, ws, net.parameters, grads, X, Tm, Lm, labels is not None,
-                            code, perm, bool(shuffle), bs, b, e, opt.hyper(lr), *opt.state,
-                            opt.prev_loss, classify, sw if sw is not None else snapshot[:1],
-                            sw is not None, self.l2, nt)
+                        (total, wtotal, correct, s, steps, status, bad, prev) = \
+                            _engine.train_batches(
+                                net._plan, ws, net.parameters, grads, X, Tm, Lm,
+                                labels is not None, code, perm, bool(shuffle), bs, b, e,
+                                opt.hyper(lr), *opt.state, opt.prev_loss, classify,
+                                sw if sw is not None else backup[:1], sw is not None, self.l2,
+                                backup, total, wtotal, correct, nt)
                         opt.t += steps
                         opt.prev_loss = prev
-                        total, wtotal = total + tl, wtotal + tw
-                        correct, seen = correct + tc_ok, seen + s
-                        if status != 0 or not _engine.params_finite(net.parameters):
-                            if not _engine.params_finite(net.parameters):
-                                np.copyto(net.parameters, snapshot)
-                            raise TrainingDiverged(self.epoch, bad if bad >= 0 else e - 1,
-                                                   "gradient" if status == 2 else "loss")
+                        seen += s
+                        if status != 0:
+                            opt.reset(P, net.dtype)
+                            raise TrainingDiverged(self.epoch, bad,
+                                                   "loss" if status == 1 else "parameter update")
                         elapsed = time.perf_counter() - tc
                         b = e
                         bar.update(b, total / max(wtotal, 1e-300),
