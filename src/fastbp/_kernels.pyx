@@ -424,39 +424,61 @@ cdef inline floating flush(floating x) noexcept nogil:
         return x if fabs(x) >= 2.2250738585072014e-308 else 0
 
 
-cdef void _opt_block(OptParams* op, floating* p, const floating* g, floating* s1,
-                     floating* s2, floating* s3, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
+cdef int _fused_block(OptParams* op, floating* p, const floating* g, floating* s1,
+                      floating* s2, floating* bk, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
+    """SGD, Adam and RMSprop in one pass: back up p, update, flag non-finite results.
+    Returns 1 if some new parameter is not finite (checked as p - p != 0)."""
     cdef Py_ssize_t i
     cdef floating lr = op.lr, wd = op.weight_decay, mom = op.momentum
     cdef floating b1 = op.beta1, b2 = op.beta2, eps = op.eps, alpha = op.alpha
-    cdef floating gi, d, step, s, prev, dw, sf
-    cdef floating bc1, bc2s, emin = op.eta_minus, eplus = op.eta_plus
-    cdef floating smin = op.step_min, smax = op.step_max, mu = op.mu
+    cdef floating gi, d, step, bc1, bc2s, pi
     cdef bint first = op.t == 0
+    cdef int bad = 0
     if op.kind == SGD and op.velocity and mom != 0:
         # v = mu*v - lr*g; w += v (Nesterov: w += mu*v - lr*g); v starts at 0
         for i in range(a, z):
-            gi = g[i] + wd * p[i]
+            pi = p[i]
+            bk[i] = pi
+            gi = g[i] + wd * pi
             s1[i] = flush(mom * s1[i] - lr * gi)
-            p[i] = p[i] + (mom * s1[i] - lr * gi if op.nesterov else s1[i])
+            pi = pi + (mom * s1[i] - lr * gi if op.nesterov else s1[i])
+            p[i] = pi
+            bad |= (pi - pi) != 0
     elif op.kind == SGD:
         if mom == 0:
             for i in range(a, z):
-                p[i] = p[i] - lr * (g[i] + wd * p[i])
+                pi = p[i]
+                bk[i] = pi
+                pi = pi - lr * (g[i] + wd * pi)
+                p[i] = pi
+                bad |= (pi - pi) != 0
         elif first:
             for i in range(a, z):
-                gi = g[i] + wd * p[i]
+                pi = p[i]
+                bk[i] = pi
+                gi = g[i] + wd * pi
                 s1[i] = gi
-                p[i] = p[i] - lr * (gi + mom * gi if op.nesterov else gi)
+                pi = pi - lr * (gi + mom * gi if op.nesterov else gi)
+                p[i] = pi
+                bad |= (pi - pi) != 0
         elif op.nesterov:
             for i in range(a, z):
-                gi = g[i] + wd * p[i]
+                pi = p[i]
+                bk[i] = pi
+                gi = g[i] + wd * pi
                 s1[i] = flush(mom * s1[i] + gi)
-                p[i] = p[i] - lr * (gi + mom * s1[i])
+                pi = pi - lr * (gi + mom * s1[i])
+                p[i] = pi
+                bad |= (pi - pi) != 0
         else:
             for i in range(a, z):
-                s1[i] = flush(mom * s1[i] + g[i] + wd * p[i])
-                p[i] = p[i] - lr * s1[i]
+                pi = p[i]
+                bk[i] = pi
+                d = flush(mom * s1[i] + g[i] + wd * pi)
+                s1[i] = d
+                pi = pi - lr * d
+                p[i] = pi
+                bad |= (pi - pi) != 0
     elif op.kind == ADAM:
         bc1 = 1 - b1 ** (op.t + 1)
         bc2s = sqrt(1 - b2 ** (op.t + 1))
@@ -464,19 +486,41 @@ cdef void _opt_block(OptParams* op, floating* p, const floating* g, floating* s1
         if op.eps_raw:
             eps = eps / bc2s
         for i in range(a, z):
-            gi = g[i] + wd * p[i]
+            pi = p[i]
+            bk[i] = pi
+            gi = g[i] + wd * pi
             s1[i] = flush(b1 * s1[i] + (1 - b1) * gi)
             s2[i] = flush(b2 * s2[i] + (1 - b2) * gi * gi)
-            p[i] = p[i] - step * s1[i] / (fsqrt(s2[i]) / bc2s + eps)
-    elif op.kind == RMSPROP:
+            pi = pi - step * s1[i] / (fsqrt(s2[i]) / bc2s + eps)
+            p[i] = pi
+            bad |= (pi - pi) != 0
+    else:  # RMSPROP
         for i in range(a, z):
-            gi = g[i] + wd * p[i]
+            pi = p[i]
+            bk[i] = pi
+            gi = g[i] + wd * pi
             s1[i] = flush(alpha * s1[i] + (1 - alpha) * gi * gi)
             d = gi / (fsqrt(s1[i]) + eps)
             if mom != 0:
                 s2[i] = flush(mom * s2[i] + d)
                 d = s2[i]
-            p[i] = p[i] - lr * d
+            pi = pi - lr * d
+            p[i] = pi
+            bad |= (pi - pi) != 0
+    return bad
+
+
+cdef void _opt_block(OptParams* op, floating* p, const floating* g, floating* s1,
+                     floating* s2, floating* s3, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
+    """Rprop and Quickprop (branchy, full-batch methods)."""
+    cdef Py_ssize_t i
+    cdef floating lr = op.lr, wd = op.weight_decay
+    cdef floating gi, step, s, prev, dw, sf
+    cdef floating emin = op.eta_minus, eplus = op.eta_plus
+    cdef floating smin = op.step_min, smax = op.step_max, mu = op.mu
+    cdef bint first = op.t == 0
+    if False:
+        pass
     elif op.kind == RPROP:
         # s1: previous gradient, s2: step sizes, s3: last weight change (iRprop+)
         for i in range(a, z):
@@ -552,6 +596,8 @@ cdef inline int _checked_block(OptParams* op, floating* p, const floating* g, fl
                                floating* s2, floating* s3, floating* backup, Py_ssize_t a,
                                Py_ssize_t z) noexcept nogil:
     """Back up, update and check p[a:z]; 1 if a new value is not finite."""
+    if op.kind == SGD or op.kind == ADAM or op.kind == RMSPROP:
+        return _fused_block(op, p, g, s1, s2, backup, a, z)
     memcpy(backup + a, p + a, (z - a) * sizeof(floating))
     _opt_block(op, p, g, s1, s2, s3, a, z)
     return not all_finite(p + a, z - a, 1)

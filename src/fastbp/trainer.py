@@ -131,6 +131,13 @@ class Trainer:
             self._workspace, self._workspace_plan = ws, self.net._plan
         return ws
 
+    def _buffers(self, n_params, dtype):
+        """Gradient and backup buffers, kept across fit calls (no page faults per call)."""
+        bufs = getattr(self, "_bufs", None)
+        if bufs is None or bufs[0].size != n_params or bufs[0].dtype != dtype:
+            bufs = self._bufs = (np.empty(n_params, dtype=dtype), np.empty(n_params, dtype=dtype))
+        return bufs
+
     def evaluate(self, X, y):
         """(mean loss, accuracy or None) on (X, y), without training."""
         X, T, labels = self._prepare(X, y)
@@ -174,8 +181,7 @@ class Trainer:
         n_batches = math.ceil(n / bs)
         ws = self._get_workspace(bs)
         P = net.parameters.size
-        grads = np.empty(P, dtype=net.dtype)
-        backup = np.empty_like(grads)
+        grads, backup = self._buffers(P, net.dtype)
         self.optimizer.ensure_state(P, net.dtype)
         perm = self._perm if getattr(self, "_perm", None) is not None and self._perm.size == n \
             else np.arange(n, dtype=np.int64)
