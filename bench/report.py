@@ -1,0 +1,499 @@
+"""Render the raw benchmark JSON (``run.py``) as markdown tables and PNG charts."""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+SYS_LABEL = {"fastbp": "fastbp", "torch": "PyTorch eager", "sklearn": "sklearn (float64)",
+             "numpy": "NumPy BP"}
+COLORS = {"fastbp": "#d62728", "torch": "#ff7f0e", "sklearn": "#1f77b4", "numpy": "#2ca02c",
+          "gemm": "#7f7f7f", "roofline": "#c7c7c7"}
+
+
+# ----------------------------------------------------------------- formatting
+def fnum(x, unit=""):
+    if x is None:
+        return "–"
+    if x >= 1000:
+        s = f"{x:,.0f}"
+    elif x >= 100:
+        s = f"{x:.0f}"
+    elif x >= 10:
+        s = f"{x:.1f}"
+    else:
+        s = f"{x:.2f}"
+    return s + unit
+
+
+def fratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    r = a / b
+    return f"{r:.2f}×" if r < 10 else f"{r:.1f}×"
+
+
+def fpct(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{100.0 * a / b:.0f}%"
+
+
+def _table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------- indexing
+def _median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def merge_rounds(recs):
+    """One record per cell: with --rounds > 1 the cell's figure is the median
+    of the rounds' medians; lists are concatenated, peaks are maxima."""
+    if len(recs) == 1:
+        return recs[0]
+    ok = [r for r in recs if r.get("status") == "ok"]
+    if not ok:
+        return recs[-1]
+    m = dict(ok[0])
+    m["rounds"] = len(ok)
+    for k in ("samples_per_second",):
+        if k in ok[0]:
+            m[k] = _median([r[k] for r in ok])
+            m["per_round"] = [r[k] for r in ok]
+    for k in ("samples_per_second_raw", "gflops", "call_overhead_us"):
+        if k in ok[0]:
+            m[k] = _median([r[k] for r in ok])
+    if "samples_per_second_min" in ok[0]:
+        m["samples_per_second_min"] = min(r["samples_per_second_min"] for r in ok)
+        m["samples_per_second_max"] = max(r["samples_per_second_max"] for r in ok)
+    for k in ("epoch_s", "call_s", "reported_samples_per_second"):
+        if k in ok[0]:
+            m[k] = [x for r in ok for x in (r.get(k) or [])]
+    for k in ("peak_rss_mb", "other_load_cores"):
+        vals = [r[k] for r in ok if r.get(k) is not None]
+        if vals:
+            m[k] = max(vals)
+    for k in ("scipy_sgemm", "numpy_sgemm", "numpy_dgemm", "torch_sgemm"):
+        if k in ok[0] and all(k in r for r in ok):
+            m[k] = dict(gflops=_median([r[k]["gflops"] for r in ok]),
+                        gflops_best=max(r[k]["gflops_best"] for r in ok))
+    return m
+
+
+class Results:
+    def __init__(self, results):
+        self.meta = results.get("meta", {})
+        self.records = results.get("records", [])
+        groups = {}
+        for r in self.records:
+            key = (r.get("kind"), r.get("system"), r.get("workload"), r.get("threads"))
+            groups.setdefault(key, []).append(r)
+        self.idx = {k: merge_rounds(v) for k, v in groups.items()}
+        self.cpu_count = self.meta.get("cpu_count") or self.meta.get("machine", {}).get("cpu_count") or 1
+        self.notes = []           # footnotes for n/a / errors
+        self._note_ids = {}
+
+    def rec(self, kind, system, workload, threads):
+        return self.idx.get((kind, system, workload, threads))
+
+    def sps(self, kind, system, workload, threads):
+        r = self.rec(kind, system, workload, threads)
+        if r and r.get("status") == "ok":
+            return r.get("samples_per_second")
+        return None
+
+    def contended(self, r):
+        """True when other processes kept more than the idle cores busy during the cell."""
+        ol = r.get("other_load_cores")
+        if ol is None:
+            return False
+        spare = max(0.0, self.cpu_count - (r.get("threads") or 1))
+        return ol > spare + 0.25
+
+    def cell(self, kind, system, workload, threads, fmt=fnum):
+        r = self.rec(kind, system, workload, threads)
+        if r is None:
+            return "–"
+        if r.get("status") == "ok":
+            return fmt(r.get("samples_per_second")) + (" †" if self.contended(r) else "")
+        reason = r.get("reason", r.get("status"))
+        key = (system, reason)
+        if key not in self._note_ids:
+            self._note_ids[key] = len(self.notes) + 1
+            self.notes.append(f"[{self._note_ids[key]}] {system}: {r.get('status')}: {reason}")
+        label = "n/a" if r.get("status") == "n/a" else r.get("status", "err")
+        return f"{label} [{self._note_ids[key]}]"
+
+    def sgemm(self, threads, which="scipy_sgemm"):
+        r = self.rec("sgemm", "sgemm", None, threads)
+        if r and r.get("status") == "ok":
+            return r[which]["gflops"]
+        return None
+
+    def flops(self, w):
+        return self.meta["workload_defs"][w]["flops_per_sample"]
+
+    def roofline_sps(self, w, threads, inference=False):
+        g = self.sgemm(threads)
+        if g is None:
+            return None
+        f = self.flops(w) if not inference else 2 * self.meta["workload_defs"][w]["n_weights"]
+        return g * 1e9 / f
+
+
+# ---------------------------------------------------------------------- parts
+def machine_md(meta):
+    m = meta.get("machine", {})
+    v = m.get("versions", {})
+    lines = ["## Machine", ""]
+    lines.append(f"- CPU: **{m.get('cpu_model', '?')}**, {m.get('cpu_count', '?')} logical CPUs"
+                 + (f", {m['physical_cores']} physical cores" if m.get("physical_cores") else "")
+                 + (f" ({m['affinity_cpus']} usable)" if m.get("affinity_cpus") not in
+                    (None, m.get("cpu_count")) else "")
+                 + (f"; SIMD: {', '.join(m['simd'])}" if m.get("simd") else ""))
+    if m.get("mem_total_gb"):
+        lines.append(f"- Memory: {m['mem_total_gb']} GiB; platform {m.get('platform', '?')}")
+    lines.append("- Versions: " + ", ".join(
+        f"{k} {v[k] if v.get(k) else 'not installed'}" for k in
+        ("numpy", "scipy", "torch", "sklearn", "threadpoolctl", "matplotlib")
+        if k in v) + f", Python {m.get('python', '?')}")
+    fb = v.get("fastbp")
+    lines.append(f"- fastbp: {fb} ({m.get('fastbp_module', '')})" if fb else
+                 f"- fastbp: **not importable** ({m.get('fastbp_error', '?')})")
+    tps = m.get("threadpools") or []
+    if tps:
+        lines.append("- Thread pools / BLAS (threadpoolctl):")
+        for d in tps:
+            lines.append(f"  - {d.get('internal_api')} {d.get('version') or ''} "
+                         f"({d.get('user_api')}, {d.get('architecture') or '-'}, "
+                         f"{d.get('threading_layer') or '-'}): `{os.path.basename(d.get('filepath') or '')}`")
+    env = m.get("env") or {}
+    envs = {k: v for k, v in env.items() if not k.endswith("NUM_THREADS")}
+    if envs:
+        lines.append("- Environment (left as found): "
+                     + ", ".join(f"`{k}={v}`" for k, v in envs.items()))
+    la0, la1 = meta.get("loadavg_start"), meta.get("loadavg_end")
+    if la0:
+        lines.append(f"- Load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in la0)}"
+                     + (f", at end {'/'.join(f'{x:.2f}' for x in la1)}" if la1 else "")
+                     + " (other processes on the machine add noise)")
+    if meta.get("interrupted") or "total_wall_s" not in meta:
+        lines.append("- **This run was interrupted: the tables hold only the cells measured "
+                     "before that (– = not measured).**")
+    lines.append(f"- Date: {meta.get('date', '?')}; command: `{meta.get('command', '?')}`"
+                 + (f"; total wall time {meta['total_wall_s']:.0f} s" if "total_wall_s" in meta
+                    else "")
+                 + ("; **--quick run (smoke test, not for quoting)**" if meta.get("quick") else ""))
+    lines.append(f"- Protocol: median of up to {meta.get('repeats')} timed epochs "
+                 f"(at least {meta.get('min_repeats')}; a cell stops adding epochs after "
+                 f"{meta.get('budget_s')} s) after one warm-up epoch, each cell in a fresh process.")
+    return "\n".join(lines)
+
+
+def workloads_md(meta):
+    rows = []
+    for w in meta["workloads"]:
+        d = meta["workload_defs"][w]
+        rows.append([w, d["description"], d["batch_size"], f"{d['n_samples']:,}",
+                     f"{d['n_weights']:,}", f"{d['flops_per_sample'] / 1e6:.3g}"])
+    return _table(["workload", "network", "batch", "samples/epoch", "weights P",
+                   "MFLOP/sample (6P − 2·W₁)"], rows)
+
+
+def sgemm_md(R):
+    rows = []
+    for t in R.meta["threads"]:
+        r = R.rec("sgemm", "sgemm", None, t)
+        if not r or r.get("status") != "ok":
+            rows.append([t, "–", "–", "–", "–"])
+            continue
+        a, b, d = (r[k]["gflops"] for k in ("scipy_sgemm", "numpy_sgemm", "numpy_dgemm"))
+        note = "differ by %.0f%%" % (100 * abs(a - b) / max(a, b)) if abs(a - b) > 0.05 * max(a, b) \
+            else "same (within 5%)"
+        tm = r.get("torch_sgemm")
+        rows.append([t, f"**{fnum(a)}** (best {fnum(r['scipy_sgemm']['gflops_best'])})",
+                     f"{fnum(b)} (best {fnum(r['numpy_sgemm']['gflops_best'])})", note,
+                     f"{fnum(tm['gflops'])} (best {fnum(tm['gflops_best'])})" if tm else "–",
+                     fnum(d)])
+    n = R.meta.get("sgemm_n", 2048)
+    return (f"### sgemm roofline (square {n}×{n}×{n}, GFLOP/s, median of ≥7 calls)\n\n"
+            + _table(["threads", "scipy.linalg.blas.sgemm (fastbp's BLAS) = roofline",
+                      "numpy float32 matmul (numpy's BLAS)", "scipy vs numpy",
+                      "torch.mm float32 (torch's BLAS)", "numpy float64 matmul (dgemm)"],
+                     rows))
+
+
+def training_md(R, t):
+    systems = R.meta["systems"]
+    header = ["workload"] + [SYS_LABEL[s] for s in systems] + [
+        "GEMM-only bound", "roofline"]
+    if "fastbp" in systems:
+        header += ["fastbp % roofline", "fastbp % GEMM bound"]
+        header += [f"fastbp / {SYS_LABEL[s].split()[0]}" for s in systems if s != "fastbp"]
+    rows = []
+    for w in R.meta["workloads"]:
+        row = [w]
+        for s in systems:
+            row.append(R.cell("train", s, w, t))
+        g = R.sps("gemm", "gemm", w, t)
+        roof = R.roofline_sps(w, t)
+        row += [fnum(g), fnum(roof)]
+        if "fastbp" in systems:
+            f = R.sps("train", "fastbp", w, t)
+            row += [fpct(f, roof), fpct(f, g)]
+            row += [fratio(f, R.sps("train", s, w, t)) for s in systems if s != "fastbp"]
+        rows.append(row)
+    return f"### Training, {t} thread{'s' if t > 1 else ''} (samples/s, median epoch)\n\n" \
+        + _table(header, rows)
+
+
+def details_md(R):
+    rows = []
+    multi = (R.meta.get("rounds") or 1) > 1
+    for r in R.records:
+        if r.get("kind") != "train":
+            continue
+        w, t, s = r["workload"], r["threads"], r["system"]
+        if r.get("status") != "ok":
+            rows.append([w, t, s, r.get("status"), "", "", "", "", "", "", "",
+                         f"{r.get('peak_rss_mb', 0):.0f}", "", _load(R, r)])
+            continue
+        sps = r["samples_per_second"]
+        gfl = sps * R.flops(w) / 1e9
+        ls, le = r.get("loss_start"), r.get("loss_end")
+        loss = (f"{ls:.3g} → {le:.3g}" if ls is not None else f"→ {le:.3g}") if le is not None else ""
+        lib = r.get("reported_samples_per_second")
+        rows.append([w, t, s + (f" (round {r['round'] + 1})" if multi else ""), fnum(sps),
+                     f"{fnum(r['samples_per_second_min'])}–{fnum(r['samples_per_second_max'])}",
+                     fnum(sorted(lib)[len(lib) // 2]) if lib else "",
+                     len(r["epoch_s"]), f"{sorted(r['epoch_s'])[len(r['epoch_s']) // 2]:.3f}",
+                     f"{gfl:.1f}", fpct(sps, R.roofline_sps(w, t)),
+                     fpct(sps, R.sps("gemm", "gemm", w, t)),
+                     f"{r.get('peak_rss_mb', 0):.0f} ({r.get('rss_import_mb', 0):.0f})", loss,
+                     _load(R, r)])
+    return _table(["workload", "threads", "system", "samples/s", "min–max",
+                   "library-reported", "epochs", "median epoch s", "GFLOP/s", "% roofline",
+                   "% GEMM bound", "peak RSS MB (after import)",
+                   "loss on 1024 samples: start → end", "other load (cores)"], rows)
+
+
+def _load(R, r):
+    ol = r.get("other_load_cores")
+    if ol is None:
+        return ""
+    return f"{ol:.2f}" + (" †" if R.contended(r) else "")
+
+
+def gemm_md(R):
+    rows = []
+    for w in R.meta["workloads"]:
+        for t in R.meta["threads"]:
+            r = R.rec("gemm", "gemm", w, t)
+            if not r or r.get("status") != "ok":
+                continue
+            rows.append([w, t, r["n_calls_per_step"], fnum(r["samples_per_second"]),
+                         fnum(r["samples_per_second_raw"]), f"{r['call_overhead_us']:.2f}",
+                         f"{r['gflops']:.1f}", fpct(r["gflops"], R.sgemm(t))])
+    if not rows:
+        return ""
+    return ("### GEMM-only bound details\n\n"
+            + _table(["workload", "threads", "sgemm calls/step", "bound samples/s",
+                      "raw (incl. Python call overhead)", "overhead µs/call",
+                      "GFLOP/s at these shapes", "% of square-sgemm rate"], rows))
+
+
+def inference_md(R):
+    systems = [s for s in R.meta["systems"] if s in ("fastbp", "torch", "numpy")]
+    ws = [w for w in R.meta["workloads"] if any(R.rec("infer", s, w, t) for s in systems
+                                                  for t in R.meta["threads"])]
+    if not ws or not systems:
+        return ""
+    header = ["workload", "threads"] + [SYS_LABEL[s] for s in systems] + ["roofline (2P FLOP/sample)"]
+    if "fastbp" in systems:
+        header += [f"fastbp / {SYS_LABEL[s].split()[0]}" for s in systems if s != "fastbp"]
+    rows = []
+    for w in ws:
+        for t in R.meta["threads"]:
+            row = [w, t] + [R.cell("infer", s, w, t) for s in systems]
+            row.append(fnum(R.roofline_sps(w, t, inference=True)))
+            if "fastbp" in systems:
+                f = R.sps("infer", "fastbp", w, t)
+                row += [fratio(f, R.sps("infer", s, w, t)) for s in systems if s != "fastbp"]
+            rows.append(row)
+    return ("### Inference (samples/s, one call on the whole data set: `net.predict`, "
+            "torch `no_grad` forward, NumPy forward; softmax included)\n\n" + _table(header, rows))
+
+
+def scaling_md(R):
+    threads = R.meta["threads"]
+    if len(threads) < 2:
+        return ""
+    t0 = threads[0]
+    rows = []
+    for w in R.meta["workloads"]:
+        for s in R.meta["systems"] + ["gemm"]:
+            kind = "gemm" if s == "gemm" else "train"
+            vals = [R.sps(kind, s, w, t) for t in threads]
+            if all(v is None for v in vals):
+                continue
+            base = vals[0]
+            rows.append([w, "GEMM-only bound" if s == "gemm" else SYS_LABEL[s]]
+                        + [f"{fnum(v)} ({fratio(v, base)})" if v is not None else "–" for v in vals])
+    return (f"### Thread scaling (training samples/s, speed-up over {t0} thread"
+            f"{'s' if t0 > 1 else ''} in parentheses)\n\n"
+            + _table(["workload", "system"] + [f"{t} thr" for t in threads], rows))
+
+
+# ---------------------------------------------------------------------- chart
+def chart(R, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    ws = R.meta["workloads"]
+    threads = R.meta["threads"]
+    systems = R.meta["systems"]
+    series = [("train", s, SYS_LABEL[s]) for s in systems] + [
+        ("gemm", "gemm", "GEMM-only bound"), ("roof", "roofline", "sgemm roofline")]
+    ncol = min(2, len(ws))
+    nrow = (len(ws) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.5 * ncol, 4.2 * nrow), squeeze=False)
+    width = 0.8 / len(series)
+    from matplotlib.patches import Patch
+    handles = [Patch(facecolor=COLORS.get(s), edgecolor="#555555" if kind != "train" else "white",
+                     hatch="//" if kind != "train" else None, label=label)
+               for kind, s, label in series]
+    for k, w in enumerate(ws):
+        ax = axes[k // ncol][k % ncol]
+        bars, missing = [], []
+        for j, (kind, s, label) in enumerate(series):
+            for i, t in enumerate(threads):
+                x = i + (j - (len(series) - 1) / 2) * width
+                v = R.roofline_sps(w, t) if kind == "roof" else R.sps(kind, s, w, t)
+                if v:
+                    r = R.rec(kind, s, w, t) if kind != "roof" else None
+                    bars.append((x, v, kind, s, " †" if r and R.contended(r) else ""))
+                elif kind == "train":
+                    r = R.rec(kind, s, w, t)
+                    missing.append((x, "not run" if r is None else r.get("status", "n/a")))
+        if not bars:
+            ax.axis("off")
+            continue
+        lo = min(b[1] for b in bars) / 4
+        for x, v, kind, s, mark in bars:
+            ax.bar(x, v - lo, width, bottom=lo, color=COLORS.get(s),
+                   hatch="//" if kind != "train" else None,
+                   edgecolor="white" if kind == "train" else "#555555")
+            ax.text(x, v * 1.04, fnum(v) + mark, rotation=90, ha="center", va="bottom",
+                    fontsize=6.5)
+        for x, why in missing:
+            ax.text(x, lo * 1.15, why, rotation=90, ha="center", va="bottom", fontsize=7,
+                    color="#444444")
+        ax.set_yscale("log")
+        ax.set_ylim(lo, max(b[1] for b in bars) * 2.5)
+        ax.set_xticks(range(len(threads)))
+        ax.set_xticklabels([f"{t} thread{'s' if t > 1 else ''}" for t in threads])
+        d = R.meta["workload_defs"][w]
+        arch = "-".join(map(str, d["sizes"])) if len(d["sizes"]) < 6 else \
+            f"{d['sizes'][0]}-{len(d['sizes']) - 2}x{d['sizes'][1]}-{d['sizes'][-1]}"
+        ax.set_title(f"{w}: {arch}, batch {d['batch_size']}", fontsize=10)
+        ax.set_ylabel("training samples/s (log)")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    for k in range(len(ws), nrow * ncol):
+        axes[k // ncol][k % ncol].axis("off")
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=9)
+    fig.text(0.5, 0.955, "median epoch throughput; † = other processes competed for the "
+             "cores during the cell (figure depressed)", ha="center", va="top", fontsize=8,
+             color="#555555")
+    m = R.meta.get("machine", {})
+    fig.suptitle(f"fastbp training throughput — {m.get('cpu_model', '?')}, "
+                 f"{m.get('cpu_count', '?')} CPUs" + (" (--quick)" if R.meta.get("quick") else ""),
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.94))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def scaling_chart(R, path):
+    threads = R.meta["threads"]
+    if len(threads) < 3:
+        return None
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    ws = R.meta["workloads"]
+    fig, axes = plt.subplots(1, len(ws), figsize=(4.2 * len(ws), 3.8), squeeze=False)
+    for k, w in enumerate(ws):
+        ax = axes[0][k]
+        for s in R.meta["systems"] + ["gemm"]:
+            kind = "gemm" if s == "gemm" else "train"
+            pts = [(t, R.sps(kind, s, w, t)) for t in threads]
+            pts = [(t, v) for t, v in pts if v]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                        color=COLORS.get(s), label="GEMM-only bound" if s == "gemm" else SYS_LABEL[s],
+                        linestyle="--" if s == "gemm" else "-")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(threads)
+        ax.set_xticklabels([str(t) for t in threads])
+        ax.set_xlabel("threads")
+        ax.set_title(w)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("training samples/s")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------- main
+def write_report(results, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    R = Results(results)
+    written = []
+    png = chart(R, os.path.join(out_dir, "training.png"))
+    spng = scaling_chart(R, os.path.join(out_dir, "scaling.png"))
+    parts = ["# fastbp training benchmark", "", machine_md(R.meta), "",
+             "How to read these tables: see `bench/README.md`. Throughput is training "
+             "samples per second (higher is better). *roofline* = sgemm rate ÷ "
+             "(6P − 2·W₁) FLOP per sample; *GEMM-only bound* = batch ÷ time of the step's "
+             "matrix products alone with the same BLAS and threads.", "",
+             "## Workloads", "", workloads_md(R.meta), "", sgemm_md(R), ""]
+    for t in R.meta["threads"]:
+        parts += [training_md(R, t), ""]
+    if png:
+        parts += [f"![training throughput]({os.path.basename(png)})", ""]
+    for section in (scaling_md(R), inference_md(R), gemm_md(R)):
+        if section:
+            parts += [section, ""]
+    if spng:
+        parts += [f"![thread scaling]({os.path.basename(spng)})", ""]
+    parts += ["### All training cells", "", details_md(R), ""]
+    flagged = [r for r in R.idx.values() if r.get("status") == "ok" and R.contended(r)]
+    notes = list(R.notes)
+    if flagged:
+        notes.append(f"† {len(flagged)} cell(s) ran while other processes kept more than the "
+                     "spare cores busy (column *other load*): their figures are depressed by "
+                     "contention, typically severely for multi-threaded cells. Re-run them on a "
+                     "quiet machine (`--wait-quiet 60`) or with `--rounds 3`.")
+    if notes:
+        parts += ["### Notes", ""] + [f"- {n}" for n in notes] + [""]
+    md = os.path.join(out_dir, "training.md")
+    with open(md, "w") as f:
+        f.write("\n".join(parts))
+    written.append(md)
+    written += [p for p in (png, spng) if p]
+    return written
