@@ -2,13 +2,16 @@
 __version__ = "0.1.0"
 
 from . import activations, initializers, losses, optimizers, schedules, callbacks, diagnostics
+from . import datasets, pretrain
 from ._config import get_num_threads, num_threads, set_num_threads, show_config
-from .diagnostics import gradient_check
+from .diagnostics import GradientNormRecorder, gradient_check
 from .network import Gradients, Network
 from .trainer import History, Trainer, TrainingDiverged
 from .callbacks import EarlyStopping
+from .pretrain import pretrain_autoencoders
 
 __all__ = ["Network", "Gradients", "Trainer", "History", "TrainingDiverged", "EarlyStopping",
            "gradient_check", "set_num_threads", "get_num_threads", "num_threads", "show_config",
            "activations", "initializers", "losses", "optimizers", "schedules", "callbacks",
-           "diagnostics", "__version__"]
+           "diagnostics", "datasets", "pretrain", "pretrain_autoencoders",
+           "GradientNormRecorder", "__version__"]
