@@ -122,13 +122,15 @@ def show_config(file=None):
         "openmp_max_threads": _engine.omp_max_threads(),
         "num_threads": get_num_threads(),
         "cores": _cores(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "blas": [{k: b.get(k) for k in ("internal_api", "version", "architecture",
                                          "num_threads", "filepath")} for b in blas],
     }
     lines = [f"fastbp {cfg['fastbp']} (numpy {cfg['numpy']}, scipy {cfg['scipy']})",
              f"  OpenMP: {'on' if cfg['openmp'] else 'off (serial build)'}"
              f" (max threads {cfg['openmp_max_threads']})",
-             f"  threads: {cfg['num_threads']} of {cfg['cores']} cores"]
+             f"  threads: {cfg['num_threads']} of {cfg['cores']} cores "
+             f"(OMP_WAIT_POLICY={cfg['omp_wait_policy']})"]
     for b in cfg["blas"]:
         lines.append(f"  BLAS: {b['internal_api']} {b['version']} {b['architecture'] or ''} "
                      f"threads={b['num_threads']} ({os.path.basename(b['filepath'] or '')})")

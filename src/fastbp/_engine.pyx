@@ -99,15 +99,30 @@ cdef struct Bufs:
 
 
 cdef class Workspace:
-    """Scratch buffers for batches of up to `capacity` rows (one per thread of use)."""
+    """Scratch buffers for batches of up to `capacity` rows (one per thread of use).
+
+    With ``shards`` > 1 it also holds, per batch shard, a Bufs whose pointers address that
+    shard's rows of the same buffers (set per batch by ``point_shard``).
+    """
     cdef Bufs b
+    cdef Bufs* sh
+    cdef readonly int shards
     cdef readonly object buf, labels, dtype
     cdef readonly Py_ssize_t capacity
 
-    def __cinit__(self, Plan plan, Py_ssize_t capacity, dtype, bint gather=False):
+    def __cinit__(self, Plan plan, Py_ssize_t capacity, dtype, bint gather=False, int shards=1):
         cdef Layout* lay = &plan.lay
         cdef int i, L = lay.L
         cdef Py_ssize_t total = 0, off = 0
+        self.shards = max(1, shards)
+        self.sh = <Bufs*>calloc(self.shards, sizeof(Bufs))
+        if not self.sh:
+            raise MemoryError()
+        for i in range(self.shards):
+            self.sh[i].A = <void**>calloc(L + 1, sizeof(void*))
+            self.sh[i].P = <void**>calloc(L + 1, sizeof(void*))
+            if not (self.sh[i].A and self.sh[i].P):
+                raise MemoryError()
         self.capacity = capacity
         self.dtype = np.dtype(dtype)
         self.b.cap = capacity
@@ -146,8 +161,25 @@ cdef class Workspace:
         self.b.lab = <long long*>cnp.PyArray_DATA(self.labels)
 
     def __dealloc__(self):
+        cdef int i
         free(self.b.A)
         free(self.b.P)
+        if self.sh:
+            for i in range(self.shards):
+                free(self.sh[i].A)
+                free(self.sh[i].P)
+            free(self.sh)
+
+
+cdef void point_shard(Layout* lay, Bufs* base, Bufs* out, Py_ssize_t r0,
+                      floating* like) noexcept nogil:
+    """Point ``out`` at rows r0.. of every buffer of ``base`` (like: only fixes the dtype)."""
+    cdef int i
+    for i in range(1, lay.L + 1):
+        out.A[i] = (<floating*>base.A[i]) + r0 * lay.sizes[i]
+        out.P[i] = (<floating*>base.P[i]) + r0 * lay.sizes[i] if base.P[i] != NULL else NULL
+    out.G0 = (<floating*>base.G0) + r0 * lay.maxw
+    out.G1 = (<floating*>base.G1) + r0 * lay.maxw
 
 
 # ---- products: one thread pool ----------------------------------------------------------
@@ -257,6 +289,70 @@ cdef inline double weight_sum(const floating* sw, Py_ssize_t n) noexcept nogil:
     return s
 
 
+# ---- small layers: the batch split over threads -----------------------------------------
+# When every product is too small to split (PAR_GEMM_FLOPS), each thread instead runs
+# forward and backward on its own rows of the batch with single-threaded BLAS and its own
+# gradient buffer; the buffers are then summed in a fixed order (deterministic).
+
+cdef Py_ssize_t SHARD_MIN_ROWS = 8
+cdef double SHARD_MIN_STEP_FLOPS = 8.0e6   # a smaller step is not worth a parallel region
+
+
+def batch_shards(Plan plan, Py_ssize_t batch, int nt):
+    """How many row shards a training step on ``batch`` rows uses with nt threads (1 = none)."""
+    cdef Layout* lay = &plan.lay
+    cdef int i
+    cdef double biggest = 0, f, step = 0
+    if nt <= 1:
+        return 1
+    for i in range(lay.L):
+        f = 2.0 * batch * lay.sizes[i] * lay.sizes[i + 1]
+        step += 3 * f
+        if f > biggest:
+            biggest = f
+    if biggest >= PAR_GEMM_FLOPS or step < SHARD_MIN_STEP_FLOPS:
+        return 1
+    return <int>max(1, min(nt, batch // SHARD_MIN_ROWS))
+
+
+cdef double shard_step(Layout* lay, Bufs* sb, const floating* params, floating* g,
+                       const floating* xb, const floating* tb, const long long* lb,
+                       const floating* swb, Py_ssize_t rows, floating scale, int loss,
+                       int count_acc, double* correct) noexcept nogil:
+    """Forward, loss and backward of one shard's rows into its own gradient buffer g."""
+    cdef double e
+    cdef int L = lay.L
+    cdef Py_ssize_t k = lay.sizes[L]
+    forward(lay, sb, params, xb, rows, NULL, 1)
+    e = loss_and_output_grad(loss, lay.act[L - 1], <floating*>sb.A[L], <floating*>sb.P[L],
+                             tb, lb, swb, rows, k, scale, <floating*>sb.G0, 1)
+    if count_acc:
+        correct[0] = count_correct(loss, <floating*>sb.A[L], tb, lb, rows, k)
+    backward(lay, sb, params, g, xb, rows, NULL, <floating>0, 1)
+    return e
+
+
+cdef void sum_shards(floating* grads, const floating* others, int n_others, Py_ssize_t P,
+                     int nt) noexcept nogil:
+    """grads += others[0] + others[1] + ... (each P long), in that order, split over P."""
+    cdef Py_ssize_t c, nchunks, CH = 16384
+    nchunks = (P + CH - 1) // CH
+    if nt > 1 and nchunks > 1:
+        for c in prange(nchunks, num_threads=nt, schedule="static"):
+            _sum_block(grads, others, n_others, P, c * CH, min(P, (c + 1) * CH))
+    else:
+        _sum_block(grads, others, n_others, P, 0, P)
+
+
+cdef inline void _sum_block(floating* grads, const floating* others, int n_others, Py_ssize_t P,
+                            Py_ssize_t a, Py_ssize_t z) noexcept nogil:
+    cdef int t
+    cdef Py_ssize_t i
+    for t in range(n_others):
+        for i in range(a, z):
+            grads[i] = grads[i] + others[t * P + i]
+
+
 # ---- entry points (called once per call / per chunk of batches) -------------------------
 
 def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[:, ::1] X,
@@ -341,7 +437,7 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
                   floating[::1] s1, floating[::1] s2, floating[::1] s3,
                   double prev_loss, int count_acc, const floating[::1] sw, int use_sw,
                   double l2, floating[::1] backup, double total, double wtotal,
-                  double correct, int nt):
+                  double correct, floating[::1] shard_grads, int nt):
     """Train on batches [first_batch, last_batch) of one epoch.
 
     With sample weights each batch's loss and gradient are weighted means; l2 adds
@@ -361,6 +457,11 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     cdef double bl = prev_loss, wsum
     cdef floating* swg = <floating*>w.SW
     cdef const floating* swb
+    cdef int S = ws.shards, t
+    cdef Py_ssize_t r0, r1
+    cdef double shard_loss[256]
+    cdef double shard_correct[256]
+    cdef floating* gt
     cdef Py_ssize_t seen = 0, steps = 0, bad = -1
     cdef int status = 0
     cdef const floating* xb
@@ -390,6 +491,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     op.loss_increased = 0
     if backup.shape[0] != P:
         raise ValueError("backup must have one entry per parameter")
+    if S > 256 or (S > 1 and shard_grads.shape[0] < (S - 1) * P):
+        raise ValueError("shard_grads must hold (shards - 1) gradient buffers (shards <= 256)")
     if batch_size > ws.capacity:
         raise ValueError("batch_size exceeds the workspace capacity")
     if use_perm and (w.X == NULL or perm.shape[0] != n):
@@ -421,19 +524,42 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
                 swb = &sw[0] + s if use_sw else NULL
             wsum = weight_sum(swb, nb) if use_sw else <double>nb
             scale = <floating>(1.0 / wsum)
-            forward(lay, w, &params[0], xb, nb, NULL, nt)
-            bl = loss_and_output_grad(loss, lay.act[lay.L - 1], <floating*>w.A[lay.L],
-                                      <floating*>w.P[lay.L], NULL if use_labels else tb,
-                                      lb if use_labels else NULL,
-                                      swb if use_sw else NULL, nb, k, scale,
-                                      <floating*>w.G0, nt)
-            if not isfinite(bl):
-                status = 1
-                bad = bi
-                break
-            if count_acc:
-                correct += count_correct(loss, <floating*>w.A[lay.L], tb, lb, nb, k)
-            backward(lay, w, &params[0], &grads[0], xb, nb, NULL, <floating>0, nt)
+            if S > 1 and nb >= S * SHARD_MIN_ROWS:
+                for t in prange(S, num_threads=S, schedule="static"):
+                    r0 = nb * t // S
+                    r1 = nb * (t + 1) // S
+                    point_shard(lay, w, &ws.sh[t], r0, &params[0])
+                    gt = &grads[0] if t == 0 else &shard_grads[0] + (t - 1) * P
+                    shard_correct[t] = 0
+                    shard_loss[t] = shard_step(
+                        lay, &ws.sh[t], &params[0], gt, xb + r0 * d,
+                        NULL if use_labels else tb + r0 * k,
+                        lb + r0 if use_labels else NULL,
+                        swb + r0 if use_sw else NULL, r1 - r0, scale, loss, count_acc,
+                        &shard_correct[t])
+                bl = 0
+                for t in range(S):
+                    bl += shard_loss[t]
+                    correct += shard_correct[t]
+                if not isfinite(bl):
+                    status = 1
+                    bad = bi
+                    break
+                sum_shards(&grads[0], &shard_grads[0], S - 1, P, nt)
+            else:
+                forward(lay, w, &params[0], xb, nb, NULL, nt)
+                bl = loss_and_output_grad(loss, lay.act[lay.L - 1], <floating*>w.A[lay.L],
+                                          <floating*>w.P[lay.L], NULL if use_labels else tb,
+                                          lb if use_labels else NULL,
+                                          swb if use_sw else NULL, nb, k, scale,
+                                          <floating*>w.G0, nt)
+                if not isfinite(bl):
+                    status = 1
+                    bad = bi
+                    break
+                if count_acc:
+                    correct += count_correct(loss, <floating*>w.A[lay.L], tb, lb, nb, k)
+                backward(lay, w, &params[0], &grads[0], xb, nb, NULL, <floating>0, nt)
             if l2 != 0:
                 add_l2(lay, &params[0], &grads[0], <floating>(l2 / wsum))
             op.loss_increased = (bl / wsum) > prev_loss

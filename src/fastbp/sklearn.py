@@ -83,6 +83,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
+from scipy.special import xlogy
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
@@ -155,14 +156,12 @@ def _squared_loss(y, out, sw):
 
 def _poisson_loss(y, z, sw):
     """Half Poisson deviance of exp(z) (scikit-learn's value), from the linear output z."""
-    from scipy.special import xlogy
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         mu = np.exp(z)
         return np.average(xlogy(y, y / mu) - y + mu, weights=sw, axis=0).sum()
 
 
 def _log_loss(y, prob, sw):
-    from scipy.special import xlogy
     eps = np.finfo(prob.dtype).eps
     prob = np.clip(prob, eps, 1 - eps)
     if prob.shape[1] == 1:
@@ -173,10 +172,14 @@ def _log_loss(y, prob, sw):
 
 
 def _binary_log_loss(y, prob, sw):
-    from scipy.special import xlogy
     eps = np.finfo(prob.dtype).eps
     prob = np.clip(prob, eps, 1 - eps)
     return -np.average(xlogy(y, prob) + xlogy(1 - y, 1 - prob), weights=sw, axis=0).sum()
+
+
+def _sum_squares(arrays):
+    # einsum, not np.dot: no BLAS call (whose threads would wake up for a tiny reduction)
+    return sum(float(np.einsum("ij,ij->", W, W)) for W in arrays)
 
 
 def _default_threads():
@@ -524,6 +527,9 @@ class _BaseMLP(BaseEstimator):
             if self.solver in _STOCHASTIC_SOLVERS:
                 self._fit_stochastic(net, X, y, sample_weight, incremental, validation_data)
             else:
+                if validation_data is not None:
+                    warnings.warn("validation_data is used by the 'sgd' and 'adam' solvers "
+                                  "only; solver='lbfgs' ignores it")
                 self._fit_lbfgs(net, X, y, sample_weight)
         finally:
             self._store_coefs(net)
@@ -555,7 +561,7 @@ class _BaseMLP(BaseEstimator):
     def _penalty(self, net, sw_sum):
         if not self.alpha:
             return 0.0
-        return 0.5 * self.alpha * sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights) / sw_sum
+        return 0.5 * self.alpha * _sum_squares(net.weights) / sw_sum
 
     # ---- L-BFGS -------------------------------------------------------------------------
     def _data_loss_grad(self, net, Xb, Tb, yb, swb, l2):
@@ -787,7 +793,7 @@ class _BaseMLP(BaseEstimator):
             return total / (n_samples if self.out_activation_ == "exp" else sw_total)
 
         def sq_weights():
-            return sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights)
+            return _sum_squares(net.weights)
 
         diverged = False
         try:
@@ -954,7 +960,9 @@ class _BaseMLP(BaseEstimator):
         validation_data : tuple (X_val, y_val[, sample_weight_val]), default=None
             fastbp extra (sgd/adam): a validation set. Its loss after every epoch is kept
             in ``validation_loss_curve_``; with ``early_stopping=True`` it replaces the
-            split of ``validation_fraction`` of the training data.
+            split of ``validation_fraction`` of the training data. In a Pipeline
+            (``fit(..., mlpclassifier__validation_data=...)``) X_val is not transformed by
+            the earlier steps: pass it preprocessed.
 
         Returns
         -------

@@ -123,19 +123,23 @@ class Trainer:
                                      "y" if name == "X" else f"{name} targets")
         return X, T, labels
 
-    def _get_workspace(self, capacity):
+    def _get_workspace(self, capacity, shards):
         ws = self._workspace
         if (ws is None or ws.capacity != capacity or ws.dtype != self.net.dtype
-                or self._workspace_plan is not self.net._plan):
-            ws = _engine.Workspace(self.net._plan, capacity, self.net.dtype, gather=True)
+                or ws.shards != shards or self._workspace_plan is not self.net._plan):
+            ws = _engine.Workspace(self.net._plan, capacity, self.net.dtype, gather=True,
+                                   shards=shards)
             self._workspace, self._workspace_plan = ws, self.net._plan
         return ws
 
-    def _buffers(self, n_params, dtype):
-        """Gradient and backup buffers, kept across fit calls (no page faults per call)."""
+    def _buffers(self, n_params, dtype, shards):
+        """Gradient, backup and per-shard gradient buffers, kept across fit calls."""
         bufs = getattr(self, "_bufs", None)
-        if bufs is None or bufs[0].size != n_params or bufs[0].dtype != dtype:
-            bufs = self._bufs = (np.empty(n_params, dtype=dtype), np.empty(n_params, dtype=dtype))
+        n_shard = max(1, (shards - 1) * n_params)
+        if (bufs is None or bufs[0].size != n_params or bufs[0].dtype != dtype
+                or bufs[2].size != n_shard):
+            bufs = self._bufs = (np.empty(n_params, dtype=dtype), np.empty(n_params, dtype=dtype),
+                                 np.empty(n_shard, dtype=dtype))
         return bufs
 
     def evaluate(self, X, y):
@@ -179,9 +183,11 @@ class Trainer:
         n = X.shape[0]
         bs = n if self.batch_size is None else min(self.batch_size, n)
         n_batches = math.ceil(n / bs)
-        ws = self._get_workspace(bs)
+        nt = self.n_threads or get_num_threads()
+        shards = _engine.batch_shards(net._plan, bs, nt)
+        ws = self._get_workspace(bs, shards)
         P = net.parameters.size
-        grads, backup = self._buffers(P, net.dtype)
+        grads, backup, shard_grads = self._buffers(P, net.dtype, shards)
         self.optimizer.ensure_state(P, net.dtype)
         perm = self._perm if getattr(self, "_perm", None) is not None and self._perm.size == n \
             else np.arange(n, dtype=np.int64)
@@ -192,7 +198,6 @@ class Trainer:
         classify = self.loss != "mse"
         history = History()
         self.stop_training = False
-        nt = self.n_threads or get_num_threads()
         for cb in cbs:
             if isinstance(cb, _callbacks.Callback):
                 cb.on_train_begin(self)
@@ -219,7 +224,7 @@ class Trainer:
                                 labels is not None, code, perm, bool(shuffle), bs, b, e,
                                 opt.hyper(lr), *opt.state, opt.prev_loss, classify,
                                 sw if sw is not None else backup[:1], sw is not None, self.l2,
-                                backup, total, wtotal, correct, nt)
+                                backup, total, wtotal, correct, shard_grads, nt)
                         opt.t += steps
                         opt.prev_loss = prev
                         seen += s
