@@ -176,3 +176,31 @@ def test_ctrl_c_stops_fit_quickly_and_keeps_a_consistent_state(tmp_path):
     assert fields[4] == "True"
     assert waited < 3.0, waited                      # < 1 s of compute + interpreter exit
     assert "interrupted" in err
+
+
+def test_predict_streams_in_chunks_with_bounded_memory():
+    # 200k rows through a 512-wide hidden layer: a whole-batch forward would need
+    # 200k x 512 x 4 B = 400 MB of activations; chunked, only the output is allocated.
+    net = fastbp.Network([8, 512, 3], activation="relu", seed=0)
+    X = np.random.default_rng(0).normal(size=(200_000, 8)).astype(np.float32)
+    tracemalloc.start()
+    out = net.predict(X)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert out.shape == (200_000, 3)
+    assert peak < out.nbytes + 16 * 2**20, peak
+
+
+def test_fit_peak_memory_is_batch_sized_not_data_sized():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100_000, 16)).astype(np.float32)
+    y = rng.integers(0, 4, 100_000)
+    net = fastbp.Network([16, 256, 4], activation="relu", output="softmax", seed=0)
+    tr = fastbp.Trainer(net, batch_size=64, seed=0)
+    tracemalloc.start()
+    tr.fit(X, y, epochs=1)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # permutation (8 B/sample) + parameters, gradients, optimizer state + batch workspace;
+    # far below one hidden activation matrix of the data set (100k x 256 x 4 B = 100 MB)
+    assert peak < 100_000 * 8 + 8 * 2**20, peak
