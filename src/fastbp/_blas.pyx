@@ -18,8 +18,8 @@ cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha
         dgemm(&cb, &ca, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
 
 
-def gemm_memview(BLAS_Trans ta, BLAS_Trans tb, floating alpha, const floating[:, ::1] A,
-                 const floating[:, ::1] B, floating beta, floating[:, ::1] C):
+def gemm_memview(BLAS_Trans ta, BLAS_Trans tb, const floating[:, ::1] A,
+                 const floating[:, ::1] B, floating[:, ::1] C, double alpha=1.0, double beta=0.0):
     """Test shim: C := alpha * op(A) @ op(B) + beta * C on C-contiguous arrays."""
     cdef int m = C.shape[0], n = C.shape[1]
     cdef int k = A.shape[1] if ta == NoTrans else A.shape[0]
@@ -29,5 +29,5 @@ def gemm_memview(BLAS_Trans ta, BLAS_Trans tb, floating alpha, const floating[:,
     if opa_rows != m or opb_rows != k or opb_cols != n:
         raise ValueError("gemm_memview: incompatible shapes")
     with nogil:
-        gemm(ta, tb, m, n, k, alpha, &A[0, 0], <int>A.shape[1], &B[0, 0], <int>B.shape[1],
-             beta, &C[0, 0], <int>C.shape[1])
+        gemm(ta, tb, m, n, k, <floating>alpha, &A[0, 0], <int>A.shape[1], &B[0, 0],
+             <int>B.shape[1], <floating>beta, &C[0, 0], <int>C.shape[1])

@@ -1,0 +1,73 @@
+"""The build: OpenMP, the row-major BLAS wrapper, the configuration report."""
+import os
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import _blas, _engine
+
+
+@pytest.mark.skipif(os.environ.get("FASTBP_NO_OPENMP") == "1",
+                    reason="built without OpenMP on purpose")
+def test_built_with_openmp():
+    assert _engine.openmp_enabled()
+
+
+def test_show_config_reports_version_openmp_blas_threads(capsys):
+    cfg = fastbp.show_config()
+    out = capsys.readouterr().out
+    assert cfg["fastbp"] == fastbp.__version__ and fastbp.__version__ in out
+    assert "OpenMP" in out and isinstance(cfg["openmp"], bool)
+    assert cfg["num_threads"] >= 1 and cfg["blas"], cfg
+    assert "BLAS" in out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta", ["n", "t"])
+@pytest.mark.parametrize("tb", ["n", "t"])
+def test_row_major_gemm_matches_numpy(dtype, ta, tb):
+    rng = np.random.default_rng(0)
+    m, n, k = 7, 5, 3
+    A = rng.normal(size=(m, k) if ta == "n" else (k, m)).astype(dtype)
+    B = rng.normal(size=(k, n) if tb == "n" else (n, k)).astype(dtype)
+    C = rng.normal(size=(m, n)).astype(dtype)
+    want = 2.0 * (A if ta == "n" else A.T) @ (B if tb == "n" else B.T) + 0.5 * C
+    _blas.gemm_memview(_blas.BLAS_Trans.NoTrans if ta == "n" else _blas.BLAS_Trans.Trans,
+                       _blas.BLAS_Trans.NoTrans if tb == "n" else _blas.BLAS_Trans.Trans,
+                       A, B, C, 2.0, 0.5)
+    np.testing.assert_allclose(C, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_thread_settings():
+    old = fastbp.get_num_threads()
+    with fastbp.num_threads(1):
+        assert fastbp.get_num_threads() == 1
+    assert fastbp.get_num_threads() == old
+    with pytest.raises(ValueError, match="n_threads"):
+        fastbp.set_num_threads(0)
+    with pytest.raises(TypeError):
+        fastbp.set_num_threads("two")
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_split_products_and_batch_shards_give_the_same_gradients(n_threads):
+    """Products split over threads (big layers) and batch shards (small layers) agree with
+    one thread."""
+    rng = np.random.default_rng(0)
+    for sizes, batch in [([300, 700, 10], 600), ([32, 32, 32, 4], 256)]:
+        X = rng.normal(size=(batch, sizes[0]))
+        y = rng.integers(0, sizes[-1], batch)
+        for dtype, tol in [("float64", 1e-12), ("float32", 1e-4)]:
+            net = fastbp.Network(sizes, activation="tanh", output="softmax", dtype=dtype, seed=1)
+            with fastbp.num_threads(1):
+                l1, g1 = net.loss_and_gradients(X, y, loss="cross_entropy")
+            with fastbp.num_threads(n_threads):
+                l2, g2 = net.loss_and_gradients(X, y, loss="cross_entropy")
+            np.testing.assert_allclose(g2.flat, g1.flat, rtol=0, atol=tol * np.abs(g1.flat).max())
+            a = net.copy()
+            b = net.copy()
+            fastbp.Trainer(a, batch_size=batch // 4, n_threads=1, seed=0).fit(X, y, epochs=2)
+            fastbp.Trainer(b, batch_size=batch // 4, n_threads=n_threads, seed=0).fit(X, y, epochs=2)
+            np.testing.assert_allclose(b.parameters, a.parameters, rtol=0,
+                                       atol=tol * np.abs(a.parameters).max())
