@@ -35,11 +35,23 @@ def _check(n, name="n_threads"):
     return n
 
 
+def _env_threads():
+    """OMP_NUM_THREADS as a positive int (joblib/loky workers set it), else None."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:
+        return None
+    return n if n >= 1 else None
+
+
 def get_num_threads():
-    """Threads fastbp uses for its OpenMP loops and BLAS calls."""
+    """Threads fastbp uses: ``num_threads``/``set_num_threads`` if set, else
+    OMP_NUM_THREADS if set (as joblib's workers do), else all cores."""
     n = getattr(_state, "n", None)
     if n is None:
         n = _default[0]
+    if n is None:
+        n = _env_threads()
     return n if n is not None else _cores()
 
 

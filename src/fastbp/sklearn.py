@@ -183,11 +183,7 @@ def _sum_squares(arrays):
 
 
 def _default_threads():
-    n = get_num_threads()
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.strip().isdigit() and int(env) > 0:
-        n = min(n, int(env))
-    return max(1, n)
+    return get_num_threads()    # honours OMP_NUM_THREADS, as joblib sets it in its workers
 
 
 class _Rows:
@@ -648,6 +644,7 @@ class _BaseMLP(BaseEstimator):
         cbs = self._check_callbacks()
         opt_cb = None
         shim = SimpleNamespace(net=net)   # what Callback objects read from a trainer
+        stopped = [False]
         if cbs:
             it = [0]
 
@@ -660,6 +657,7 @@ class _BaseMLP(BaseEstimator):
                         stop = True
                 it[0] += 1
                 if stop:
+                    stopped[0] = True
                     raise StopIteration
             for cb in cbs:
                 if isinstance(cb, _callbacks.Callback):
@@ -671,7 +669,10 @@ class _BaseMLP(BaseEstimator):
             fun, x0, method="L-BFGS-B", jac=True, callback=opt_cb,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
                      **_get_additional_lbfgs_options_dict("iprint", iprint)})
-        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        if stopped[0]:   # a callback asked to stop: no ConvergenceWarning (as for sgd/adam)
+            self.n_iter_ = min(opt_res.nit, self.max_iter)
+        else:
+            self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         net.parameters[...] = opt_res.x
         for cb in cbs:
             if isinstance(cb, _callbacks.Callback):
