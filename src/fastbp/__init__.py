@@ -1,11 +1,4 @@
 """fastbp: fast backpropagation for multilayer perceptrons on the CPU."""
-import os as _os
-
-# Idle OpenMP threads sleep instead of spinning: when another process holds a core,
-# spinning threads made 2-thread training 15x slower than 1 thread. Set
-# OMP_WAIT_POLICY before importing fastbp to choose otherwise.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 __version__ = "0.1.0"
 
 from . import activations, initializers, losses, optimizers, schedules, callbacks, diagnostics

@@ -14,7 +14,7 @@ from libc.math cimport isfinite
 
 from ._blas cimport gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
-                        all_finite, needs_pre, count_correct, optimizer_step, OptParams, Opt)
+                        all_finite, needs_pre, count_correct, run_threads, optimizer_step, OptParams, Opt)
 
 cnp.import_array()
 
@@ -196,9 +196,11 @@ cdef void pgemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alph
                 floating beta, floating* C, int ldc, int nt) noexcept nogil:
     """C := alpha * op(A) @ op(B) + beta * C (row-major), split over up to nt threads.
 
-    Splits the rows of C when op(B) is the larger operand to re-read, else its columns.
+    Each thread re-reads (and BLAS re-packs) the whole operand that is not split, so the
+    split goes across the larger one: the rows of C (and of op(A)) when op(A) is larger,
+    else the columns of C (and of op(B)).
     """
-    cdef int t, nthr, by_rows = <Py_ssize_t>m * k <= <Py_ssize_t>k * n
+    cdef int t, nthr, by_rows = <Py_ssize_t>m * k > <Py_ssize_t>k * n
     cdef Py_ssize_t dim = m if by_rows else n, i0, i1
     nthr = nt
     if nthr > dim // MIN_BLOCK:
@@ -206,7 +208,7 @@ cdef void pgemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alph
     if nthr <= 1 or 2.0 * m * n * k < PAR_GEMM_FLOPS:
         gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return
-    for t in prange(nthr, num_threads=nthr, schedule="static"):
+    for t in prange(nthr, num_threads=run_threads(nthr), schedule="static"):
         i0 = dim * t // nthr
         i1 = dim * (t + 1) // nthr
         if by_rows:
@@ -338,7 +340,7 @@ cdef void sum_shards(floating* grads, const floating* others, int n_others, Py_s
     cdef Py_ssize_t c, nchunks, CH = 16384
     nchunks = (P + CH - 1) // CH
     if nt > 1 and nchunks > 1:
-        for c in prange(nchunks, num_threads=nt, schedule="static"):
+        for c in prange(nchunks, num_threads=run_threads(nt), schedule="static"):
             _sum_block(grads, others, n_others, P, c * CH, min(P, (c + 1) * CH))
     else:
         _sum_block(grads, others, n_others, P, 0, P)
@@ -525,7 +527,7 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
             wsum = weight_sum(swb, nb) if use_sw else <double>nb
             scale = <floating>(1.0 / wsum)
             if S > 1 and nb >= S * SHARD_MIN_ROWS:
-                for t in prange(S, num_threads=S, schedule="static"):
+                for t in prange(S, num_threads=run_threads(S), schedule="static"):
                     r0 = nb * t // S
                     r1 = nb * (t + 1) // S
                     point_shard(lay, w, &ws.sh[t], r0, &params[0])

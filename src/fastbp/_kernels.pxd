@@ -21,6 +21,7 @@ cpdef enum Loss:
     BINARY_CROSS_ENTROPY = 2
 
 cdef int needs_pre(int act) noexcept nogil
+cdef int run_threads(int want) noexcept nogil
 
 cdef void bias_act_forward(int act, floating* pre, floating* out, const floating* b,
                            Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil

@@ -32,8 +32,28 @@ cdef double LECUN_B = 2.0 / 3.0
 cdef double LEAKY = 0.01
 
 
+# Upper bound on the threads that actually run (the Trainer lowers it to 1 when the cores
+# are busy with other work). Work is always split by the requested count, so results
+# do not depend on it.
+cdef int RUN_CAP = 1 << 20
+
+
+def set_run_cap(int n):
+    """Run at most n threads (splitting of the work is unchanged)."""
+    global RUN_CAP
+    RUN_CAP = max(1, n)
+
+
+def get_run_cap():
+    return RUN_CAP
+
+
+cdef int run_threads(int want) noexcept nogil:
+    return want if want < RUN_CAP else RUN_CAP
+
+
 cdef inline int threads_for(Py_ssize_t work, int nt) noexcept nogil:
-    return nt if work >= PARALLEL_MIN else 1
+    return run_threads(nt) if work >= PARALLEL_MIN else 1
 
 
 cdef int needs_pre(int act) noexcept nogil:
@@ -311,15 +331,17 @@ cdef double loss_and_output_grad(int loss, int act, const floating* out, const f
                                  const floating* sw, Py_ssize_t n, Py_ssize_t k, floating scale,
                                  floating* g, int nt) noexcept nogil:
     """Sum over the n rows of the (sample-weighted, if sw) loss; g := scale * w_i * dE_i/dpre_i."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, c, nchunks = 16
     cdef double total = 0
+    cdef double part[16]
     cdef int t = threads_for(n * k * 8, nt)
-    if t > 1:
-        for i in prange(n, num_threads=t, schedule="static"):
-            total += _weighted_row_loss(loss, act, out, pre, T, labels, sw, i, k, scale, g)
-    else:
-        for i in range(n):
-            total += _weighted_row_loss(loss, act, out, pre, T, labels, sw, i, k, scale, g)
+    # fixed row blocks summed in order: the total does not depend on the thread count
+    for c in prange(nchunks, num_threads=t, schedule="static"):
+        part[c] = 0
+        for i in range(n * c // nchunks, n * (c + 1) // nchunks):
+            part[c] += _weighted_row_loss(loss, act, out, pre, T, labels, sw, i, k, scale, g)
+    for c in range(nchunks):
+        total += part[c]
     return total
 
 
@@ -581,7 +603,7 @@ cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating*
     p from backup (the optimizer state then holds the failed step).
     """
     cdef Py_ssize_t c, nchunks, CH = 16384
-    cdef int t = nt if n >= 4 * PARALLEL_MIN else 1
+    cdef int t = run_threads(nt) if n >= 4 * PARALLEL_MIN else 1
     cdef int bad = 0
     nchunks = (n + CH - 1) // CH
     if t > 1 and nchunks > 1:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _engine, callbacks as _callbacks, losses as _losses, optimizers as _opt
+from . import _engine, _kernels, callbacks as _callbacks, losses as _losses, optimizers as _opt
 from . import schedules as _schedules
 from ._config import blas_single_threaded, get_num_threads, num_threads
 from ._validation import (as_float_matrix, check_number, check_positive_int,
@@ -22,6 +22,7 @@ from ._validation import (as_float_matrix, check_number, check_positive_int,
 __all__ = ["Trainer", "History", "TrainingDiverged"]
 
 CHUNK_SECONDS = 0.2
+PROBE_EVERY = 20      # chunks between two probes of 1 thread against n_threads
 
 
 class TrainingDiverged(ArithmeticError):
@@ -112,6 +113,7 @@ class Trainer:
         self._schedule = _schedules.get(lr_schedule, self.optimizer.lr)
         self.l2 = check_number(l2, "l2", low=0)
         self._workspace = None
+        self._threads_policy = _ThreadsPolicy()
         self.stop_training = False
         self.epoch = 0
 
@@ -216,6 +218,8 @@ class Trainer:
                     seen, b, t0 = 0, 0, time.perf_counter()
                     while b < n_batches:
                         e = min(n_batches, b + chunk)
+                        cap = self._threads_policy.cap_for_next_chunk(nt)
+                        _kernels.set_run_cap(cap)
                         tc = time.perf_counter()
                         opt = self.optimizer
                         (total, wtotal, correct, s, steps, status, bad, prev) = \
@@ -233,6 +237,7 @@ class Trainer:
                             raise TrainingDiverged(self.epoch, bad,
                                                    "loss" if status == 1 else "parameter update")
                         elapsed = time.perf_counter() - tc
+                        self._threads_policy.record(cap, nt, elapsed, s, steps)
                         b = e
                         bar.update(b, total / max(wtotal, 1e-300),
                                    seen / max(time.perf_counter() - t0, 1e-9))
@@ -263,6 +268,7 @@ class Trainer:
             print(f"fastbp: training interrupted at epoch {self.epoch}; the network keeps the "
                   "parameters of the last completed chunk of batches", file=sys.stderr)
         finally:
+            _kernels.set_run_cap(1 << 20)
             bar.close()
             for cb in cbs:
                 if isinstance(cb, _callbacks.Callback):
@@ -277,6 +283,38 @@ class Trainer:
         for key in ("accuracy", "val_loss", "val_accuracy"):
             if key in logs:
                 getattr(history, key).append(logs[key])
+
+
+class _ThreadsPolicy:
+    """Runs n_threads threads, or 1 when that is faster (other processes on the cores).
+
+    Every PROBE_EVERY chunks, one chunk runs with all threads and the next with one; the
+    faster per sample wins until the next probe. The work is split by n_threads either
+    way, so the weights do not depend on the choice.
+    """
+
+    def __init__(self):
+        self.count, self.best, self.times = 0, None, {}
+
+    def cap_for_next_chunk(self, nt):
+        if nt <= 1 or not _engine.openmp_enabled():
+            return 1
+        phase = self.count % PROBE_EVERY
+        if phase == 0:
+            return nt
+        if phase == 1:
+            return 1
+        return self.best or nt
+
+    def record(self, cap, nt, seconds, samples, steps):
+        if nt <= 1 or (steps < 4 and seconds < 0.02):
+            return        # too short to time (e.g. the first, one-batch chunk of a fit)
+        phase = self.count % PROBE_EVERY
+        if phase in (0, 1):
+            self.times[cap] = seconds / max(samples, 1)
+        if phase == 1 and nt in self.times and 1 in self.times:
+            self.best = 1 if self.times[1] < self.times[nt] else nt
+        self.count += 1
 
 
 # ---- progress --------------------------------------------------------------------------
