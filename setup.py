@@ -41,7 +41,8 @@ def openmp_flags(compiler):
         for cflags, lflags in candidates:
             try:
                 objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
-                compiler.link_executable(objs, os.path.join(tmp, "omp_test"), extra_postargs=lflags)
+                compiler.link_executable(objs, os.path.join(tmp, "omp_test"),
+                                         extra_postargs=lflags + os.environ.get("LDFLAGS", "").split())
                 return cflags, lflags
             except Exception:
                 continue
