@@ -21,11 +21,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import zipfile
 
 import numpy as np
+
+from ._files import atomic_write
 
 __all__ = ["add_commands", "load_model", "TrainedModel", "read_table"]
 
@@ -384,19 +385,7 @@ def _encode_classes(values):
 
 # ---- model files ---------------------------------------------------------------------------
 
-def _atomic_write(path, data):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
 
 
 def _sha256(path):
@@ -472,7 +461,7 @@ def _save_model(path, net, meta):
     the metadata records the network file's SHA-256."""
     net.save(path)
     meta = dict(meta, network_sha256=_sha256(path))
-    _atomic_write(path + META_SUFFIX, (json.dumps(meta, indent=1) + "\n").encode())
+    atomic_write(path + META_SUFFIX, (json.dumps(meta, indent=1) + "\n").encode())
 
 
 def load_model(path):
@@ -833,6 +822,6 @@ def _predict(args):
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        _atomic_write(args.output, text.encode())
+        atomic_write(args.output, text.encode())
         print(f"wrote {len(X)} predictions to {args.output}", file=sys.stderr)
     return 0

@@ -47,30 +47,24 @@ def gradient_check(net, X, Y, loss="mse", eps=None, floor=1e-6, max_checks=None,
     def relerr(bp, fd):
         return np.abs(bp - fd) / np.maximum(np.maximum(np.abs(bp), np.abs(fd)), floor)
 
-    params = ref.parameters
-    idx = pick(params.size)
-    fd = np.empty(idx.size)
-    for j, i in enumerate(idx):
-        old = params[i]
-        params[i] = old + eps
-        up = ref.loss(X, Y, loss=name)
-        params[i] = old - eps
-        down = ref.loss(X, Y, loss=name)
-        params[i] = old
-        fd[j] = (up - down) / (2 * eps)
-    err_params = relerr(grads.flat[idx], fd)
+    def central_differences(flat, idx):
+        """(E(v + eps) - E(v - eps)) / 2 eps for each flat[i], i in idx (flat is a view)."""
+        fd = np.empty(idx.size)
+        for j, i in enumerate(idx):
+            old = flat[i]
+            flat[i] = old + eps
+            up = ref.loss(X, Y, loss=name)
+            flat[i] = old - eps
+            down = ref.loss(X, Y, loss=name)
+            flat[i] = old
+            fd[j] = (up - down) / (2 * eps)
+        return fd
 
+    idx = pick(ref.parameters.size)
+    err_params = relerr(grads.flat[idx], central_differences(ref.parameters, idx))
     flatX = X.reshape(-1)
     xidx = pick(flatX.size)
-    fdx = np.empty(xidx.size)
-    for j, i in enumerate(xidx):
-        old = flatX[i]
-        flatX[i] = old + eps
-        up = ref.loss(X, Y, loss=name)
-        flatX[i] = old - eps
-        down = ref.loss(X, Y, loss=name)
-        flatX[i] = old
-        fdx[j] = (up - down) / (2 * eps)
+    fdx = central_differences(flatX, xidx)
     err_inputs = relerr(grads.inputs.reshape(-1)[xidx], fdx)
     worst = float(max(err_params.max(initial=0), err_inputs.max(initial=0)))
     if return_details:

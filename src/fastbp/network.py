@@ -7,13 +7,12 @@ Layer l computes ``a_l = f_l(z_{l-1} @ W_l + b_l)`` with ``W_l`` of shape
 import hashlib
 import io
 import json
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._files import atomic_write
 from . import _engine, activations as _act, initializers as _init, losses as _losses
 from ._config import blas_single_threaded, get_num_threads
 from ._validation import (as_float_matrix, check_dtype, check_number, check_positive_int,
@@ -240,19 +239,7 @@ class Network:
         body.write(self._params.astype(self._dtype.newbyteorder("<"), copy=False).tobytes())
         data = body.getvalue()
         data += hashlib.sha256(data).digest()
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, data)
 
     @classmethod
     def load(cls, path):

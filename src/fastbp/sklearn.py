@@ -67,7 +67,6 @@ must be non-negative.
 scikit-learn is an optional dependency: ``pip install fastbp[sklearn]``.
 """
 import math
-import os
 import warnings
 from numbers import Integral, Real
 from types import SimpleNamespace

@@ -8,7 +8,6 @@ run in one ``nogil`` call per chunk, with no allocation.
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
