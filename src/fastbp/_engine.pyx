@@ -14,7 +14,8 @@ from libc.math cimport isfinite
 
 from ._blas cimport gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
-                        all_finite, needs_pre, count_correct, run_threads, optimizer_step, OptParams, Opt)
+                        all_finite, needs_pre, count_correct, run_threads, optimizer_step,
+                        OptParams)
 
 cnp.import_array()
 

@@ -7,7 +7,7 @@ GELU and the output layer keep their pre-activations.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
-from libc.math cimport exp, expf, expm1, log, logf, log1p, tanh, fabs, sqrt, sqrtf, isfinite
+from libc.math cimport exp, expf, expm1, log, log1p, tanh, fabs, sqrt, sqrtf
 
 cdef extern from "_simd.h" nogil:
     float fbp_tanhf(float x)
