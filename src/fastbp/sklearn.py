@@ -125,7 +125,7 @@ from . import callbacks as _callbacks
 from .network import Network
 from .optimizers import SGD, Adam
 from .trainer import Trainer, TrainingDiverged
-from ._config import get_num_threads, num_threads
+from ._config import blas_single_threaded, get_num_threads, num_threads
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -664,10 +664,13 @@ class _BaseMLP(BaseEstimator):
 
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         x0 = net.parameters.astype(np.float64)
-        opt_res = scipy.optimize.minimize(
-            fun, x0, method="L-BFGS-B", jac=True, callback=opt_cb,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                     **_get_additional_lbfgs_options_dict("iprint", iprint)})
+        # BLAS held at one thread for the whole search: between fastbp's calls L-BFGS makes
+        # small BLAS calls whose spinning OpenBLAS threads would fight fastbp's OpenMP ones
+        with blas_single_threaded():
+            opt_res = scipy.optimize.minimize(
+                fun, x0, method="L-BFGS-B", jac=True, callback=opt_cb,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                         **_get_additional_lbfgs_options_dict("iprint", iprint)})
         if stopped[0]:   # a callback asked to stop: no ConvergenceWarning (as for sgd/adam)
             self.n_iter_ = min(opt_res.nit, self.max_iter)
         else:
