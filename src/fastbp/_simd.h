@@ -15,38 +15,6 @@
 #define FBP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FBP_CLONES
-/* g *= d/dx [oa * tanh(is * x) + oc] written with the output y: is/oa * (oa - (y - oc)) * (oa + (y - oc)) */
-FBP_CLONES static void fbp_affine_tanh_backward(float *restrict g, const float *restrict y,
-                                                ptrdiff_t k, float is, float oa, float oc) {
-    const float c = is / oa;
-    for (ptrdiff_t j = 0; j < k; j++) {
-        const float u = y[j] - oc;
-        g[j] *= c * (oa - u) * (oa + u);
-    }
-}
-
-/* g = y > 0 ? g : slope * g */
-FBP_CLONES static void fbp_relu_backward(float *restrict g, const float *restrict y, ptrdiff_t k,
-                                         float slope) {
-    for (ptrdiff_t j = 0; j < k; j++)
-        g[j] = y[j] > 0.0f ? g[j] : slope * g[j];
-}
-/* 1 if no element is NaN or inf: an integer test of the exponent bits (vectorizes) */
-FBP_CLONES static int fbp_all_finite_f32(const float *x, ptrdiff_t n) {
-    const unsigned int *u = (const unsigned int *)x;
-    unsigned int bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++)
-        bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
-    return bad == 0;
-}
-
-FBP_CLONES static int fbp_all_finite_f64(const double *x, ptrdiff_t n) {
-    const unsigned long long *u = (const unsigned long long *)x;
-    unsigned long long bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++)
-        bad |= (u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
-    return bad == 0;
-}
 #endif
 
 static inline float fbp_tanhf(float x) {
