@@ -55,7 +55,10 @@ def test_split_products_and_batch_shards_give_the_same_gradients(n_threads):
     """Products split over threads (big layers) and batch shards (small layers) agree with
     one thread."""
     rng = np.random.default_rng(0)
-    for sizes, batch in [([300, 700, 10], 600), ([32, 32, 32, 4], 256)]:
+    cases = [([300, 700, 10], 600), ([32, 32, 32, 4], 256), ([100, 64, 64, 10], 512)]
+    # training batches of 128 through 100-64-64-10: shards at 2 threads
+    assert _engine.batch_shards(fastbp.Network([100, 64, 64, 10])._plan, 128, 2) == 2
+    for sizes, batch in cases:
         X = rng.normal(size=(batch, sizes[0]))
         y = rng.integers(0, sizes[-1], batch)
         for dtype, tol in [("float64", 1e-12), ("float32", 1e-4)]:
@@ -65,9 +68,13 @@ def test_split_products_and_batch_shards_give_the_same_gradients(n_threads):
             with fastbp.num_threads(n_threads):
                 l2, g2 = net.loss_and_gradients(X, y, loss="cross_entropy")
             np.testing.assert_allclose(g2.flat, g1.flat, rtol=0, atol=tol * np.abs(g1.flat).max())
-            a = net.copy()
-            b = net.copy()
-            fastbp.Trainer(a, batch_size=batch // 4, n_threads=1, seed=0).fit(X, y, epochs=2)
-            fastbp.Trainer(b, batch_size=batch // 4, n_threads=n_threads, seed=0).fit(X, y, epochs=2)
-            np.testing.assert_allclose(b.parameters, a.parameters, rtol=0,
-                                       atol=tol * np.abs(a.parameters).max())
+            for opt in [dict(momentum=0.0), dict(momentum=0.9), dict(optimizer="adam")]:
+                a = net.copy()
+                b = net.copy()
+                fastbp.Trainer(a, batch_size=batch // 4, n_threads=1, seed=0, **opt).fit(
+                    X, y, epochs=2)
+                fastbp.Trainer(b, batch_size=batch // 4, n_threads=n_threads, seed=0,
+                               **opt).fit(X, y, epochs=2)
+                assert not np.array_equal(a.parameters, net.parameters)
+                np.testing.assert_allclose(b.parameters, a.parameters, rtol=0,
+                                           atol=tol * np.abs(a.parameters).max())

@@ -158,6 +158,42 @@ def test_minibatches_match_reference(opt_id, batch_size):
     assert tr.optimizer.t == 2 * math.ceil(23 / batch_size)
 
 
+def test_momentum_buffer_mid_epoch_is_scaled_and_plain_at_the_epoch_end():
+    """SGD momentum adds each batch's gradient straight into the momentum buffer; between the
+    steps of an epoch the buffer holds mu*buf (the flag says so), and the epoch's last step
+    leaves the plain buffer of the reference. Driven through the engine, one chunk of two
+    batches, then the remaining two."""
+    net, X, Y, loss = problem("mse")
+    X, Y = X[:16], Y[:16]
+    mu, lr = 0.9, 0.1
+    state, p = {}, net.parameters.copy()
+    bufs = []
+    for idx in ref_batches(16, 4):
+        _, g = ref_grad(p, net, X[idx], Y[idx], loss)
+        ref.sgd_step(p, g, state, lr=lr, momentum=mu)
+        bufs.append(state["momentum_buffer"].copy())
+    opt = O.SGD(lr=lr, momentum=mu)
+    P = net.parameters.size
+    opt.ensure_state(P, net.dtype)
+    ws = _engine.Workspace(net._plan, 4, net.dtype, gather=True)
+    grads, backup = np.empty(P), np.empty(P)
+    flag = np.zeros(1, np.int32)
+    perm = np.arange(16, dtype=np.int64)
+    out = None
+    for first, last in [(0, 2), (2, 4)]:
+        out = _engine.train_batches(
+            net._plan, ws, net.parameters, grads, X, Y, np.zeros(1, np.int64), False, 0,
+            perm, False, 4, first, last, opt.hyper(lr), *opt.state, 0.0, False, backup[:1],
+            False, 0.0, backup, 0.0, 0.0, 0.0, backup[:1], flag, 1)
+        opt.t += out[4]
+        if last == 2:
+            assert flag[0] == 1
+            np.testing.assert_allclose(opt.state[0], mu * bufs[1], rtol=1e-12)
+    assert out[5] == 0 and flag[0] == 0
+    np.testing.assert_allclose(opt.state[0], bufs[-1], rtol=1e-12)
+    np.testing.assert_allclose(net.parameters, p, rtol=1e-12)
+
+
 @pytest.mark.parametrize("opt_id", ["sgd-momentum", "adam", "rmsprop", "rprop", "quickprop"])
 def test_float32_agrees_loosely(opt_id):
     _, make_opt, step = OPT_BY_ID[opt_id]
@@ -445,32 +481,36 @@ def test_divergence_keeps_the_last_finite_parameters_full_batch():
     np.testing.assert_allclose(net.parameters, p, rtol=1e-8)
 
 
-def test_divergence_mid_chunk_keeps_the_last_finite_parameters():
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.5, True)])
+def test_divergence_mid_chunk_keeps_the_last_finite_parameters(momentum, nesterov):
     """The weights blow up geometrically through weight decay (lr * weight_decay = 1000)
     while the loss and gradient stay finite (tanh hidden units, sigmoid output, cross-entropy
     from the logits), so it is an *update* that first overflows, in the middle of an epoch
     (8 batches of 8, all in one compiled chunk after the first batch). API: "leaves the
-    network at its last finite parameters", i.e. those after the last finite update."""
+    network at its last finite parameters", i.e. those after the last finite update.
+    With heavy-ball momentum the products add into the momentum buffer and a failed update
+    is undone by replaying the chunk from its start: that path must land on the same point."""
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(64, 4)), (rng.uniform(size=(64, 2)) > 0.5) * 1.0
     net = fastbp.Network([4, 8, 2], activation="tanh", output="sigmoid", dtype="float64",
                          seed=0)
     loss, lr, wd = "binary_cross_entropy", 1.0, 1000.0
-    p, where = net.parameters.copy(), None
+    p, where, state = net.parameters.copy(), None, {}
     for epoch in range(20):
         for b, idx in enumerate(ref_batches(64, 8)):
             with np.errstate(all="ignore"):
                 E, g = ref_grad(p, net, X[idx], Y[idx], loss)
-                q = ref.sgd_step(p.copy(), g, {}, lr=lr, weight_decay=wd)
+                q = ref.sgd_step(p.copy(), g, state, lr=lr, momentum=momentum,
+                                 nesterov=nesterov, weight_decay=wd)
             if not np.isfinite(q).all():
                 where = (epoch, b)
                 break
             p = q
         if where:
             break
-    assert where is not None and where[1] > 0, where   # overflow mid-epoch
+    assert where is not None and where[1] > (1 if momentum and not nesterov else 0), where
     tr = fastbp.Trainer(net, loss=loss, optimizer="sgd", lr=lr, weight_decay=wd,
-                        batch_size=8, n_threads=1)
+                        momentum=momentum, nesterov=nesterov, batch_size=8, n_threads=1)
     with pytest.raises(fastbp.TrainingDiverged) as info:
         tr.fit(X, Y, epochs=20, shuffle=False)
     assert np.isfinite(net.parameters).all()

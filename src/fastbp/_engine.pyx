@@ -15,7 +15,7 @@ from libc.math cimport isfinite
 from ._blas cimport gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
                         all_finite, needs_pre, count_correct, run_threads, optimizer_step,
-                        OptParams)
+                        OptParams, accumulates_momentum, momentum_step)
 
 cnp.import_array()
 
@@ -321,8 +321,8 @@ def batch_shards(Plan plan, Py_ssize_t batch, int nt):
 cdef double shard_step(Layout* lay, Bufs* sb, const floating* params, floating* g,
                        const floating* xb, const floating* tb, const long long* lb,
                        const floating* swb, Py_ssize_t rows, floating scale, int loss,
-                       int count_acc, double* correct) noexcept nogil:
-    """Forward, loss and backward of one shard's rows into its own gradient buffer g."""
+                       int count_acc, double* correct, floating beta) noexcept nogil:
+    """Forward, loss and backward of one shard's rows into g (g := beta*g + its gradient)."""
     cdef double e
     cdef int L = lay.L
     cdef Py_ssize_t k = lay.sizes[L]
@@ -331,7 +331,7 @@ cdef double shard_step(Layout* lay, Bufs* sb, const floating* params, floating* 
                              tb, lb, swb, rows, k, scale, <floating*>sb.G0, 1)
     if count_acc:
         correct[0] = count_correct(loss, <floating*>sb.A[L], tb, lb, rows, k)
-    backward(lay, sb, params, g, xb, rows, NULL, <floating>0, 1)
+    backward(lay, sb, params, g, xb, rows, NULL, beta, 1)
     return e
 
 
@@ -432,6 +432,151 @@ def shuffle(cnp.int64_t[::1] perm, cnp.uint64_t[::1] state):
             perm[j] = t
 
 
+cdef struct StepCtx:
+    Layout* lay
+    Bufs* w
+    Bufs* sh
+    int S                     # batch shards (1 = none)
+    const void* X
+    const void* T
+    const long long* labels
+    const void* sw
+    const long long* perm
+    Py_ssize_t n, d, k, batch_size, P
+    int use_labels, use_perm, use_sw, loss, count_acc, nt
+    double l2
+    void* grads               # the gradient target: the momentum buffer when `direct`
+    void* shard_grads
+    void* s1
+    void* s2
+    void* s3
+    void* backup
+    void* snap                # direct: the momentum buffer after the chunk's first products
+    OptParams op
+    double op_prev_loss
+    int direct                # SGD momentum: products add straight into s1 (= grads)
+    int scaled                # direct: s1 already holds mu*buf (next products use beta=1)
+
+
+cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
+                    double* loss_out, double* wsum_out, double* correct_out,
+                    Py_ssize_t* nb_out) noexcept nogil:
+    """Gather, forward, loss, backward and update of batch bi.
+
+    Returns -1 if the batch is empty, 0 if done, 1 if the loss is not finite (nothing
+    applied), 2 if the update gave a non-finite parameter (non-direct optimizers: already
+    undone from c.backup; direct: the caller restores and replays). Direct with snapshot:
+    the update pass also copies the old parameters to c.backup and the momentum buffer as
+    the products left it to c.snap.
+    """
+    cdef Layout* lay = c.lay
+    cdef Bufs* w = c.w
+    cdef Py_ssize_t d = c.d, k = c.k, P = c.P, s, nb, r, row, r0, r1
+    cdef int S = c.S, t, L = lay.L
+    cdef floating* X = <floating*>c.X
+    cdef floating* T = <floating*>c.T
+    cdef floating* sw = <floating*>c.sw
+    cdef floating* g = <floating*>c.grads
+    cdef floating* sg = <floating*>c.shard_grads
+    cdef floating* gt
+    cdef floating* xg = <floating*>w.X
+    cdef floating* tg = <floating*>w.T
+    cdef floating* swg = <floating*>w.SW
+    cdef const floating* xb
+    cdef const floating* tb
+    cdef const long long* lb
+    cdef const floating* swb
+    cdef double bl, wsum, correct = 0
+    cdef double shard_loss[256]
+    cdef double shard_correct[256]
+    cdef floating scale, beta = 0
+    cdef int ok, last
+    s = bi * c.batch_size
+    nb = min(c.batch_size, c.n - s)
+    nb_out[0] = nb
+    if nb <= 0:
+        return -1
+    if c.use_perm:
+        for r in range(nb):
+            row = c.perm[s + r]
+            memcpy(xg + r * d, X + row * d, d * sizeof(floating))
+            if c.use_labels:
+                w.lab[r] = c.labels[row]
+            else:
+                memcpy(tg + r * k, T + row * k, k * sizeof(floating))
+            if c.use_sw:
+                swg[r] = sw[row]
+        xb = xg
+        tb = tg
+        lb = w.lab
+        swb = swg
+    else:
+        xb = X + s * d
+        tb = NULL if c.use_labels else T + s * k
+        lb = c.labels + s if c.use_labels else NULL
+        swb = sw + s if c.use_sw else NULL
+    wsum = weight_sum(swb, nb) if c.use_sw else <double>nb
+    scale = <floating>(1.0 / wsum)
+    if c.direct and c.op.t > 0:
+        beta = 1 if c.scaled else <floating>c.op.momentum
+    if S > 1 and nb >= S * SHARD_MIN_ROWS:
+        for t in prange(S, num_threads=run_threads(S), schedule="static"):
+            r0 = nb * t // S
+            r1 = nb * (t + 1) // S
+            point_shard(lay, w, &c.sh[t], r0, params)
+            gt = g if t == 0 else sg + (t - 1) * P
+            shard_correct[t] = 0
+            shard_loss[t] = shard_step(
+                lay, &c.sh[t], params, gt, xb + r0 * d,
+                NULL if c.use_labels else tb + r0 * k,
+                lb + r0 if c.use_labels else NULL,
+                swb + r0 if c.use_sw else NULL, r1 - r0, scale, c.loss, c.count_acc,
+                &shard_correct[t], beta if t == 0 else <floating>0)
+        bl = 0
+        for t in range(S):
+            bl += shard_loss[t]
+            correct += shard_correct[t]
+        if not isfinite(bl):
+            loss_out[0] = bl
+            return 1
+        sum_shards(g, sg, S - 1, P, c.nt)
+    else:
+        forward(lay, w, params, xb, nb, NULL, c.nt)
+        bl = loss_and_output_grad(c.loss, lay.act[L - 1], <floating*>w.A[L],
+                                  <floating*>w.P[L], NULL if c.use_labels else tb,
+                                  lb if c.use_labels else NULL,
+                                  swb if c.use_sw else NULL, nb, k, scale,
+                                  <floating*>w.G0, c.nt)
+        if not isfinite(bl):
+            loss_out[0] = bl
+            return 1
+        if c.count_acc:
+            correct = count_correct(c.loss, <floating*>w.A[L], tb, lb, nb, k)
+        backward(lay, w, params, g, xb, nb, NULL, beta, c.nt)
+    if c.l2 != 0:
+        add_l2(lay, params, g, <floating>(c.l2 / wsum))
+    loss_out[0] = bl
+    wsum_out[0] = wsum
+    correct_out[0] = correct
+    c.op.loss_increased = (bl / wsum) > c.op_prev_loss
+    c.op_prev_loss = bl / wsum
+    if c.direct:
+        last = s + nb >= c.n    # the epoch's last step leaves the plain buffer
+        ok = momentum_step(&c.op, params, g, P, not last,
+                           <floating*>c.backup if snapshot else NULL,
+                           <floating*>c.snap if snapshot else NULL, c.nt)
+        c.scaled = not last
+    else:
+        ok = optimizer_step(&c.op, params, g, <floating*>c.s1, <floating*>c.s2,
+                            <floating*>c.s3, <floating*>c.backup, P, c.nt)
+        if not ok:
+            memcpy(params, c.backup, P * sizeof(floating))
+    if not ok:
+        return 2
+    c.op.t += 1
+    return 0
+
+
 def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] grads,
                   const floating[:, ::1] X, const floating[:, ::1] T,
                   const cnp.int64_t[::1] labels, int use_labels, int loss,
@@ -440,7 +585,7 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
                   floating[::1] s1, floating[::1] s2, floating[::1] s3,
                   double prev_loss, int count_acc, const floating[::1] sw, int use_sw,
                   double l2, floating[::1] backup, double total, double wtotal,
-                  double correct, floating[::1] shard_grads, int nt):
+                  double correct, floating[::1] shard_grads, cnp.int32_t[::1] scaled, int nt):
     """Train on batches [first_batch, last_batch) of one epoch.
 
     With sample weights each batch's loss and gradient are weighted means; l2 adds
@@ -450,135 +595,113 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     summed weights, correct predictions (if count_acc), samples seen, steps taken, status,
     failing batch, last batch loss) with status 0 = ok, 1 = non-finite loss, 2 = the update
     gave a non-finite parameter. Either way the parameters are those before the failing
-    batch: its update was never applied (status 1) or was undone from ``backup`` (status 2).
+    batch: its update was never applied (status 1) or was undone (status 2).
+
+    SGD with heavy-ball momentum needs no gradient buffer and no per-step backup: the
+    products add the gradient straight into the momentum buffer s1, which between steps of
+    an epoch holds mu*buf (flag ``scaled[0]``, kept up to date here: the products then add
+    with beta=1; the epoch's last step leaves the plain buffer). The first step of the call copies the old parameters to
+    ``backup`` and s1, as its products left it, to ``grads``; a later failed update
+    restores both and replays the steps in between, exact since every step is
+    deterministic.
     """
-    cdef Layout* lay = &plan.lay
-    cdef Bufs* w = &ws.b
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = lay.sizes[lay.L]
-    cdef Py_ssize_t bi, s, nb, r, row, P = params.shape[0]
-    cdef OptParams op
-    cdef double bl = prev_loss, wsum
-    cdef floating* swg = <floating*>w.SW
-    cdef const floating* swb
-    cdef int S = ws.shards, t
-    cdef Py_ssize_t r0, r1
-    cdef double shard_loss[256]
-    cdef double shard_correct[256]
-    cdef floating* gt
+    cdef StepCtx c
+    cdef Py_ssize_t n = X.shape[0], P = params.shape[0], bi, bj, nb
     cdef Py_ssize_t seen = 0, steps = 0, bad = -1
-    cdef int status = 0
-    cdef const floating* xb
-    cdef const floating* tb
-    cdef const long long* lb
-    cdef floating* xg = <floating*>w.X
-    cdef floating* tg = <floating*>w.T
-    cdef floating scale
-    op.kind = hyper["kind"]
-    op.lr = hyper["lr"]
-    op.momentum = hyper["momentum"]
-    op.weight_decay = hyper["weight_decay"]
-    op.nesterov = hyper["nesterov"]
-    op.beta1 = hyper["beta1"]
-    op.beta2 = hyper["beta2"]
-    op.eps = hyper["eps"]
-    op.alpha = hyper["alpha"]
-    op.eta_minus = hyper["eta_minus"]
-    op.eta_plus = hyper["eta_plus"]
-    op.step_min = hyper["step_min"]
-    op.step_max = hyper["step_max"]
-    op.mu = hyper["mu"]
-    op.plus = hyper["plus"]
-    op.eps_raw = hyper.get("eps_raw", 0)
-    op.velocity = hyper.get("velocity", 0)
-    op.t = hyper["t"]
-    op.loss_increased = 0
-    if backup.shape[0] != P:
-        raise ValueError("backup must have one entry per parameter")
-    if S > 256 or (S > 1 and shard_grads.shape[0] < (S - 1) * P):
+    cdef double bl = prev_loss, wsum, corr, junk_l, junk_w, junk_c
+    cdef int status = 0, st
+    cdef long long t0
+    c.lay = &plan.lay
+    c.w = &ws.b
+    c.sh = ws.sh
+    c.S = ws.shards
+    c.op.kind = hyper["kind"]
+    c.op.lr = hyper["lr"]
+    c.op.momentum = hyper["momentum"]
+    c.op.weight_decay = hyper["weight_decay"]
+    c.op.nesterov = hyper["nesterov"]
+    c.op.beta1 = hyper["beta1"]
+    c.op.beta2 = hyper["beta2"]
+    c.op.eps = hyper["eps"]
+    c.op.alpha = hyper["alpha"]
+    c.op.eta_minus = hyper["eta_minus"]
+    c.op.eta_plus = hyper["eta_plus"]
+    c.op.step_min = hyper["step_min"]
+    c.op.step_max = hyper["step_max"]
+    c.op.mu = hyper["mu"]
+    c.op.plus = hyper["plus"]
+    c.op.eps_raw = hyper.get("eps_raw", 0)
+    c.op.velocity = hyper.get("velocity", 0)
+    c.op.t = hyper["t"]
+    c.op.loss_increased = 0
+    c.op_prev_loss = prev_loss
+    c.direct = accumulates_momentum(&c.op)
+    c.scaled = scaled[0]
+    if backup.shape[0] != P or grads.shape[0] != P:
+        raise ValueError("grads and backup must have one entry per parameter")
+    if c.direct and s1.shape[0] != P:
+        raise ValueError("the momentum buffer must have one entry per parameter")
+    if c.S > 256 or (c.S > 1 and shard_grads.shape[0] < (c.S - 1) * P):
         raise ValueError("shard_grads must hold (shards - 1) gradient buffers (shards <= 256)")
     if batch_size > ws.capacity:
         raise ValueError("batch_size exceeds the workspace capacity")
-    if use_perm and (w.X == NULL or perm.shape[0] != n):
+    if use_perm and (ws.b.X == NULL or perm.shape[0] != n):
         raise ValueError("shuffled training needs a gathering workspace and a full permutation")
+    c.X = &X[0, 0]
+    c.T = &T[0, 0]
+    c.labels = <const long long*>&labels[0]
+    c.sw = &sw[0]
+    c.perm = <const long long*>&perm[0]
+    c.n = n
+    c.d = X.shape[1]
+    c.k = plan.lay.sizes[plan.lay.L]
+    c.batch_size = batch_size
+    c.P = P
+    c.use_labels = use_labels
+    c.use_perm = use_perm
+    c.use_sw = use_sw
+    c.loss = loss
+    c.count_acc = count_acc
+    c.nt = nt
+    c.l2 = l2
+    c.shard_grads = &shard_grads[0]
+    c.s1 = &s1[0]
+    c.s2 = &s2[0]
+    c.s3 = &s3[0]
+    c.backup = &backup[0]
+    c.grads = &s1[0] if c.direct else &grads[0]
+    c.snap = &grads[0]
+    t0 = c.op.t
     with nogil:
         for bi in range(first_batch, last_batch):
-            s = bi * batch_size
-            nb = min(batch_size, n - s)
-            if nb <= 0:
+            st = train_step(&c, bi, &params[0], bi == first_batch, &bl, &wsum, &corr, &nb)
+            if st < 0:
                 break
-            if use_perm:
-                for r in range(nb):
-                    row = perm[s + r]
-                    memcpy(xg + r * d, &X[row, 0], d * sizeof(floating))
-                    if use_labels:
-                        w.lab[r] = labels[row]
-                    else:
-                        memcpy(tg + r * k, &T[row, 0], k * sizeof(floating))
-                    if use_sw:
-                        swg[r] = sw[row]
-                xb = xg
-                tb = tg
-                lb = w.lab
-                swb = swg
-            else:
-                xb = &X[0, 0] + s * d
-                tb = NULL if use_labels else &T[0, 0] + s * k
-                lb = <const long long*>&labels[0] + s if use_labels else NULL
-                swb = &sw[0] + s if use_sw else NULL
-            wsum = weight_sum(swb, nb) if use_sw else <double>nb
-            scale = <floating>(1.0 / wsum)
-            if S > 1 and nb >= S * SHARD_MIN_ROWS:
-                for t in prange(S, num_threads=run_threads(S), schedule="static"):
-                    r0 = nb * t // S
-                    r1 = nb * (t + 1) // S
-                    point_shard(lay, w, &ws.sh[t], r0, &params[0])
-                    gt = &grads[0] if t == 0 else &shard_grads[0] + (t - 1) * P
-                    shard_correct[t] = 0
-                    shard_loss[t] = shard_step(
-                        lay, &ws.sh[t], &params[0], gt, xb + r0 * d,
-                        NULL if use_labels else tb + r0 * k,
-                        lb + r0 if use_labels else NULL,
-                        swb + r0 if use_sw else NULL, r1 - r0, scale, loss, count_acc,
-                        &shard_correct[t])
-                bl = 0
-                for t in range(S):
-                    bl += shard_loss[t]
-                    correct += shard_correct[t]
-                if not isfinite(bl):
-                    status = 1
-                    bad = bi
-                    break
-                sum_shards(&grads[0], &shard_grads[0], S - 1, P, nt)
-            else:
-                forward(lay, w, &params[0], xb, nb, NULL, nt)
-                bl = loss_and_output_grad(loss, lay.act[lay.L - 1], <floating*>w.A[lay.L],
-                                          <floating*>w.P[lay.L], NULL if use_labels else tb,
-                                          lb if use_labels else NULL,
-                                          swb if use_sw else NULL, nb, k, scale,
-                                          <floating*>w.G0, nt)
-                if not isfinite(bl):
-                    status = 1
-                    bad = bi
-                    break
-                if count_acc:
-                    correct += count_correct(loss, <floating*>w.A[lay.L], tb, lb, nb, k)
-                backward(lay, w, &params[0], &grads[0], xb, nb, NULL, <floating>0, nt)
-            if l2 != 0:
-                add_l2(lay, &params[0], &grads[0], <floating>(l2 / wsum))
-            op.loss_increased = (bl / wsum) > prev_loss
-            prev_loss = bl / wsum
-            if not optimizer_step(&op, &params[0], &grads[0], &s1[0], &s2[0], &s3[0],
-                                  &backup[0], P, nt):
-                memcpy(&params[0], &backup[0], P * sizeof(floating))
-                status = 2
+            if st > 0:
+                status = st
                 bad = bi
+                if st == 2 and c.direct:
+                    memcpy(&params[0], &backup[0], P * sizeof(floating))
+                    if bi > first_batch:
+                        # the first step's update again, from its snapshot, then the rest
+                        memcpy(&s1[0], &grads[0], P * sizeof(floating))
+                        momentum_step(&c.op, &params[0], &s1[0], P, 1, <floating*>NULL,
+                                      <floating*>NULL, nt)
+                        c.op.t = t0 + 1
+                        c.scaled = 1
+                        for bj in range(first_batch + 1, bi):
+                            if train_step(&c, bj, &params[0], 0, &junk_l, &junk_w, &junk_c,
+                                          &nb) != 0:
+                                memcpy(&params[0], &backup[0], P * sizeof(floating))
+                                break
                 break
-            op.t += 1
             total += bl
             wtotal += wsum
+            correct += corr
             seen += nb
             steps += 1
-    return total, wtotal, correct, seen, steps, status, bad, prev_loss
+        scaled[0] = c.scaled
+    return total, wtotal, correct, seen, steps, status, bad, c.op_prev_loss
 
 
 def params_finite(const floating[::1] params):

@@ -63,5 +63,10 @@ cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating*
                         floating* s2, floating* s3, floating* backup, Py_ssize_t n,
                         int nt) noexcept nogil
 
+cdef int accumulates_momentum(OptParams* op) noexcept nogil
+
+cdef int momentum_step(OptParams* op, floating* p, floating* buf, Py_ssize_t n,
+                       int scale_next, floating* bk, floating* snap, int nt) noexcept nogil
+
 cdef double count_correct(int loss, const floating* out, const floating* T,
                           const long long* labels, Py_ssize_t n, Py_ssize_t k) noexcept nogil

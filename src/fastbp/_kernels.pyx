@@ -593,6 +593,54 @@ cdef void _opt_block(OptParams* op, floating* p, const floating* g, floating* s1
             p[i] = p[i] + dw
 
 
+cdef int accumulates_momentum(OptParams* op) noexcept nogil:
+    """1 for SGD with (heavy-ball, non-Nesterov) momentum: the products then add the gradient
+    straight into the momentum buffer (see momentum_step), with no gradient buffer."""
+    return op.kind == SGD and op.momentum != 0 and not op.nesterov and not op.velocity
+
+
+cdef int momentum_step(OptParams* op, floating* p, floating* buf, Py_ssize_t n,
+                       int scale_next, floating* bk, floating* snap, int nt) noexcept nogil:
+    """SGD momentum update when the products already left buf = mu*buf + g.
+
+    d = buf + wd*p; p -= lr*d; buf = mu*d if scale_next (the next step's products then add
+    with beta=1, saving a pass) else d. With bk (and snap) given, the old p (and the
+    incoming buf) are copied there in the same pass. Returns 1 if every new p is finite.
+    """
+    cdef Py_ssize_t c, nchunks, CH = 16384
+    cdef int t = run_threads(nt) if n >= 4 * PARALLEL_MIN else 1
+    cdef int bad = 0
+    nchunks = (n + CH - 1) // CH
+    if t > 1 and nchunks > 1:
+        for c in prange(nchunks, num_threads=t, schedule="static"):
+            bad += _momentum_block(op, p, buf, scale_next, bk, snap, c * CH,
+                                   min(n, (c + 1) * CH))
+    else:
+        bad = _momentum_block(op, p, buf, scale_next, bk, snap, 0, n)
+    return bad == 0
+
+
+cdef inline int _momentum_block(OptParams* op, floating* p, floating* buf, int scale_next,
+                                floating* bk, floating* snap, Py_ssize_t a,
+                                Py_ssize_t z) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating lr = op.lr, wd = op.weight_decay
+    cdef floating keep = op.momentum if scale_next else 1
+    cdef floating d, pi
+    cdef int bad = 0
+    if bk != NULL:
+        memcpy(bk + a, p + a, (z - a) * sizeof(floating))
+        memcpy(snap + a, buf + a, (z - a) * sizeof(floating))
+    for i in range(a, z):
+        pi = p[i]
+        d = buf[i] + wd * pi
+        buf[i] = flush(keep * d)
+        pi = pi - lr * d
+        p[i] = pi
+        bad |= (pi - pi) != 0
+    return bad
+
+
 cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,
                         floating* s2, floating* s3, floating* backup, Py_ssize_t n,
                         int nt) noexcept nogil:

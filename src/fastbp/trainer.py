@@ -21,7 +21,18 @@ from ._validation import (as_float_matrix, check_number, check_positive_int,
 __all__ = ["Trainer", "History", "TrainingDiverged"]
 
 CHUNK_SECONDS = 0.2
+# Each chunk starts with a snapshot of the parameters (SGD momentum) or at least one extra
+# pass: slow steps are grouped into chunks of a few, as long as a chunk stays under 1 s.
+CHUNK_MIN_STEPS, CHUNK_MAX_SECONDS = 6, 1.0
 PROBE_EVERY = 20      # chunks between two probes of 1 thread against n_threads
+
+
+def _chunk_steps(per_batch, n_batches):
+    """Batches in the next compiled call, given the seconds one took so far."""
+    per_batch = max(per_batch, 1e-7)
+    steps = max(int(CHUNK_SECONDS / per_batch),
+                min(CHUNK_MIN_STEPS, int(CHUNK_MAX_SECONDS / per_batch)))
+    return max(1, min(n_batches, steps))
 
 
 class TrainingDiverged(ArithmeticError):
@@ -203,7 +214,8 @@ class Trainer:
             if isinstance(cb, _callbacks.Callback):
                 cb.on_train_begin(self)
         bar = _progress(verbose, n_batches)
-        chunk = 1
+        chunk, timing_chunk = 1, True
+        scaled = np.zeros(1, np.int32)   # SGD momentum: the buffer holds mu*buf mid-epoch
         try:
             with num_threads(nt), blas_single_threaded():
                 for epoch in range(epochs):
@@ -216,7 +228,8 @@ class Trainer:
                     total = correct = wtotal = 0.0
                     seen, b, t0 = 0, 0, time.perf_counter()
                     while b < n_batches:
-                        e = min(n_batches, b + chunk)
+                        e = min(n_batches,
+                                b + self._threads_policy.steps_for_next_chunk(chunk, nt))
                         cap = self._threads_policy.cap_for_next_chunk(nt)
                         _kernels.set_run_cap(cap)
                         tc = time.perf_counter()
@@ -227,7 +240,7 @@ class Trainer:
                                 labels is not None, code, perm, bool(shuffle), bs, b, e,
                                 opt.hyper(lr), *opt.state, opt.prev_loss, classify,
                                 sw if sw is not None else backup[:1], sw is not None, self.l2,
-                                backup, total, wtotal, correct, shard_grads, nt)
+                                backup, total, wtotal, correct, shard_grads, scaled, nt)
                         opt.t += steps
                         opt.prev_loss = prev
                         seen += s
@@ -236,12 +249,14 @@ class Trainer:
                             raise TrainingDiverged(self.epoch, bad,
                                                    "loss" if status == 1 else "parameter update")
                         elapsed = time.perf_counter() - tc
-                        self._threads_policy.record(cap, nt, elapsed, s, steps)
+                        if not timing_chunk:   # cold caches, fresh buffers: no probe
+                            self._threads_policy.record(cap, nt, elapsed, s, steps)
+                        timing_chunk = False
                         b = e
                         bar.update(b, total / max(wtotal, 1e-300),
                                    seen / max(time.perf_counter() - t0, 1e-9))
                         per_batch = elapsed / max(steps, 1)
-                        chunk = max(1, min(n_batches, int(CHUNK_SECONDS / max(per_batch, 1e-7))))
+                        chunk = _chunk_steps(per_batch, n_batches)
                     dt = time.perf_counter() - t0
                     logs = {"loss": total / wtotal, "samples_per_second": seen / max(dt, 1e-12),
                             "lr": lr}
@@ -262,6 +277,8 @@ class Trainer:
                     if self.stop_training:
                         break
         except KeyboardInterrupt:
+            if scaled[0]:   # stopped mid-epoch: back to the plain momentum buffer
+                self.optimizer.state[0] /= self.optimizer.momentum
             history.interrupted = True
             bar.close()
             print(f"fastbp: training interrupted at epoch {self.epoch}; the network keeps the "
@@ -287,13 +304,13 @@ class Trainer:
 class _ThreadsPolicy:
     """Runs n_threads threads, or 1 when that is faster (other processes on the cores).
 
-    Every PROBE_EVERY chunks, one chunk runs with all threads and the next with one; the
-    faster per sample wins until the next probe. The work is split by n_threads either
-    way, so the weights do not depend on the choice.
+    Every PROBE_EVERY chunks, one chunk runs with all threads and the next, of as many
+    batches, with one; the faster per sample wins until the next probe. The work is split by
+    n_threads either way, so the weights do not depend on the choice.
     """
 
     def __init__(self):
-        self.count, self.best, self.times = 0, None, {}
+        self.count, self.best, self.times, self.probe_steps = 0, None, {}, None
 
     def cap_for_next_chunk(self, nt):
         if nt <= 1 or not _engine.openmp_enabled():
@@ -305,13 +322,24 @@ class _ThreadsPolicy:
             return 1
         return self.best or nt
 
+    def steps_for_next_chunk(self, steps, nt):
+        """The 1-thread probe runs as many batches as the n-thread one (each chunk has a
+        fixed cost, so only equal chunks compare)."""
+        if nt > 1 and self.count % PROBE_EVERY == 1 and self.probe_steps:
+            return self.probe_steps
+        return steps
+
     def record(self, cap, nt, seconds, samples, steps):
         if nt <= 1 or (steps < 4 and seconds < 0.02):
             return        # too short to time (e.g. the first, one-batch chunk of a fit)
         phase = self.count % PROBE_EVERY
-        if phase in (0, 1):
-            self.times[cap] = seconds / max(samples, 1)
-        if phase == 1 and nt in self.times and 1 in self.times:
+        if phase == 0:
+            self.times[nt] = seconds / max(samples, 1)
+            self.probe_steps = steps
+        elif phase == 1:
+            if steps != self.probe_steps:
+                return    # cut short by the epoch's end: probe again with the next chunk
+            self.times[1] = seconds / max(samples, 1)
             self.best = 1 if self.times[1] < self.times[nt] else nt
         self.count += 1
 
