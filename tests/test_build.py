@@ -6,6 +6,13 @@ import pytest
 
 import fastbp
 from fastbp import _blas, _engine
+import reference as ref
+
+
+def ref_predict(net, X):
+    ws = [w.astype(np.float64) for w in net.weights]
+    bs = [b.astype(np.float64) for b in net.biases]
+    return ref.predict(ws, bs, list(net.activations), X)
 
 
 @pytest.mark.skipif(os.environ.get("FASTBP_NO_OPENMP") == "1",
@@ -55,14 +62,21 @@ def test_split_products_and_batch_shards_give_the_same_gradients(n_threads):
     """Products split over threads (big layers) and batch shards (small layers) agree with
     one thread."""
     rng = np.random.default_rng(0)
-    cases = [([300, 700, 10], 600), ([32, 32, 32, 4], 256), ([100, 64, 64, 10], 512)]
+    # split products with the activation applied per thread block (row and column splits;
+    # a wide softmax split by columns, GELU needing the pre-activations), batch shards
+    cases = [([300, 700, 10], 600, "tanh"), ([32, 32, 32, 4], 256, "tanh"),
+             ([100, 64, 64, 10], 512, "relu"), ([64, 512, 600], 64, "gelu"),
+             ([600, 300, 10], 512, "relu")]
     # training batches of 128 through 100-64-64-10: shards at 2 threads
     assert _engine.batch_shards(fastbp.Network([100, 64, 64, 10])._plan, 128, 2) == 2
-    for sizes, batch in cases:
+    for sizes, batch, act in cases:
         X = rng.normal(size=(batch, sizes[0]))
         y = rng.integers(0, sizes[-1], batch)
         for dtype, tol in [("float64", 1e-12), ("float32", 1e-4)]:
-            net = fastbp.Network(sizes, activation="tanh", output="softmax", dtype=dtype, seed=1)
+            net = fastbp.Network(sizes, activation=act, output="softmax", dtype=dtype, seed=1)
+            with fastbp.num_threads(n_threads):
+                np.testing.assert_allclose(net.predict(X), ref_predict(net, X),
+                                           rtol=tol, atol=tol)
             with fastbp.num_threads(1):
                 l1, g1 = net.loss_and_gradients(X, y, loss="cross_entropy")
             with fastbp.num_threads(n_threads):

@@ -15,7 +15,8 @@ from libc.math cimport isfinite
 from ._blas cimport gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
                         all_finite, needs_pre, count_correct, run_threads, optimizer_step,
-                        OptParams, accumulates_momentum, momentum_step)
+                        OptParams, accumulates_momentum, momentum_step, row_coupled,
+                        block_forward, block_backward)
 
 cnp.import_array()
 
@@ -192,32 +193,65 @@ cdef double PAR_GEMM_FLOPS = 4.0e6    # below this a product runs on one thread
 cdef Py_ssize_t MIN_BLOCK = 16        # rows/columns per thread at least
 
 
-cdef void pgemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
-                const floating* A, int lda, const floating* B, int ldb,
-                floating beta, floating* C, int ldc, int nt) noexcept nogil:
-    """C := alpha * op(A) @ op(B) + beta * C (row-major), split over up to nt threads.
+cdef enum Epilogue:
+    EP_NONE = 0
+    EP_FORWARD = 1     # C is the pre-activation: C += bias, out = f(C)
+    EP_BACKWARD = 2    # C is a gradient: C *= f'(pre) (from out = f(pre) where possible)
+
+
+cdef inline void pgemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
+                       const floating* A, int lda, const floating* B, int ldb,
+                       floating beta, floating* C, int ldc, int nt) noexcept nogil:
+    pgemm_ep(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, nt, EP_NONE, 0, NULL,
+             NULL, NULL)
+
+
+cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
+                   const floating* A, int lda, const floating* B, int ldb,
+                   floating beta, floating* C, int ldc, int nt, int ep, int act,
+                   const floating* bias, floating* out, const floating* pre) noexcept nogil:
+    """C := alpha * op(A) @ op(B) + beta * C (row-major), split over up to nt threads, then
+    the epilogue ep on C (ldc == n), each thread on its own block while it is in cache.
 
     Each thread re-reads (and BLAS re-packs) the whole operand that is not split, so the
     split goes across the larger one: the rows of C (and of op(A)) when op(A) is larger,
     else the columns of C (and of op(B)).
     """
     cdef int t, nthr, by_rows = <Py_ssize_t>m * k > <Py_ssize_t>k * n
+    cdef int late = 0
     cdef Py_ssize_t dim = m if by_rows else n, i0, i1
     nthr = nt
     if nthr > dim // MIN_BLOCK:
         nthr = <int>(dim // MIN_BLOCK)
     if nthr <= 1 or 2.0 * m * n * k < PAR_GEMM_FLOPS:
         gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
-        return
-    for t in prange(nthr, num_threads=run_threads(nthr), schedule="static"):
-        i0 = dim * t // nthr
-        i1 = dim * (t + 1) // nthr
-        if by_rows:
-            gemm(ta, tb, <int>(i1 - i0), n, k, alpha,
-                 A + (i0 * lda if ta == NoTrans else i0), lda, B, ldb, beta, C + i0 * ldc, ldc)
-        else:
-            gemm(ta, tb, m, <int>(i1 - i0), k, alpha, A, lda,
-                 B + (i0 if tb == NoTrans else i0 * ldb), ldb, beta, C + i0, ldc)
+        late = ep
+    else:
+        if ep != EP_NONE and not by_rows and row_coupled(act):
+            late = ep
+        for t in prange(nthr, num_threads=run_threads(nthr), schedule="static"):
+            i0 = dim * t // nthr
+            i1 = dim * (t + 1) // nthr
+            if by_rows:
+                gemm(ta, tb, <int>(i1 - i0), n, k, alpha,
+                     A + (i0 * lda if ta == NoTrans else i0), lda, B, ldb, beta, C + i0 * ldc,
+                     ldc)
+            else:
+                gemm(ta, tb, m, <int>(i1 - i0), k, alpha, A, lda,
+                     B + (i0 if tb == NoTrans else i0 * ldb), ldb, beta, C + i0, ldc)
+            if late == EP_NONE:
+                if ep == EP_FORWARD:
+                    block_forward(act, C, out, bias, ldc, i0 if by_rows else 0,
+                                  i1 if by_rows else m, 0 if by_rows else i0,
+                                  n if by_rows else i1)
+                elif ep == EP_BACKWARD:
+                    block_backward(act, C, out, pre, ldc, i0 if by_rows else 0,
+                                   i1 if by_rows else m, 0 if by_rows else i0,
+                                   n if by_rows else i1)
+    if late == EP_FORWARD:
+        bias_act_forward(act, C, out, bias, m, n, nt)
+    elif late == EP_BACKWARD:
+        act_backward(act, C, out, pre, m, n, nt)
 
 
 # ---- the step ---------------------------------------------------------------------------
@@ -236,9 +270,9 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
         src = X if i == 0 else <floating*>w.A[i]
         dst = out if (i == L - 1 and out != NULL) else <floating*>w.A[i + 1]
         pre = <floating*>w.P[i + 1] if w.P[i + 1] != NULL else dst
-        pgemm(NoTrans, NoTrans, <int>nb, <int>nout, <int>nin, <floating>1, src, <int>nin,
-              params + lay.w_off[i], <int>nout, <floating>0, pre, <int>nout, nt)
-        bias_act_forward(lay.act[i], pre, dst, params + lay.b_off[i], nb, nout, nt)
+        pgemm_ep(NoTrans, NoTrans, <int>nb, <int>nout, <int>nin, <floating>1, src, <int>nin,
+                 params + lay.w_off[i], <int>nout, <floating>0, pre, <int>nout, nt,
+                 EP_FORWARD, lay.act[i], params + lay.b_off[i], dst, NULL)
 
 
 cdef void backward(Layout* lay, Bufs* w, const floating* params, floating* grads,
@@ -262,9 +296,9 @@ cdef void backward(Layout* lay, Bufs* w, const floating* params, floating* grads
               g, <int>nout, beta, grads + lay.w_off[i], <int>nout, nt)
         column_sums(g, nb, nout, grads + lay.b_off[i], beta, nt)
         if i > 0:
-            pgemm(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
-                  params + lay.w_off[i], <int>nout, <floating>0, gn, <int>nin, nt)
-            act_backward(lay.act[i - 1], gn, <floating*>w.A[i], <floating*>w.P[i], nb, nin, nt)
+            pgemm_ep(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
+                     params + lay.w_off[i], <int>nout, <floating>0, gn, <int>nin, nt,
+                     EP_BACKWARD, lay.act[i - 1], NULL, <floating*>w.A[i], <floating*>w.P[i])
             tmp = g
             g = gn
             gn = tmp
@@ -458,6 +492,20 @@ cdef struct StepCtx:
     int scaled                # direct: s1 already holds mu*buf (next products use beta=1)
 
 
+cdef inline void gather_row(StepCtx* c, const floating* X, const floating* T,
+                            const floating* sw, floating* xg, floating* tg, floating* swg,
+                            long long* lab, Py_ssize_t s, Py_ssize_t r) noexcept nogil:
+    """Row r of the batch starting at position s of the permutation into the buffers."""
+    cdef Py_ssize_t row = c.perm[s + r], d = c.d, k = c.k
+    memcpy(xg + r * d, X + row * d, d * sizeof(floating))
+    if c.use_labels:
+        lab[r] = c.labels[row]
+    else:
+        memcpy(tg + r * k, T + row * k, k * sizeof(floating))
+    if c.use_sw:
+        swg[r] = sw[row]
+
+
 cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
                     double* loss_out, double* wsum_out, double* correct_out,
                     Py_ssize_t* nb_out) noexcept nogil:
@@ -471,7 +519,7 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
     """
     cdef Layout* lay = c.lay
     cdef Bufs* w = c.w
-    cdef Py_ssize_t d = c.d, k = c.k, P = c.P, s, nb, r, row, r0, r1
+    cdef Py_ssize_t d = c.d, k = c.k, P = c.P, s, nb, r, r0, r1
     cdef int S = c.S, t, L = lay.L
     cdef floating* X = <floating*>c.X
     cdef floating* T = <floating*>c.T
@@ -497,15 +545,8 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
     if nb <= 0:
         return -1
     if c.use_perm:
-        for r in range(nb):
-            row = c.perm[s + r]
-            memcpy(xg + r * d, X + row * d, d * sizeof(floating))
-            if c.use_labels:
-                w.lab[r] = c.labels[row]
-            else:
-                memcpy(tg + r * k, T + row * k, k * sizeof(floating))
-            if c.use_sw:
-                swg[r] = sw[row]
+        for r in range(nb):     # (split over threads it was no faster: memory bound)
+            gather_row(c, X, T, sw, xg, tg, swg, w.lab, s, r)
         xb = xg
         tb = tg
         lb = w.lab

@@ -29,6 +29,16 @@ cdef void bias_act_forward(int act, floating* pre, floating* out, const floating
 cdef void act_backward(int act, floating* g, const floating* out, const floating* pre,
                        Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil
 
+cdef int row_coupled(int act) noexcept nogil
+
+cdef void block_forward(int act, floating* pre, floating* out, const floating* b,
+                        Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
+                        Py_ssize_t c1) noexcept nogil
+
+cdef void block_backward(int act, floating* g, const floating* out, const floating* pre,
+                         Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
+                         Py_ssize_t c1) noexcept nogil
+
 cdef double loss_and_output_grad(int loss, int act, const floating* out, const floating* pre,
                                  const floating* T, const long long* labels,
                                  const floating* sw, Py_ssize_t n, Py_ssize_t k, floating scale,

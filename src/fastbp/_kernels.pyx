@@ -263,6 +263,32 @@ cdef inline void row_backward(int act, floating* g, const floating* y, const flo
             g[j] = y[j] * (g[j] - d)
 
 
+cdef int row_coupled(int act) noexcept nogil:
+    """1 if f acts on whole rows (softmax), so it cannot run on a column block."""
+    return act == SOFTMAX
+
+
+cdef void block_forward(int act, floating* pre, floating* out, const floating* b,
+                        Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
+                        Py_ssize_t c1) noexcept nogil:
+    """bias_act_forward on rows [r0, r1) x columns [c0, c1) of (., ld) arrays (serial)."""
+    cdef Py_ssize_t i
+    for i in range(r0, r1):
+        row_forward(act, pre + i * ld + c0, out + i * ld + c0, b + c0, c1 - c0)
+
+
+cdef void block_backward(int act, floating* g, const floating* out, const floating* pre,
+                         Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
+                         Py_ssize_t c1) noexcept nogil:
+    """act_backward on rows [r0, r1) x columns [c0, c1) of (., ld) arrays (serial)."""
+    cdef Py_ssize_t i
+    if act == IDENTITY:
+        return
+    for i in range(r0, r1):
+        row_backward(act, g + i * ld + c0, out + i * ld + c0,
+                     pre + i * ld + c0 if pre != NULL else NULL, c1 - c0)
+
+
 cdef void act_backward(int act, floating* g, const floating* out, const floating* pre,
                        Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil:
     """g := g * f'(pre) row by row (softmax: its Jacobian-vector product)."""
