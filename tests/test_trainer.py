@@ -177,7 +177,7 @@ def test_momentum_buffer_mid_epoch_is_scaled_and_plain_at_the_epoch_end():
     opt.ensure_state(P, net.dtype)
     ws = _engine.Workspace(net._plan, 4, net.dtype, gather=True)
     grads, backup = np.empty(P), np.empty(P)
-    flag = np.zeros(1, np.int32)
+    flag = np.array([0, -1], np.int32)
     perm = np.arange(16, dtype=np.int64)
     out = None
     for first, last in [(0, 2), (2, 4)]:
@@ -192,6 +192,51 @@ def test_momentum_buffer_mid_epoch_is_scaled_and_plain_at_the_epoch_end():
     assert out[5] == 0 and flag[0] == 0
     np.testing.assert_allclose(opt.state[0], bufs[-1], rtol=1e-12)
     np.testing.assert_allclose(net.parameters, p, rtol=1e-12)
+
+
+def test_momentum_divergence_replays_across_chunks():
+    """One snapshot per epoch: an update that overflows several one-batch chunks later is
+    undone by replaying from that snapshot, to the reference's last finite parameters."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(64, 4)), (rng.uniform(size=(64, 2)) > 0.5) * 1.0
+    net = fastbp.Network([4, 8, 2], activation="tanh", output="sigmoid", dtype="float64",
+                         seed=0)
+    loss, lr, wd, mu = "binary_cross_entropy", 1.0, 1000.0, 0.9
+    p, where, state = net.parameters.copy(), None, {}
+    for epoch in range(20):
+        for b, idx in enumerate(ref_batches(64, 8)):
+            with np.errstate(all="ignore"):
+                _, g = ref_grad(p, net, X[idx], Y[idx], loss)
+                q = ref.sgd_step(p.copy(), g, state, lr=lr, momentum=mu, weight_decay=wd)
+            if not np.isfinite(q).all():
+                where = (epoch, b)
+                break
+            p = q
+        if where:
+            break
+    assert where is not None and where[1] >= 2, where
+    opt = O.SGD(lr=lr, momentum=mu, weight_decay=wd)
+    P = net.parameters.size
+    opt.ensure_state(P, net.dtype)
+    ws = _engine.Workspace(net._plan, 8, net.dtype, gather=True)
+    grads, backup, flags = np.empty(P), np.empty(P), np.array([0, -1], np.int32)
+    perm = np.arange(64, dtype=np.int64)
+    status = None
+    for epoch in range(where[0] + 1):
+        flags[1] = -1
+        for b in range(8):
+            out = _engine.train_batches(
+                net._plan, ws, net.parameters, grads, X, Y, np.zeros(1, np.int64), False, 2,
+                perm, False, 8, b, b + 1, opt.hyper(lr), *opt.state, 0.0, False, backup[:1],
+                False, 0.0, backup, 0.0, 0.0, 0.0, backup[:1], flags, 1)
+            opt.t += out[4]
+            if out[5] != 0:
+                status = (out[5], epoch, out[6])
+                break
+        if status:
+            break
+    assert status == (2, where[0], where[1])
+    np.testing.assert_allclose(net.parameters, p, rtol=1e-8)
 
 
 @pytest.mark.parametrize("opt_id", ["sgd-momentum", "adam", "rmsprop", "rprop", "quickprop"])

@@ -626,7 +626,7 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
                   floating[::1] s1, floating[::1] s2, floating[::1] s3,
                   double prev_loss, int count_acc, const floating[::1] sw, int use_sw,
                   double l2, floating[::1] backup, double total, double wtotal,
-                  double correct, floating[::1] shard_grads, cnp.int32_t[::1] scaled, int nt):
+                  double correct, floating[::1] shard_grads, cnp.int32_t[::1] flags, int nt):
     """Train on batches [first_batch, last_batch) of one epoch.
 
     With sample weights each batch's loss and gradient are weighted means; l2 adds
@@ -640,18 +640,19 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
 
     SGD with heavy-ball momentum needs no gradient buffer and no per-step backup: the
     products add the gradient straight into the momentum buffer s1, which between steps of
-    an epoch holds mu*buf (flag ``scaled[0]``, kept up to date here: the products then add
-    with beta=1; the epoch's last step leaves the plain buffer). The first step of the call copies the old parameters to
-    ``backup`` and s1, as its products left it, to ``grads``; a later failed update
-    restores both and replays the steps in between, exact since every step is
-    deterministic.
+    an epoch holds mu*buf (``flags[0]``, kept up to date here: the products then add with
+    beta=1; the epoch's last step leaves the plain buffer). Once per epoch (``flags[1]``:
+    the batch of the snapshot, -1 for none yet) a step's update pass also copies the old
+    parameters to ``backup`` and s1, as the products left it, to ``grads``; a later failed
+    update restores both and replays the steps in between, exact since every step is
+    deterministic (the work is split by nt whatever the run cap).
     """
     cdef StepCtx c
     cdef Py_ssize_t n = X.shape[0], P = params.shape[0], bi, bj, nb
     cdef Py_ssize_t seen = 0, steps = 0, bad = -1
     cdef double bl = prev_loss, wsum, corr, junk_l, junk_w, junk_c
-    cdef int status = 0, st
-    cdef long long t0
+    cdef int status = 0, st, take
+    cdef Py_ssize_t snap_from
     c.lay = &plan.lay
     c.w = &ws.b
     c.sh = ws.sh
@@ -677,7 +678,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     c.op.loss_increased = 0
     c.op_prev_loss = prev_loss
     c.direct = accumulates_momentum(&c.op)
-    c.scaled = scaled[0]
+    c.scaled = flags[0]
+    snap_from = flags[1]
     if backup.shape[0] != P or grads.shape[0] != P:
         raise ValueError("grads and backup must have one entry per parameter")
     if c.direct and s1.shape[0] != P:
@@ -712,10 +714,12 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     c.backup = &backup[0]
     c.grads = &s1[0] if c.direct else &grads[0]
     c.snap = &grads[0]
-    t0 = c.op.t
     with nogil:
         for bi in range(first_batch, last_batch):
-            st = train_step(&c, bi, &params[0], bi == first_batch, &bl, &wsum, &corr, &nb)
+            take = c.direct != 0 and snap_from < 0
+            st = train_step(&c, bi, &params[0], take, &bl, &wsum, &corr, &nb)
+            if take and st != 1:
+                snap_from = bi
             if st < 0:
                 break
             if st > 0:
@@ -723,14 +727,13 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
                 bad = bi
                 if st == 2 and c.direct:
                     memcpy(&params[0], &backup[0], P * sizeof(floating))
-                    if bi > first_batch:
-                        # the first step's update again, from its snapshot, then the rest
+                    if bi > snap_from:
+                        # the snapshot step's update again, then the steps up to bi
                         memcpy(&s1[0], &grads[0], P * sizeof(floating))
                         momentum_step(&c.op, &params[0], &s1[0], P, 1, <floating*>NULL,
                                       <floating*>NULL, nt)
-                        c.op.t = t0 + 1
                         c.scaled = 1
-                        for bj in range(first_batch + 1, bi):
+                        for bj in range(snap_from + 1, bi):
                             if train_step(&c, bj, &params[0], 0, &junk_l, &junk_w, &junk_c,
                                           &nb) != 0:
                                 memcpy(&params[0], &backup[0], P * sizeof(floating))
@@ -741,7 +744,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
             correct += corr
             seen += nb
             steps += 1
-        scaled[0] = c.scaled
+        flags[0] = c.scaled
+        flags[1] = <cnp.int32_t>snap_from
     return total, wtotal, correct, seen, steps, status, bad, c.op_prev_loss
 
 

@@ -215,7 +215,8 @@ class Trainer:
                 cb.on_train_begin(self)
         bar = _progress(verbose, n_batches)
         chunk, timing_chunk = 1, True
-        scaled = np.zeros(1, np.int32)   # SGD momentum: the buffer holds mu*buf mid-epoch
+        # SGD momentum: [the buffer holds mu*buf (mid-epoch), batch of the epoch's snapshot]
+        flags = np.array([0, -1], np.int32)
         try:
             with num_threads(nt), blas_single_threaded():
                 for epoch in range(epochs):
@@ -226,6 +227,7 @@ class Trainer:
                         _engine.shuffle(perm, self._rng_state)
                     bar.start(epoch, epochs)
                     total = correct = wtotal = 0.0
+                    flags[1] = -1
                     seen, b, t0 = 0, 0, time.perf_counter()
                     while b < n_batches:
                         e = min(n_batches,
@@ -240,7 +242,7 @@ class Trainer:
                                 labels is not None, code, perm, bool(shuffle), bs, b, e,
                                 opt.hyper(lr), *opt.state, opt.prev_loss, classify,
                                 sw if sw is not None else backup[:1], sw is not None, self.l2,
-                                backup, total, wtotal, correct, shard_grads, scaled, nt)
+                                backup, total, wtotal, correct, shard_grads, flags, nt)
                         opt.t += steps
                         opt.prev_loss = prev
                         seen += s
@@ -277,7 +279,7 @@ class Trainer:
                     if self.stop_training:
                         break
         except KeyboardInterrupt:
-            if scaled[0]:   # stopped mid-epoch: back to the plain momentum buffer
+            if flags[0]:   # stopped mid-epoch: back to the plain momentum buffer
                 self.optimizer.state[0] /= self.optimizer.momentum
             history.interrupted = True
             bar.close()
