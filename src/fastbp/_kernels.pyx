@@ -23,6 +23,11 @@ cdef extern from "_simd.h" nogil:
     void fbp_relu_backward(float* g, const float* y, Py_ssize_t k, float slope)
     int fbp_all_finite_f32(const float* x, Py_ssize_t n)
     int fbp_all_finite_f64(const double* x, Py_ssize_t n)
+    void fbp_colsum_f32(const float* g, Py_ssize_t n, Py_ssize_t ld, float* out, Py_ssize_t k,
+                        float beta)
+    int fbp_momentum_f32(float* p, float* buf, Py_ssize_t n, float lr, float wd, float keep)
+    int fbp_momentum_f64(double* p, double* buf, Py_ssize_t n, double lr, double wd,
+                         double keep)
 
 cdef Py_ssize_t PARALLEL_MIN = 32768   # elements below which loops stay serial
 cdef double SQRT_2_OVER_PI = 0.7978845608028654
@@ -397,15 +402,18 @@ cdef void column_sums(const floating* g, Py_ssize_t n, Py_ssize_t k, floating* o
 cdef inline void _colsum_block(const floating* g, Py_ssize_t n, Py_ssize_t k, floating* out,
                                floating beta, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     cdef Py_ssize_t i, j
-    if beta == 0:
-        for j in range(c0, c1):
-            out[j] = 0
-    elif beta != 1:
-        for j in range(c0, c1):
-            out[j] = beta * out[j]
-    for i in range(n):
-        for j in range(c0, c1):
-            out[j] = out[j] + g[i * k + j]
+    if floating is float:
+        fbp_colsum_f32(g + c0, n, k, out + c0, c1 - c0, beta)    # (vectorized clones)
+    else:
+        if beta == 0:
+            for j in range(c0, c1):
+                out[j] = 0
+        elif beta != 1:
+            for j in range(c0, c1):
+                out[j] = beta * out[j]
+        for i in range(n):
+            for j in range(c0, c1):
+                out[j] = out[j] + g[i * k + j]
 
 
 cdef int all_finite(const floating* x, Py_ssize_t n, int nt) noexcept nogil:
@@ -649,22 +657,15 @@ cdef int momentum_step(OptParams* op, floating* p, floating* buf, Py_ssize_t n,
 cdef inline int _momentum_block(OptParams* op, floating* p, floating* buf, int scale_next,
                                 floating* bk, floating* snap, Py_ssize_t a,
                                 Py_ssize_t z) noexcept nogil:
-    cdef Py_ssize_t i
     cdef floating lr = op.lr, wd = op.weight_decay
     cdef floating keep = op.momentum if scale_next else 1
-    cdef floating d, pi
-    cdef int bad = 0
     if bk != NULL:
         memcpy(bk + a, p + a, (z - a) * sizeof(floating))
         memcpy(snap + a, buf + a, (z - a) * sizeof(floating))
-    for i in range(a, z):
-        pi = p[i]
-        d = buf[i] + wd * pi
-        buf[i] = flush(keep * d)
-        pi = pi - lr * d
-        p[i] = pi
-        bad |= (pi - pi) != 0
-    return bad
+    if floating is float:
+        return not fbp_momentum_f32(p + a, buf + a, z - a, lr, wd, keep)
+    else:
+        return not fbp_momentum_f64(p + a, buf + a, z - a, lr, wd, keep)
 
 
 cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,

@@ -7,6 +7,7 @@
 #ifndef FASTBP_SIMD_H
 #define FASTBP_SIMD_H
 #include <stddef.h>
+#include <string.h>
 
 /* One build runs everywhere (no -march): on x86-64 Linux these loops are compiled for
  * AVX-512, AVX2 and baseline SSE2, and the loader picks the best the CPU has. */
@@ -118,5 +119,52 @@ FBP_CLONES static int fbp_all_finite_f64(const double *x, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; i++)
         bad |= (u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
     return bad == 0;
+}
+
+/* SGD momentum when the products left buf = mu*buf + g (see _kernels.momentum_step):
+ * d = buf + wd*p; buf = keep*d flushed to 0 below the smallest normal; p -= lr*d.
+ * Returns 1 if every new p is finite (exponent-bit test). */
+FBP_CLONES static int fbp_momentum_f32(float *restrict p, float *restrict buf, ptrdiff_t n,
+                                       float lr, float wd, float keep) {
+    unsigned int bad = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float pi = p[i];
+        float d = buf[i] + wd * pi;
+        float s = keep * d;
+        buf[i] = (s >= 1.17549435e-38f || s <= -1.17549435e-38f) ? s : 0.0f;
+        pi = pi - lr * d;
+        p[i] = pi;
+        unsigned int u;
+        memcpy(&u, &pi, sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad == 0;
+}
+
+FBP_CLONES static int fbp_momentum_f64(double *restrict p, double *restrict buf, ptrdiff_t n,
+                                       double lr, double wd, double keep) {
+    unsigned long long bad = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double pi = p[i];
+        double d = buf[i] + wd * pi;
+        double s = keep * d;
+        buf[i] = (s >= 2.2250738585072014e-308 || s <= -2.2250738585072014e-308) ? s : 0.0;
+        pi = pi - lr * d;
+        p[i] = pi;
+        unsigned long long u;
+        memcpy(&u, &pi, sizeof u);
+        bad |= (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    }
+    return bad == 0;
+}
+/* out[j] = beta*out[j] + sum over i (in order) of g[i*ld + j], j < k */
+FBP_CLONES static void fbp_colsum_f32(const float *restrict g, ptrdiff_t n, ptrdiff_t ld,
+                                      float *restrict out, ptrdiff_t k, float beta) {
+    if (beta == 0.0f)
+        for (ptrdiff_t j = 0; j < k; j++) out[j] = 0.0f;
+    else if (beta != 1.0f)
+        for (ptrdiff_t j = 0; j < k; j++) out[j] *= beta;
+    for (ptrdiff_t i = 0; i < n; i++)
+        for (ptrdiff_t j = 0; j < k; j++) out[j] += g[i * ld + j];
 }
 #endif
