@@ -25,6 +25,11 @@ cdef extern from "_simd.h" nogil:
     int fbp_all_finite_f64(const double* x, Py_ssize_t n)
     void fbp_colsum_f32(const float* g, Py_ssize_t n, Py_ssize_t ld, float* out, Py_ssize_t k,
                         float beta)
+    int fbp_adam_f32(float* p, const float* g, float* m, float* v, float* bk, Py_ssize_t n,
+                     float step, float wd, float b1, float b2, float bc2s, float eps)
+    int fbp_adam_f64(double* p, const double* g, double* m, double* v, double* bk,
+                     Py_ssize_t n, double step, double wd, double b1, double b2, double bc2s,
+                     double eps)
     int fbp_momentum_f32(float* p, float* buf, Py_ssize_t n, float lr, float wd, float keep)
     int fbp_momentum_f64(double* p, double* buf, Py_ssize_t n, double lr, double wd,
                          double keep)
@@ -541,15 +546,12 @@ cdef int _fused_block(OptParams* op, floating* p, const floating* g, floating* s
         step = lr / bc1
         if op.eps_raw:
             eps = eps / bc2s
-        for i in range(a, z):
-            pi = p[i]
-            bk[i] = pi
-            gi = g[i] + wd * pi
-            s1[i] = flush(b1 * s1[i] + (1 - b1) * gi)
-            s2[i] = flush(b2 * s2[i] + (1 - b2) * gi * gi)
-            pi = pi - step * s1[i] / (fsqrt(s2[i]) / bc2s + eps)
-            p[i] = pi
-            bad |= (pi - pi) != 0
+        if floating is float:
+            bad = not fbp_adam_f32(p + a, g + a, s1 + a, s2 + a, bk + a, z - a, step, wd, b1,
+                                   b2, bc2s, eps)
+        else:
+            bad = not fbp_adam_f64(p + a, g + a, s1 + a, s2 + a, bk + a, z - a, step, wd, b1,
+                                   b2, bc2s, eps)
     else:  # RMSPROP
         for i in range(a, z):
             pi = p[i]

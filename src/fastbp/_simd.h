@@ -8,6 +8,7 @@
 #define FASTBP_SIMD_H
 #include <stddef.h>
 #include <string.h>
+#include <math.h>
 
 /* One build runs everywhere (no -march): on x86-64 Linux these loops are compiled for
  * AVX-512, AVX2 and baseline SSE2, and the loader picks the best the CPU has. */
@@ -167,4 +168,32 @@ FBP_CLONES static void fbp_colsum_f32(const float *restrict g, ptrdiff_t n, ptrd
     for (ptrdiff_t i = 0; i < n; i++)
         for (ptrdiff_t j = 0; j < k; j++) out[j] += g[i * ld + j];
 }
+/* Adam with a backup of p (see _kernels._fused_block): m, v flushed to 0 below the smallest
+ * normal; p -= step * m / (sqrt(v) / bc2s + eps). Returns 1 if every new p is finite. */
+#define FBP_ADAM(NAME, T, TINY, UINT, EXPMASK, SQRT)                                         \
+FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict m,             \
+                           T *restrict v, T *restrict bk, ptrdiff_t n, T step, T wd, T b1, \
+                           T b2, T bc2s, T eps) {                                          \
+    UINT bad = 0;                                                                          \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                    \
+        T pi = p[i];                                                                       \
+        bk[i] = pi;                                                                        \
+        T gi = g[i] + wd * pi;                                                             \
+        T mi = b1 * m[i] + (1 - b1) * gi;                                                  \
+        mi = (mi >= TINY || mi <= -TINY) ? mi : 0;                                         \
+        m[i] = mi;                                                                         \
+        T vi = b2 * v[i] + (1 - b2) * gi * gi;                                             \
+        vi = (vi >= TINY || vi <= -TINY) ? vi : 0;                                         \
+        v[i] = vi;                                                                         \
+        pi = pi - step * mi / (SQRT(vi) / bc2s + eps);                                     \
+        p[i] = pi;                                                                         \
+        UINT u;                                                                            \
+        memcpy(&u, &pi, sizeof u);                                                         \
+        bad |= (u & EXPMASK) == EXPMASK;                                                   \
+    }                                                                                      \
+    return bad == 0;                                                                       \
+}
+FBP_ADAM(fbp_adam_f32, float, 1.17549435e-38f, unsigned int, 0x7f800000u, sqrtf)
+FBP_ADAM(fbp_adam_f64, double, 2.2250738585072014e-308, unsigned long long,
+         0x7ff0000000000000ull, sqrt)
 #endif
