@@ -92,3 +92,16 @@ def test_split_products_and_batch_shards_give_the_same_gradients(n_threads):
                 assert not np.array_equal(a.parameters, net.parameters)
                 np.testing.assert_allclose(b.parameters, a.parameters, rtol=0,
                                            atol=tol * np.abs(a.parameters).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finiteness_check_split_over_threads_finds_every_position(dtype):
+    """The compiled check behind input validation splits long arrays into 256k blocks."""
+    for n in [1, 262144, 262145, 3 * 262144 + 5]:
+        x = np.ones(n, dtype)
+        assert _engine.params_finite(x, 2) and _engine.params_finite(x, 1)
+        for pos in {0, n // 2, n - 1}:
+            for bad in (np.inf, -np.inf, np.nan):
+                y = x.copy()
+                y[pos] = bad
+                assert not _engine.params_finite(y, 2) and not _engine.params_finite(y, 1)

@@ -749,8 +749,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     return total, wtotal, correct, seen, steps, status, bad, c.op_prev_loss
 
 
-def params_finite(const floating[::1] params):
+def params_finite(const floating[::1] params, int nt=1):
     cdef int ok
     with nogil:
-        ok = all_finite(&params[0], params.shape[0], 1)
+        ok = all_finite(&params[0], params.shape[0], nt)
     return bool(ok)

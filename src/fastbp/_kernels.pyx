@@ -423,6 +423,17 @@ cdef inline void _colsum_block(const floating* g, Py_ssize_t n, Py_ssize_t k, fl
 
 cdef int all_finite(const floating* x, Py_ssize_t n, int nt) noexcept nogil:
     """1 if every x[i] is finite (integer test of the exponent bits, _simd.h)."""
+    cdef Py_ssize_t c, nchunks, CH = 262144
+    cdef int bad = 0
+    nchunks = (n + CH - 1) // CH
+    if nt > 1 and nchunks > 1:
+        for c in prange(nchunks, num_threads=run_threads(nt), schedule="static"):
+            bad += not _finite_block(x + c * CH, min(CH, n - c * CH))
+        return bad == 0
+    return _finite_block(x, n)
+
+
+cdef inline int _finite_block(const floating* x, Py_ssize_t n) noexcept nogil:
     if floating is float:
         return fbp_all_finite_f32(x, n)
     else:

@@ -39,8 +39,9 @@ def check_number(value, name, low=None, high=None, low_open=False, high_open=Fal
 def _all_finite(arr):
     """True if every element is finite (compiled check, no temporary array)."""
     from . import _engine
+    from ._config import get_num_threads
     flat = arr.reshape(-1)
-    return bool(flat.size == 0 or _engine.params_finite(flat))
+    return bool(flat.size == 0 or _engine.params_finite(flat, get_num_threads()))
 
 
 def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False):
