@@ -485,7 +485,7 @@ cdef struct StepCtx:
     void* s2
     void* s3
     void* backup
-    void* snap                # direct: the momentum buffer after the chunk's first products
+    void* snap                # direct: s1 as the products of the epoch's snapshot step left it
     OptParams op
     double op_prev_loss
     int direct                # SGD momentum: products add straight into s1 (= grads)

@@ -39,7 +39,8 @@ class TrainingDiverged(ArithmeticError):
     """The training loss, or a parameter after an update, became NaN/inf.
 
     The network keeps its last finite parameters: those before the failing batch (its
-    update is never applied, or is undone from a per-step backup). The optimizer's state
+    update is never applied, or is undone: from a per-step backup, or for SGD with momentum
+    from the epoch's snapshot and an exact replay of the steps since). The optimizer's state
     (momentum, Adam moments, ...) is reset, since it may hold NaN/inf.
     """
 
@@ -145,7 +146,8 @@ class Trainer:
         return ws
 
     def _buffers(self, n_params, dtype, shards):
-        """Gradient, backup and per-shard gradient buffers, kept across fit calls."""
+        """Gradient, backup and per-shard gradient buffers, kept across fit calls (SGD with
+        momentum uses the first two for the epoch's snapshot of its buffer and parameters)."""
         bufs = getattr(self, "_bufs", None)
         n_shard = max(1, (shards - 1) * n_params)
         if (bufs is None or bufs[0].size != n_params or bufs[0].dtype != dtype
