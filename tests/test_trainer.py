@@ -959,3 +959,29 @@ def test_shipped_digits_reach_97_percent_test_accuracy():
     history = tr.fit(X_train, y_train, epochs=40, validation_data=(X_test, y_test))
     assert history.val_accuracy[-1] >= 0.97
     assert (net.predict(X_test).argmax(axis=1) == y_test).mean() == history.val_accuracy[-1]
+
+
+def test_thread_policy_probes_less_often_while_the_choice_holds_and_follows_load():
+    """Chunk timings where n threads are faster, then (under load) slower: the 1-thread probe
+    runs as many batches as the n-thread one, its interval doubles up to PROBE_EVERY_MAX while
+    the choice holds, and a probe that finds 1 thread faster switches to it."""
+    from fastbp import trainer as T
+    if not _engine.openmp_enabled():
+        pytest.skip("serial build: always one thread")
+    p = T._ThreadsPolicy()
+    caps, probes = [], []
+    for i in range(700):
+        probe = p.count == 1
+        cap = p.cap_for_next_chunk(2)
+        steps = p.steps_for_next_chunk(10 if cap == 2 else 7, 2)
+        if probe:
+            probes.append(i)
+            assert cap == 1 and steps == 10
+        loaded = i >= 400
+        per_step = (2.0 if cap == 2 else 1.0) if loaded else (1.0 if cap == 2 else 1.6)
+        p.record(cap, 2, per_step * steps, steps * 100, steps)
+        caps.append(cap)
+    gaps = np.diff([i for i in probes if i < 400])
+    assert list(gaps[:3]) == [20, 40, 80] and set(gaps[3:]) == {T.PROBE_EVERY_MAX}
+    assert caps[-1] == 1 and caps.count(1) > 200        # switched within one interval
+    assert caps[:400].count(1) == len([i for i in probes if i < 400])

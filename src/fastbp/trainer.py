@@ -24,7 +24,8 @@ CHUNK_SECONDS = 0.2
 # Each chunk starts with a snapshot of the parameters (SGD momentum) or at least one extra
 # pass: slow steps are grouped into chunks of a few, as long as a chunk stays under 1 s.
 CHUNK_MIN_STEPS, CHUNK_MAX_SECONDS = 6, 1.0
-PROBE_EVERY = 20      # chunks between two probes of 1 thread against n_threads
+PROBE_EVERY = 20      # chunks between two probes of 1 thread against n_threads ...
+PROBE_EVERY_MAX = 80   # ... doubling while the choice holds
 
 
 def _chunk_steps(per_batch, n_batches):
@@ -308,44 +309,48 @@ class Trainer:
 class _ThreadsPolicy:
     """Runs n_threads threads, or 1 when that is faster (other processes on the cores).
 
-    Every PROBE_EVERY chunks, one chunk runs with all threads and the next, of as many
-    batches, with one; the faster per sample wins until the next probe. The work is split by
-    n_threads either way, so the weights do not depend on the choice.
+    Every `every` chunks, one chunk runs with all threads and the next, of as many batches,
+    with one; the faster per sample wins until the next probe. Each probe that confirms the
+    choice doubles the interval (PROBE_EVERY up to PROBE_EVERY_MAX), a changed choice
+    resets it. The work is split by n_threads either way, so the weights do not depend on
+    the choice.
     """
 
     def __init__(self):
         self.count, self.best, self.times, self.probe_steps = 0, None, {}, None
+        self.every = PROBE_EVERY
 
     def cap_for_next_chunk(self, nt):
         if nt <= 1 or not _engine.openmp_enabled():
             return 1
-        phase = self.count % PROBE_EVERY
-        if phase == 0:
+        if self.count == 0:
             return nt
-        if phase == 1:
+        if self.count == 1:
             return 1
         return self.best or nt
 
     def steps_for_next_chunk(self, steps, nt):
         """The 1-thread probe runs as many batches as the n-thread one (each chunk has a
         fixed cost, so only equal chunks compare)."""
-        if nt > 1 and self.count % PROBE_EVERY == 1 and self.probe_steps:
+        if nt > 1 and self.count == 1 and self.probe_steps:
             return self.probe_steps
         return steps
 
     def record(self, cap, nt, seconds, samples, steps):
         if nt <= 1 or (steps < 4 and seconds < 0.02):
             return        # too short to time (e.g. the first, one-batch chunk of a fit)
-        phase = self.count % PROBE_EVERY
-        if phase == 0:
+        if self.count == 0:
             self.times[nt] = seconds / max(samples, 1)
             self.probe_steps = steps
-        elif phase == 1:
+        elif self.count == 1:
             if steps != self.probe_steps:
                 return    # cut short by the epoch's end: probe again with the next chunk
             self.times[1] = seconds / max(samples, 1)
-            self.best = 1 if self.times[1] < self.times[nt] else nt
-        self.count += 1
+            best = 1 if self.times[1] < self.times[nt] else nt
+            self.every = min(2 * self.every, PROBE_EVERY_MAX) if best == self.best \
+                else PROBE_EVERY
+            self.best = best
+        self.count = (self.count + 1) % self.every
 
 
 # ---- progress --------------------------------------------------------------------------
