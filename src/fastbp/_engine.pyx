@@ -506,6 +506,56 @@ cdef inline void gather_row(StepCtx* c, const floating* X, const floating* T,
         swg[r] = sw[row]
 
 
+cdef int update_range(StepCtx* c, floating* params, floating* g, Py_ssize_t a,
+                      Py_ssize_t z, int snapshot, int last) noexcept nogil:
+    """The optimizer's update of params[a:z] (one layer, or all); 1 if all finite."""
+    if c.direct:
+        return momentum_step(&c.op, params + a, g + a, z - a, not last,
+                             <floating*>c.backup + a if snapshot else NULL,
+                             <floating*>c.snap + a if snapshot else NULL, c.nt)
+    return optimizer_step(&c.op, params + a, g + a, <floating*>c.s1 + a,
+                          <floating*>c.s2 + a, <floating*>c.s3 + a, <floating*>c.backup + a,
+                          z - a, c.nt)
+
+
+cdef int backward_update(StepCtx* c, floating* params, floating* grads, const floating* X,
+                         Py_ssize_t nb, floating beta, floating l2coef, int snapshot,
+                         int last) noexcept nogil:
+    """backward() that updates each layer as soon as its dW and db are known, while they
+    are still in cache; the layer's input gradient comes first (it needs the old W).
+    Element for element the same arithmetic as one pass after the whole backward.
+    Returns 1 if every new parameter is finite."""
+    cdef Layout* lay = c.lay
+    cdef Bufs* w = c.w
+    cdef int i, L = lay.L, ok = 1, nt = c.nt
+    cdef Py_ssize_t nin, nout, j
+    cdef floating* g = <floating*>w.G0
+    cdef floating* gn = <floating*>w.G1
+    cdef floating* tmp
+    cdef floating* dw
+    cdef const floating* src
+    for i in range(L - 1, -1, -1):
+        nin = lay.sizes[i]
+        nout = lay.sizes[i + 1]
+        src = X if i == 0 else <floating*>w.A[i]
+        if i > 0:
+            pgemm_ep(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
+                     params + lay.w_off[i], <int>nout, <floating>0, gn, <int>nin, nt,
+                     EP_BACKWARD, lay.act[i - 1], NULL, <floating*>w.A[i], <floating*>w.P[i])
+        dw = grads + lay.w_off[i]
+        pgemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
+              g, <int>nout, beta, dw, <int>nout, nt)
+        column_sums(g, nb, nout, grads + lay.b_off[i], beta, nt)
+        if l2coef != 0:
+            for j in range(nin * nout):
+                dw[j] = dw[j] + l2coef * params[lay.w_off[i] + j]
+        ok &= update_range(c, params, grads, lay.w_off[i], lay.b_off[i] + nout, snapshot, last)
+        tmp = g
+        g = gn
+        gn = tmp
+    return ok
+
+
 cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
                     double* loss_out, double* wsum_out, double* correct_out,
                     Py_ssize_t* nb_out) noexcept nogil:
@@ -593,25 +643,23 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
             return 1
         if c.count_acc:
             correct = count_correct(c.loss, <floating*>w.A[L], tb, lb, nb, k)
-        backward(lay, w, params, g, xb, nb, NULL, beta, c.nt)
-    if c.l2 != 0:
-        add_l2(lay, params, g, <floating>(c.l2 / wsum))
     loss_out[0] = bl
     wsum_out[0] = wsum
     correct_out[0] = correct
     c.op.loss_increased = (bl / wsum) > c.op_prev_loss
     c.op_prev_loss = bl / wsum
-    if c.direct:
-        last = s + nb >= c.n    # the epoch's last step leaves the plain buffer
-        ok = momentum_step(&c.op, params, g, P, not last,
-                           <floating*>c.backup if snapshot else NULL,
-                           <floating*>c.snap if snapshot else NULL, c.nt)
-        c.scaled = not last
+    last = s + nb >= c.n    # direct: the epoch's last step leaves the plain buffer
+    if S > 1 and nb >= S * SHARD_MIN_ROWS:
+        if c.l2 != 0:
+            add_l2(lay, params, g, <floating>(c.l2 / wsum))
+        ok = update_range(c, params, g, 0, P, snapshot, last)
     else:
-        ok = optimizer_step(&c.op, params, g, <floating*>c.s1, <floating*>c.s2,
-                            <floating*>c.s3, <floating*>c.backup, P, c.nt)
-        if not ok:
-            memcpy(params, c.backup, P * sizeof(floating))
+        ok = backward_update(c, params, g, xb, nb, beta, <floating>(c.l2 / wsum), snapshot,
+                             last)
+    if c.direct:
+        c.scaled = not last
+    elif not ok:
+        memcpy(params, c.backup, P * sizeof(floating))
     if not ok:
         return 2
     c.op.t += 1
