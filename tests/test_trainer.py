@@ -982,6 +982,6 @@ def test_thread_policy_probes_less_often_while_the_choice_holds_and_follows_load
         p.record(cap, 2, per_step * steps, steps * 100, steps)
         caps.append(cap)
     gaps = np.diff([i for i in probes if i < 400])
-    assert list(gaps[:3]) == [20, 40, 80] and set(gaps[3:]) == {T.PROBE_EVERY_MAX}
+    assert list(gaps[:5]) == [4, 8, 16, 32, 64] and set(gaps[5:]) == {T.PROBE_EVERY_MAX}
     assert caps[-1] == 1 and caps.count(1) > 200        # switched within one interval
     assert caps[:400].count(1) == len([i for i in probes if i < 400])

@@ -24,8 +24,8 @@ CHUNK_SECONDS = 0.2
 # Each chunk starts with a snapshot of the parameters (SGD momentum) or at least one extra
 # pass: slow steps are grouped into chunks of a few, as long as a chunk stays under 1 s.
 CHUNK_MIN_STEPS, CHUNK_MAX_SECONDS = 6, 1.0
-PROBE_EVERY = 20      # chunks between two probes of 1 thread against n_threads ...
-PROBE_EVERY_MAX = 80   # ... doubling while the choice holds
+PROBE_EVERY = 4       # chunks between two probes of 1 thread against n_threads ...
+PROBE_EVERY_MAX = 80  # ... doubling while the choice holds
 
 
 def _chunk_steps(per_batch, n_batches):
@@ -312,8 +312,9 @@ class _ThreadsPolicy:
     Every `every` chunks, one chunk runs with all threads and the next, of as many batches,
     with one; the faster per sample wins until the next probe. Each probe that confirms the
     choice doubles the interval (PROBE_EVERY up to PROBE_EVERY_MAX), a changed choice
-    resets it. The work is split by n_threads either way, so the weights do not depend on
-    the choice.
+    resets it, so a probe misled by a burst of load or by cold caches is soon corrected
+    while a settled choice costs little. The work is split by n_threads either way, so the
+    weights do not depend on the choice.
     """
 
     def __init__(self):
