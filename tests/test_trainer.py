@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _engine, optimizers as O, schedules as S
+from fastbp import _engine, _kernels, optimizers as O, schedules as S
 import reference as ref
 
 
@@ -197,23 +197,8 @@ def test_momentum_buffer_mid_epoch_is_scaled_and_plain_at_the_epoch_end():
 def test_momentum_divergence_replays_across_chunks():
     """One snapshot per epoch: an update that overflows several one-batch chunks later is
     undone by replaying from that snapshot, to the reference's last finite parameters."""
-    rng = np.random.default_rng(0)
-    X, Y = rng.normal(size=(64, 4)), (rng.uniform(size=(64, 2)) > 0.5) * 1.0
-    net = fastbp.Network([4, 8, 2], activation="tanh", output="sigmoid", dtype="float64",
-                         seed=0)
-    loss, lr, wd, mu = "binary_cross_entropy", 1.0, 1000.0, 0.9
-    p, where, state = net.parameters.copy(), None, {}
-    for epoch in range(20):
-        for b, idx in enumerate(ref_batches(64, 8)):
-            with np.errstate(all="ignore"):
-                _, g = ref_grad(p, net, X[idx], Y[idx], loss)
-                q = ref.sgd_step(p.copy(), g, state, lr=lr, momentum=mu, weight_decay=wd)
-            if not np.isfinite(q).all():
-                where = (epoch, b)
-                break
-            p = q
-        if where:
-            break
+    mu = 0.9
+    net, X, Y, loss, lr, wd, p, where = _overflowing(mu)
     assert where is not None and where[1] >= 2, where
     opt = O.SGD(lr=lr, momentum=mu, weight_decay=wd)
     P = net.parameters.size
@@ -526,15 +511,11 @@ def test_divergence_keeps_the_last_finite_parameters_full_batch():
     np.testing.assert_allclose(net.parameters, p, rtol=1e-8)
 
 
-@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.5, True)])
-def test_divergence_mid_chunk_keeps_the_last_finite_parameters(momentum, nesterov):
-    """The weights blow up geometrically through weight decay (lr * weight_decay = 1000)
-    while the loss and gradient stay finite (tanh hidden units, sigmoid output, cross-entropy
-    from the logits), so it is an *update* that first overflows, in the middle of an epoch
-    (8 batches of 8, all in one compiled chunk after the first batch). API: "leaves the
-    network at its last finite parameters", i.e. those after the last finite update.
-    With heavy-ball momentum the products add into the momentum buffer and a failed update
-    is undone by replaying the chunk from its start: that path must land on the same point."""
+def _overflowing(momentum, nesterov=False):
+    """A 4-8-2 tanh/sigmoid net whose weights blow up through weight decay (lr * wd = 1000)
+    while loss and gradient stay finite. Returns (net, X, Y, loss, lr, wd, p, where): the
+    reference's last finite parameters p before the first overflowing update, at
+    where = (epoch, batch) of the unshuffled batches of 8."""
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(64, 4)), (rng.uniform(size=(64, 2)) > 0.5) * 1.0
     net = fastbp.Network([4, 8, 2], activation="tanh", output="sigmoid", dtype="float64",
@@ -544,15 +525,25 @@ def test_divergence_mid_chunk_keeps_the_last_finite_parameters(momentum, nestero
     for epoch in range(20):
         for b, idx in enumerate(ref_batches(64, 8)):
             with np.errstate(all="ignore"):
-                E, g = ref_grad(p, net, X[idx], Y[idx], loss)
+                _, g = ref_grad(p, net, X[idx], Y[idx], loss)
                 q = ref.sgd_step(p.copy(), g, state, lr=lr, momentum=momentum,
                                  nesterov=nesterov, weight_decay=wd)
             if not np.isfinite(q).all():
-                where = (epoch, b)
-                break
+                return net, X, Y, loss, lr, wd, p, (epoch, b)
             p = q
-        if where:
-            break
+    return net, X, Y, loss, lr, wd, p, None
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.5, True)])
+def test_divergence_mid_chunk_keeps_the_last_finite_parameters(momentum, nesterov):
+    """The weights blow up geometrically through weight decay (lr * weight_decay = 1000)
+    while the loss and gradient stay finite (tanh hidden units, sigmoid output, cross-entropy
+    from the logits), so it is an *update* that first overflows, in the middle of an epoch
+    (8 batches of 8, all in one compiled chunk after the first batch). API: "leaves the
+    network at its last finite parameters", i.e. those after the last finite update.
+    With heavy-ball momentum the products add into the momentum buffer and a failed update
+    is undone by replaying from the epoch's snapshot: that path must land on the same point."""
+    net, X, Y, loss, lr, wd, p, where = _overflowing(momentum, nesterov)
     assert where is not None and where[1] > (1 if momentum and not nesterov else 0), where
     tr = fastbp.Trainer(net, loss=loss, optimizer="sgd", lr=lr, weight_decay=wd,
                         momentum=momentum, nesterov=nesterov, batch_size=8, n_threads=1)
@@ -985,3 +976,37 @@ def test_thread_policy_probes_less_often_while_the_choice_holds_and_follows_load
     assert list(gaps[:5]) == [4, 8, 16, 32, 64] and set(gaps[5:]) == {T.PROBE_EVERY_MAX}
     assert caps[-1] == 1 and caps.count(1) > 200        # switched within one interval
     assert caps[:400].count(1) == len([i for i in probes if i < 400])
+    # epochs of 13 batches in chunks of 8: the 1-thread probe is cut to 5 batches every time;
+    # it must give up and run n threads again, not stay on one thread
+    p = T._ThreadsPolicy()
+    caps, done = [], 0
+    for i in range(60):
+        cap = p.cap_for_next_chunk(2)
+        steps = min(p.steps_for_next_chunk(8, 2), 13 - done)
+        p.record(cap, 2, (1.0 if cap == 2 else 1.6) * steps, steps * 100, steps)
+        done = (done + steps) % 13
+        caps.append(cap)
+    assert caps[-20:].count(2) >= 10
+
+
+def test_each_fit_starts_with_a_one_batch_timing_chunk_whatever_the_probe(monkeypatch):
+    """The first compiled call of every fit runs one batch on all threads (it sizes the
+    chunks and is not timed for the probe). It once took the probe's chunk length instead,
+    so with one-epoch fits the 1-thread probe was cut short every time and never ended."""
+    from fastbp import trainer as T
+    calls = []
+    real = T._engine.train_batches
+
+    def spy(*args):
+        calls.append((args[12], args[13], _kernels.get_run_cap()))
+        return real(*args)
+
+    monkeypatch.setattr(T._engine, "train_batches", spy)
+    net, X, y, loss = problem("ce", n=40)
+    tr = fastbp.Trainer(net, loss=loss, batch_size=4, n_threads=2, seed=0)
+    tr._threads_policy.count, tr._threads_policy.probe_steps = 1, 1000   # mid-probe
+    for _ in range(3):
+        start = len(calls)
+        tr.fit(X, y, epochs=1)
+        first, last, cap = calls[start]
+        assert (first, last) == (0, 1) and cap == 2

@@ -256,6 +256,32 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
 
 # ---- the step ---------------------------------------------------------------------------
 
+cdef struct StepCtx:
+    Layout* lay
+    Bufs* w
+    Bufs* sh
+    int S                     # batch shards (1 = none)
+    const void* X
+    const void* T
+    const long long* labels
+    const void* sw
+    const long long* perm
+    Py_ssize_t n, d, k, batch_size, P
+    int use_labels, use_perm, use_sw, loss, count_acc, nt
+    double l2
+    void* grads               # the gradient target: the momentum buffer when `direct`
+    void* shard_grads
+    void* s1
+    void* s2
+    void* s3
+    void* backup
+    void* snap                # direct: s1 as the products of the epoch's snapshot step left it
+    OptParams op
+    double op_prev_loss
+    int direct                # SGD momentum: products add straight into s1 (= grads)
+    int scaled                # direct: s1 already holds mu*buf (next products use beta=1)
+
+
 cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* X,
                   Py_ssize_t nb, floating* out, int nt) noexcept nogil:
     """Layer by layer: pre = z @ W + b, z = f(pre); the last layer writes to `out` if given."""
@@ -275,36 +301,62 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
                  EP_FORWARD, lay.act[i], params + lay.b_off[i], dst, NULL)
 
 
-cdef void backward(Layout* lay, Bufs* w, const floating* params, floating* grads,
-                   const floating* X, Py_ssize_t nb, floating* dX, floating beta,
-                   int nt) noexcept nogil:
+cdef int update_range(StepCtx* c, floating* params, floating* g, Py_ssize_t a,
+                      Py_ssize_t z, int snapshot, int last) noexcept nogil:
+    """The optimizer's update of params[a:z] (one layer, or all); 1 if all finite."""
+    if c.direct:
+        return momentum_step(&c.op, params + a, g + a, z - a, not last,
+                             <floating*>c.backup + a if snapshot else NULL,
+                             <floating*>c.snap + a if snapshot else NULL, c.nt)
+    return optimizer_step(&c.op, params + a, g + a, <floating*>c.s1 + a,
+                          <floating*>c.s2 + a, <floating*>c.s3 + a, <floating*>c.backup + a,
+                          z - a, c.nt)
+
+
+cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
+                  const floating* X, Py_ssize_t nb, floating* dX, floating beta, int nt,
+                  StepCtx* c, floating l2coef, int snapshot, int last) noexcept nogil:
     """From G0 = dE/d(pre of the output): dW = z^T g, db = sum g, g' = (g W^T) * f'(z).
 
     beta = 1 accumulates into grads; dX (the input gradient) is computed only if given.
+    With a training step c, each layer also gets l2coef * W added to dW and is updated
+    (update_range) as soon as its dW and db are known, while they are still in cache: the
+    layer's input gradient is computed first, as it needs the old W. Element for element
+    the same arithmetic as one pass after the whole backward. Returns 1 if every updated
+    parameter is finite.
     """
-    cdef int i, L = lay.L
-    cdef Py_ssize_t nin, nout
+    cdef int i, L = lay.L, ok = 1
+    cdef Py_ssize_t nin, nout, j
     cdef floating* g = <floating*>w.G0
     cdef floating* gn = <floating*>w.G1
     cdef floating* tmp
+    cdef floating* dw
     cdef const floating* src
     for i in range(L - 1, -1, -1):
         nin = lay.sizes[i]
         nout = lay.sizes[i + 1]
         src = X if i == 0 else <floating*>w.A[i]
-        pgemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
-              g, <int>nout, beta, grads + lay.w_off[i], <int>nout, nt)
-        column_sums(g, nb, nout, grads + lay.b_off[i], beta, nt)
         if i > 0:
             pgemm_ep(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
                      params + lay.w_off[i], <int>nout, <floating>0, gn, <int>nin, nt,
                      EP_BACKWARD, lay.act[i - 1], NULL, <floating*>w.A[i], <floating*>w.P[i])
-            tmp = g
-            g = gn
-            gn = tmp
         elif dX != NULL:
             pgemm(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
                   params + lay.w_off[i], <int>nout, <floating>0, dX, <int>nin, nt)
+        dw = grads + lay.w_off[i]
+        pgemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
+              g, <int>nout, beta, dw, <int>nout, nt)
+        column_sums(g, nb, nout, grads + lay.b_off[i], beta, nt)
+        if c != NULL:
+            if l2coef != 0:
+                for j in range(nin * nout):
+                    dw[j] = dw[j] + l2coef * params[lay.w_off[i] + j]
+            ok &= update_range(c, params, grads, lay.w_off[i], lay.b_off[i] + nout, snapshot,
+                               last)
+        tmp = g
+        g = gn
+        gn = tmp
+    return ok
 
 
 cdef void add_l2(Layout* lay, const floating* params, floating* grads, floating coef) noexcept nogil:
@@ -365,7 +417,7 @@ cdef double shard_step(Layout* lay, Bufs* sb, const floating* params, floating* 
                              tb, lb, swb, rows, k, scale, <floating*>sb.G0, 1)
     if count_acc:
         correct[0] = count_correct(loss, <floating*>sb.A[L], tb, lb, rows, k)
-    backward(lay, sb, params, g, xb, rows, NULL, beta, 1)
+    backward(lay, sb, <floating*>params, g, xb, rows, NULL, beta, 1, NULL, 0, 0, 0)
     return e
 
 
@@ -433,8 +485,8 @@ def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
                 NULL if use_labels else &T[0, 0] + s * k,
                 <long long*>&labels[0] + s if use_labels else NULL,
                 &sw[0] + s if use_sw else NULL, nb, k, scale, <floating*>ws.b.G0, nt)
-            backward(lay, &ws.b, &params[0], &grads[0], &X[0, 0] + s * d, nb,
-                     &dX[0, 0] + s * d if want_dx else NULL, beta, nt)
+            backward(lay, &ws.b, <floating*>&params[0], &grads[0], &X[0, 0] + s * d, nb,
+                     &dX[0, 0] + s * d if want_dx else NULL, beta, nt, NULL, 0, 0, 0)
             beta = 1
             s += nb
         if l2 != 0:
@@ -466,32 +518,6 @@ def shuffle(cnp.int64_t[::1] perm, cnp.uint64_t[::1] state):
             perm[j] = t
 
 
-cdef struct StepCtx:
-    Layout* lay
-    Bufs* w
-    Bufs* sh
-    int S                     # batch shards (1 = none)
-    const void* X
-    const void* T
-    const long long* labels
-    const void* sw
-    const long long* perm
-    Py_ssize_t n, d, k, batch_size, P
-    int use_labels, use_perm, use_sw, loss, count_acc, nt
-    double l2
-    void* grads               # the gradient target: the momentum buffer when `direct`
-    void* shard_grads
-    void* s1
-    void* s2
-    void* s3
-    void* backup
-    void* snap                # direct: s1 as the products of the epoch's snapshot step left it
-    OptParams op
-    double op_prev_loss
-    int direct                # SGD momentum: products add straight into s1 (= grads)
-    int scaled                # direct: s1 already holds mu*buf (next products use beta=1)
-
-
 cdef inline void gather_row(StepCtx* c, const floating* X, const floating* T,
                             const floating* sw, floating* xg, floating* tg, floating* swg,
                             long long* lab, Py_ssize_t s, Py_ssize_t r) noexcept nogil:
@@ -504,56 +530,6 @@ cdef inline void gather_row(StepCtx* c, const floating* X, const floating* T,
         memcpy(tg + r * k, T + row * k, k * sizeof(floating))
     if c.use_sw:
         swg[r] = sw[row]
-
-
-cdef int update_range(StepCtx* c, floating* params, floating* g, Py_ssize_t a,
-                      Py_ssize_t z, int snapshot, int last) noexcept nogil:
-    """The optimizer's update of params[a:z] (one layer, or all); 1 if all finite."""
-    if c.direct:
-        return momentum_step(&c.op, params + a, g + a, z - a, not last,
-                             <floating*>c.backup + a if snapshot else NULL,
-                             <floating*>c.snap + a if snapshot else NULL, c.nt)
-    return optimizer_step(&c.op, params + a, g + a, <floating*>c.s1 + a,
-                          <floating*>c.s2 + a, <floating*>c.s3 + a, <floating*>c.backup + a,
-                          z - a, c.nt)
-
-
-cdef int backward_update(StepCtx* c, floating* params, floating* grads, const floating* X,
-                         Py_ssize_t nb, floating beta, floating l2coef, int snapshot,
-                         int last) noexcept nogil:
-    """backward() that updates each layer as soon as its dW and db are known, while they
-    are still in cache; the layer's input gradient comes first (it needs the old W).
-    Element for element the same arithmetic as one pass after the whole backward.
-    Returns 1 if every new parameter is finite."""
-    cdef Layout* lay = c.lay
-    cdef Bufs* w = c.w
-    cdef int i, L = lay.L, ok = 1, nt = c.nt
-    cdef Py_ssize_t nin, nout, j
-    cdef floating* g = <floating*>w.G0
-    cdef floating* gn = <floating*>w.G1
-    cdef floating* tmp
-    cdef floating* dw
-    cdef const floating* src
-    for i in range(L - 1, -1, -1):
-        nin = lay.sizes[i]
-        nout = lay.sizes[i + 1]
-        src = X if i == 0 else <floating*>w.A[i]
-        if i > 0:
-            pgemm_ep(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
-                     params + lay.w_off[i], <int>nout, <floating>0, gn, <int>nin, nt,
-                     EP_BACKWARD, lay.act[i - 1], NULL, <floating*>w.A[i], <floating*>w.P[i])
-        dw = grads + lay.w_off[i]
-        pgemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
-              g, <int>nout, beta, dw, <int>nout, nt)
-        column_sums(g, nb, nout, grads + lay.b_off[i], beta, nt)
-        if l2coef != 0:
-            for j in range(nin * nout):
-                dw[j] = dw[j] + l2coef * params[lay.w_off[i] + j]
-        ok &= update_range(c, params, grads, lay.w_off[i], lay.b_off[i] + nout, snapshot, last)
-        tmp = g
-        g = gn
-        gn = tmp
-    return ok
 
 
 cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
@@ -654,8 +630,8 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
             add_l2(lay, params, g, <floating>(c.l2 / wsum))
         ok = update_range(c, params, g, 0, P, snapshot, last)
     else:
-        ok = backward_update(c, params, g, xb, nb, beta, <floating>(c.l2 / wsum), snapshot,
-                             last)
+        ok = backward(lay, w, params, g, xb, nb, NULL, beta, c.nt, c,
+                      <floating>(c.l2 / wsum), snapshot, last)
     if c.direct:
         c.scaled = not last
     elif not ok:

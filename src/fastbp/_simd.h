@@ -125,39 +125,27 @@ FBP_CLONES static int fbp_all_finite_f64(const double *x, ptrdiff_t n) {
 /* SGD momentum when the products left buf = mu*buf + g (see _kernels.momentum_step):
  * d = buf + wd*p; buf = keep*d flushed to 0 below the smallest normal; p -= lr*d.
  * Returns 1 if every new p is finite (exponent-bit test). */
-FBP_CLONES static int fbp_momentum_f32(float *restrict p, float *restrict buf, ptrdiff_t n,
-                                       float lr, float wd, float keep) {
-    unsigned int bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        float pi = p[i];
-        float d = buf[i] + wd * pi;
-        float s = keep * d;
-        buf[i] = (s >= 1.17549435e-38f || s <= -1.17549435e-38f) ? s : 0.0f;
-        pi = pi - lr * d;
-        p[i] = pi;
-        unsigned int u;
-        memcpy(&u, &pi, sizeof u);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-    return bad == 0;
+#define FBP_MOMENTUM(NAME, T, TINY, UINT, EXPMASK)                                          \
+FBP_CLONES static int NAME(T *restrict p, T *restrict buf, ptrdiff_t n, T lr, T wd,        \
+                           T keep) {                                                        \
+    UINT bad = 0;                                                                           \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        T pi = p[i];                                                                        \
+        T d = buf[i] + wd * pi;                                                             \
+        T s = keep * d;                                                                     \
+        buf[i] = (s >= TINY || s <= -TINY) ? s : 0;                                         \
+        pi = pi - lr * d;                                                                   \
+        p[i] = pi;                                                                          \
+        UINT u;                                                                             \
+        memcpy(&u, &pi, sizeof u);                                                          \
+        bad |= (u & EXPMASK) == EXPMASK;                                                    \
+    }                                                                                       \
+    return bad == 0;                                                                        \
 }
+FBP_MOMENTUM(fbp_momentum_f32, float, 1.17549435e-38f, unsigned int, 0x7f800000u)
+FBP_MOMENTUM(fbp_momentum_f64, double, 2.2250738585072014e-308, unsigned long long,
+             0x7ff0000000000000ull)
 
-FBP_CLONES static int fbp_momentum_f64(double *restrict p, double *restrict buf, ptrdiff_t n,
-                                       double lr, double wd, double keep) {
-    unsigned long long bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        double pi = p[i];
-        double d = buf[i] + wd * pi;
-        double s = keep * d;
-        buf[i] = (s >= 2.2250738585072014e-308 || s <= -2.2250738585072014e-308) ? s : 0.0;
-        pi = pi - lr * d;
-        p[i] = pi;
-        unsigned long long u;
-        memcpy(&u, &pi, sizeof u);
-        bad |= (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
-    }
-    return bad == 0;
-}
 /* out[j] = beta*out[j] + sum over i (in order) of g[i*ld + j], j < k */
 FBP_CLONES static void fbp_colsum_f32(const float *restrict g, ptrdiff_t n, ptrdiff_t ld,
                                       float *restrict out, ptrdiff_t k, float beta) {

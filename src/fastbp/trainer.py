@@ -233,9 +233,12 @@ class Trainer:
                     flags[1] = -1
                     seen, b, t0 = 0, 0, time.perf_counter()
                     while b < n_batches:
-                        e = min(n_batches,
-                                b + self._threads_policy.steps_for_next_chunk(chunk, nt))
-                        cap = self._threads_policy.cap_for_next_chunk(nt)
+                        if timing_chunk:   # one batch on all threads, to size the chunks
+                            e, cap = b + 1, nt
+                        else:
+                            e = min(n_batches,
+                                    b + self._threads_policy.steps_for_next_chunk(chunk, nt))
+                            cap = self._threads_policy.cap_for_next_chunk(nt)
                         _kernels.set_run_cap(cap)
                         tc = time.perf_counter()
                         opt = self.optimizer
@@ -332,7 +335,7 @@ class _ThreadsPolicy:
 
     def steps_for_next_chunk(self, steps, nt):
         """The 1-thread probe runs as many batches as the n-thread one (each chunk has a
-        fixed cost, so only equal chunks compare)."""
+        fixed cost, so only like chunks compare; one cut to less than half is not used)."""
         if nt > 1 and self.count == 1 and self.probe_steps:
             return self.probe_steps
         return steps
@@ -344,8 +347,9 @@ class _ThreadsPolicy:
             self.times[nt] = seconds / max(samples, 1)
             self.probe_steps = steps
         elif self.count == 1:
-            if steps != self.probe_steps:
-                return    # cut short by the epoch's end: probe again with the next chunk
+            if 2 * steps < self.probe_steps:
+                self.count = 0   # cut short by the epoch's end: the next chunk probes anew
+                return
             self.times[1] = seconds / max(samples, 1)
             best = 1 if self.times[1] < self.times[nt] else nt
             self.every = min(2 * self.every, PROBE_EVERY_MAX) if best == self.best \
