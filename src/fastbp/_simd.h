@@ -122,29 +122,41 @@ FBP_CLONES static int fbp_all_finite_f64(const double *x, ptrdiff_t n) {
     return bad == 0;
 }
 
+/* Optimizer-state flush (subnormal -> 0, as decaying state must not reach the slow
+ * subnormals) and the non-finite test of an updated parameter (exponent bits). */
+static inline float fbp_flush_f32(float x) {
+    return (x >= 1.17549435e-38f || x <= -1.17549435e-38f) ? x : 0.0f;
+}
+static inline double fbp_flush_f64(double x) {
+    return (x >= 2.2250738585072014e-308 || x <= -2.2250738585072014e-308) ? x : 0.0;
+}
+static inline unsigned int fbp_nonfinite_f32(float x) {
+    unsigned int u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+static inline unsigned int fbp_nonfinite_f64(double x) {
+    unsigned long long u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+}
+
 /* SGD momentum when the products left buf = mu*buf + g (see _kernels.momentum_step):
- * d = buf + wd*p; buf = keep*d flushed to 0 below the smallest normal; p -= lr*d.
- * Returns 1 if every new p is finite (exponent-bit test). */
-#define FBP_MOMENTUM(NAME, T, TINY, UINT, EXPMASK)                                          \
+ * d = buf + wd*p; buf = keep*d flushed; p -= lr*d. Returns 1 if every new p is finite. */
+#define FBP_MOMENTUM(NAME, T, SFX)                                                          \
 FBP_CLONES static int NAME(T *restrict p, T *restrict buf, ptrdiff_t n, T lr, T wd,        \
                            T keep) {                                                        \
-    UINT bad = 0;                                                                           \
+    unsigned int bad = 0;                                                                   \
     for (ptrdiff_t i = 0; i < n; i++) {                                                     \
-        T pi = p[i];                                                                        \
-        T d = buf[i] + wd * pi;                                                             \
-        T s = keep * d;                                                                     \
-        buf[i] = (s >= TINY || s <= -TINY) ? s : 0;                                         \
-        pi = pi - lr * d;                                                                   \
-        p[i] = pi;                                                                          \
-        UINT u;                                                                             \
-        memcpy(&u, &pi, sizeof u);                                                          \
-        bad |= (u & EXPMASK) == EXPMASK;                                                    \
+        T d = buf[i] + wd * p[i];                                                           \
+        buf[i] = fbp_flush_##SFX(keep * d);                                                 \
+        p[i] = p[i] - lr * d;                                                               \
+        bad |= fbp_nonfinite_##SFX(p[i]);                                                   \
     }                                                                                       \
     return bad == 0;                                                                        \
 }
-FBP_MOMENTUM(fbp_momentum_f32, float, 1.17549435e-38f, unsigned int, 0x7f800000u)
-FBP_MOMENTUM(fbp_momentum_f64, double, 2.2250738585072014e-308, unsigned long long,
-             0x7ff0000000000000ull)
+FBP_MOMENTUM(fbp_momentum_f32, float, f32)
+FBP_MOMENTUM(fbp_momentum_f64, double, f64)
 
 /* out[j] = beta*out[j] + sum over i (in order) of g[i*ld + j], j < k */
 FBP_CLONES static void fbp_colsum_f32(const float *restrict g, ptrdiff_t n, ptrdiff_t ld,
@@ -156,32 +168,26 @@ FBP_CLONES static void fbp_colsum_f32(const float *restrict g, ptrdiff_t n, ptrd
     for (ptrdiff_t i = 0; i < n; i++)
         for (ptrdiff_t j = 0; j < k; j++) out[j] += g[i * ld + j];
 }
-/* Adam with a backup of p (see _kernels._fused_block): m, v flushed to 0 below the smallest
- * normal; p -= step * m / (sqrt(v) / bc2s + eps). Returns 1 if every new p is finite. */
-#define FBP_ADAM(NAME, T, TINY, UINT, EXPMASK, SQRT)                                         \
+/* Adam with a backup of p (see _kernels._fused_block): m, v flushed;
+ * p -= step * m / (sqrt(v) / bc2s + eps). Returns 1 if every new p is finite. */
+#define FBP_ADAM(NAME, T, SFX, SQRT)                                                         \
 FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict m,             \
                            T *restrict v, T *restrict bk, ptrdiff_t n, T step, T wd, T b1, \
                            T b2, T bc2s, T eps) {                                          \
-    UINT bad = 0;                                                                          \
+    unsigned int bad = 0;                                                                  \
     for (ptrdiff_t i = 0; i < n; i++) {                                                    \
         T pi = p[i];                                                                       \
         bk[i] = pi;                                                                        \
         T gi = g[i] + wd * pi;                                                             \
-        T mi = b1 * m[i] + (1 - b1) * gi;                                                  \
-        mi = (mi >= TINY || mi <= -TINY) ? mi : 0;                                         \
+        T mi = fbp_flush_##SFX(b1 * m[i] + (1 - b1) * gi);                                 \
+        T vi = fbp_flush_##SFX(b2 * v[i] + (1 - b2) * gi * gi);                            \
         m[i] = mi;                                                                         \
-        T vi = b2 * v[i] + (1 - b2) * gi * gi;                                             \
-        vi = (vi >= TINY || vi <= -TINY) ? vi : 0;                                         \
         v[i] = vi;                                                                         \
-        pi = pi - step * mi / (SQRT(vi) / bc2s + eps);                                     \
-        p[i] = pi;                                                                         \
-        UINT u;                                                                            \
-        memcpy(&u, &pi, sizeof u);                                                         \
-        bad |= (u & EXPMASK) == EXPMASK;                                                   \
+        p[i] = pi - step * mi / (SQRT(vi) / bc2s + eps);                                   \
+        bad |= fbp_nonfinite_##SFX(p[i]);                                                  \
     }                                                                                      \
     return bad == 0;                                                                       \
 }
-FBP_ADAM(fbp_adam_f32, float, 1.17549435e-38f, unsigned int, 0x7f800000u, sqrtf)
-FBP_ADAM(fbp_adam_f64, double, 2.2250738585072014e-308, unsigned long long,
-         0x7ff0000000000000ull, sqrt)
+FBP_ADAM(fbp_adam_f32, float, f32, sqrtf)
+FBP_ADAM(fbp_adam_f64, double, f64, sqrt)
 #endif

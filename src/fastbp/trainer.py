@@ -21,8 +21,8 @@ from ._validation import (as_float_matrix, check_number, check_positive_int,
 __all__ = ["Trainer", "History", "TrainingDiverged"]
 
 CHUNK_SECONDS = 0.2
-# Each chunk starts with a snapshot of the parameters (SGD momentum) or at least one extra
-# pass: slow steps are grouped into chunks of a few, as long as a chunk stays under 1 s.
+# Slow steps are grouped into chunks of a few, as long as a chunk stays under 1 s, so that
+# the thread probe compares more than single steps and its 1-thread chunks stay few.
 CHUNK_MIN_STEPS, CHUNK_MAX_SECONDS = 6, 1.0
 PROBE_EVERY = 4       # chunks between two probes of 1 thread against n_threads ...
 PROBE_EVERY_MAX = 80  # ... doubling while the choice holds
