@@ -158,67 +158,107 @@ def test_minibatches_match_reference(opt_id, batch_size):
     assert tr.optimizer.t == 2 * math.ceil(23 / batch_size)
 
 
-def test_momentum_buffer_mid_epoch_is_scaled_and_plain_at_the_epoch_end():
-    """SGD momentum adds each batch's gradient straight into the momentum buffer; between the
-    steps of an epoch the buffer holds mu*buf (the flag says so), and the epoch's last step
-    leaves the plain buffer of the reference. Driven through the engine, one chunk of two
-    batches, then the remaining two."""
+def _engine_sgd(net, X, Y, loss_code, opt, lr, batches, bs, bounds, grads=None, backup=None):
+    """Train SGD on batches [first, last) of `batches` through the engine, one call each."""
+    P = net.parameters.size
+    ws = _engine.Workspace(net._plan, bs, net.dtype, gather=True)
+    grads = np.empty(P, net.dtype) if grads is None else grads
+    backup = np.empty(P, net.dtype) if backup is None else backup
+    perm = np.arange(X.shape[0], dtype=np.int64)
+    outs = []
+    for first, last in batches:
+        out = _engine.train_batches(
+            net._plan, ws, net.parameters, grads, X, Y, np.zeros(1, np.int64), False,
+            loss_code, perm, False, bs, first, last, opt.hyper(lr), *opt.state, 0.0, False,
+            backup[:1], False, 0.0, backup, 0.0, 0.0, 0.0, backup[:1], bounds, 1)
+        opt.t += out[4]
+        outs.append(out)
+        if out[5] != 0:
+            break
+    return outs
+
+
+def test_momentum_buffer_is_plain_after_each_call_and_bounds_hold():
+    """SGD momentum adds each batch's gradient straight into the momentum buffer (mu*buf
+    between the steps of a call); each call's last step leaves the plain buffer of the
+    reference. An unsharded run touches neither the gradient nor the backup buffer, and
+    the bounds it carries across calls stay above the true max|params| and max|buffer|."""
     net, X, Y, loss = problem("mse")
     X, Y = X[:16], Y[:16]
     mu, lr = 0.9, 0.1
     state, p = {}, net.parameters.copy()
-    bufs = []
+    bufs, params = [], []
     for idx in ref_batches(16, 4):
         _, g = ref_grad(p, net, X[idx], Y[idx], loss)
         ref.sgd_step(p, g, state, lr=lr, momentum=mu)
         bufs.append(state["momentum_buffer"].copy())
+        params.append(p.copy())
     opt = O.SGD(lr=lr, momentum=mu)
     P = net.parameters.size
     opt.ensure_state(P, net.dtype)
-    ws = _engine.Workspace(net._plan, 4, net.dtype, gather=True)
-    grads, backup = np.empty(P), np.empty(P)
-    flag = np.array([0, -1], np.int32)
-    perm = np.arange(16, dtype=np.int64)
-    out = None
-    for first, last in [(0, 2), (2, 4)]:
-        out = _engine.train_batches(
-            net._plan, ws, net.parameters, grads, X, Y, np.zeros(1, np.int64), False, 0,
-            perm, False, 4, first, last, opt.hyper(lr), *opt.state, 0.0, False, backup[:1],
-            False, 0.0, backup, 0.0, 0.0, 0.0, backup[:1], flag, 1)
-        opt.t += out[4]
-        if last == 2:
-            assert flag[0] == 1
-            np.testing.assert_allclose(opt.state[0], mu * bufs[1], rtol=1e-12)
-    assert out[5] == 0 and flag[0] == 0
-    np.testing.assert_allclose(opt.state[0], bufs[-1], rtol=1e-12)
+    grads, backup = np.full(P, np.nan), np.full(P, np.nan)
+    bounds = np.full(2, -1.0)
+    for first, last in [(0, 2), (2, 3), (3, 4)]:
+        out = _engine_sgd(net, X, Y, 0, opt, lr, [(first, last)], 4, bounds, grads, backup)
+        assert out[0][5] == 0
+        np.testing.assert_allclose(opt.state[0], bufs[last - 1], rtol=1e-12)
+        np.testing.assert_allclose(net.parameters, params[last - 1], rtol=1e-12)
+        assert bounds[0] >= np.abs(net.parameters).max() and bounds[1] >= np.abs(opt.state[0]).max()
+        assert bounds[0] < 1e3
+    assert np.isnan(grads).all() and np.isnan(backup).all()
+
+
+def test_momentum_step_that_may_overflow_is_backed_up_and_exact():
+    """A parameter of 1e303 (float64) makes every step's bound too large to rule out an
+    overflow: each step is then backed up (the backup buffer is written), and training
+    still gives the reference's parameters; with one more update the parameters overflow
+    and are restored."""
+    net, X, Y, loss = problem("mse")
+    X, Y = X[:16], Y[:16]
+    net.biases[0][0] = 1e303       # a saturated tanh unit: everything stays finite
+    mu, lr = 0.9, 0.1
+    state, p = {}, net.parameters.copy()
+    for idx in ref_batches(16, 4):
+        _, g = ref_grad(p, net, X[idx], Y[idx], loss)
+        ref.sgd_step(p, g, state, lr=lr, momentum=mu)
+    opt = O.SGD(lr=lr, momentum=mu)
+    P = net.parameters.size
+    opt.ensure_state(P, net.dtype)
+    grads, backup = np.full(P, np.nan), np.full(P, np.nan)
+    bounds = np.full(2, -1.0)
+    out = _engine_sgd(net, X, Y, 0, opt, lr, [(0, 4)], 4, bounds, grads, backup)
+    assert out[0][5] == 0 and out[0][4] == 4
     np.testing.assert_allclose(net.parameters, p, rtol=1e-12)
+    assert np.isfinite(backup).all()        # the backups were made
+    assert np.isnan(grads).all()
+    # now a weight so large that the update overflows: restored, status 2
+    net.biases[0][0] = 1.7e308
+    before = net.parameters.copy()
+    big = O.SGD(lr=1e300, momentum=mu)
+    big.ensure_state(P, net.dtype)
+    big.state[0][:] = 1e300
+    big.t = 1
+    out = _engine_sgd(net, X, Y, 0, big, 1e300, [(0, 4)], 4, np.full(2, -1.0), grads, backup)
+    assert out[-1][5] == 2 and out[-1][6] == 0
+    np.testing.assert_array_equal(net.parameters, before)
 
 
-def test_momentum_divergence_replays_across_chunks():
-    """One snapshot per epoch: an update that overflows several one-batch chunks later is
-    undone by replaying from that snapshot, to the reference's last finite parameters."""
+def test_momentum_divergence_across_chunks():
+    """Weights that blow up through weight decay over several one-batch chunks: the bounds
+    carried across the calls make the late steps back up, and the overflowing update is
+    undone, to the reference's last finite parameters."""
     mu = 0.9
     net, X, Y, loss, lr, wd, p, where = _overflowing(mu)
     assert where is not None and where[1] >= 2, where
     opt = O.SGD(lr=lr, momentum=mu, weight_decay=wd)
     P = net.parameters.size
     opt.ensure_state(P, net.dtype)
-    ws = _engine.Workspace(net._plan, 8, net.dtype, gather=True)
-    grads, backup, flags = np.empty(P), np.empty(P), np.array([0, -1], np.int32)
-    perm = np.arange(64, dtype=np.int64)
+    bounds = np.full(2, -1.0)
     status = None
     for epoch in range(where[0] + 1):
-        flags[1] = -1
-        for b in range(8):
-            out = _engine.train_batches(
-                net._plan, ws, net.parameters, grads, X, Y, np.zeros(1, np.int64), False, 2,
-                perm, False, 8, b, b + 1, opt.hyper(lr), *opt.state, 0.0, False, backup[:1],
-                False, 0.0, backup, 0.0, 0.0, 0.0, backup[:1], flags, 1)
-            opt.t += out[4]
-            if out[5] != 0:
-                status = (out[5], epoch, out[6])
-                break
-        if status:
+        outs = _engine_sgd(net, X, Y, 2, opt, lr, [(b, b + 1) for b in range(8)], 8, bounds)
+        if outs[-1][5] != 0:
+            status = (outs[-1][5], epoch, outs[-1][6])
             break
     assert status == (2, where[0], where[1])
     np.testing.assert_allclose(net.parameters, p, rtol=1e-8)
@@ -541,8 +581,9 @@ def test_divergence_mid_chunk_keeps_the_last_finite_parameters(momentum, nestero
     from the logits), so it is an *update* that first overflows, in the middle of an epoch
     (8 batches of 8, all in one compiled chunk after the first batch). API: "leaves the
     network at its last finite parameters", i.e. those after the last finite update.
-    With heavy-ball momentum the products add into the momentum buffer and a failed update
-    is undone by replaying from the epoch's snapshot: that path must land on the same point."""
+    With heavy-ball momentum the products add into the momentum buffer and only the steps
+    whose bound cannot rule out an overflow are backed up: that path must land on the same
+    point."""
     net, X, Y, loss, lr, wd, p, where = _overflowing(momentum, nesterov)
     assert where is not None and where[1] > (1 if momentum and not nesterov else 0), where
     tr = fastbp.Trainer(net, loss=loss, optimizer="sgd", lr=lr, weight_decay=wd,

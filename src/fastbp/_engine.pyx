@@ -10,11 +10,11 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
-from libc.math cimport isfinite
+from libc.math cimport isfinite, fabs
 
 from ._blas cimport gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
-                        all_finite, needs_pre, count_correct, run_threads, optimizer_step,
+                        all_finite, maxabs, maxabs_par, needs_pre, count_correct, run_threads, optimizer_step,
                         OptParams, accumulates_momentum, momentum_step, row_coupled,
                         block_forward, block_backward)
 
@@ -91,8 +91,7 @@ cdef class Plan:
 cdef struct Bufs:
     void** A          # A[i]: output of layer i-1 (A[0] unused: the batch input)
     void** P          # P[i]: pre-activation of layer i-1, or NULL
-    void* G0
-    void* G1
+    void** G          # G[i]: dE/d(pre-activation of layer i), i < L
     void* X           # gathered batch inputs
     void* T           # gathered batch targets
     void* SW          # gathered batch sample weights
@@ -123,20 +122,21 @@ cdef class Workspace:
         for i in range(self.shards):
             self.sh[i].A = <void**>calloc(L + 1, sizeof(void*))
             self.sh[i].P = <void**>calloc(L + 1, sizeof(void*))
-            if not (self.sh[i].A and self.sh[i].P):
+            self.sh[i].G = <void**>calloc(L, sizeof(void*))
+            if not (self.sh[i].A and self.sh[i].P and self.sh[i].G):
                 raise MemoryError()
         self.capacity = capacity
         self.dtype = np.dtype(dtype)
         self.b.cap = capacity
         self.b.A = <void**>calloc(L + 1, sizeof(void*))
         self.b.P = <void**>calloc(L + 1, sizeof(void*))
-        if not (self.b.A and self.b.P):
+        self.b.G = <void**>calloc(L, sizeof(void*))
+        if not (self.b.A and self.b.P and self.b.G):
             raise MemoryError()
         for i in range(1, L + 1):
-            total += capacity * lay.sizes[i]
+            total += 2 * capacity * lay.sizes[i]     # A and G
             if i == L or needs_pre(lay.act[i - 1]):
                 total += capacity * lay.sizes[i]
-        total += 2 * capacity * lay.maxw
         if gather:
             total += capacity * (lay.sizes[0] + lay.sizes[L] + 1)
         self.buf = np.zeros(total, dtype=self.dtype)
@@ -149,10 +149,9 @@ cdef class Workspace:
             if i == L or needs_pre(lay.act[i - 1]):
                 self.b.P[i] = base + off * item
                 off += capacity * lay.sizes[i]
-        self.b.G0 = base + off * item
-        off += capacity * lay.maxw
-        self.b.G1 = base + off * item
-        off += capacity * lay.maxw
+        for i in range(L):
+            self.b.G[i] = base + off * item
+            off += capacity * lay.sizes[i + 1]
         self.b.X = self.b.T = self.b.SW = NULL
         if gather:
             self.b.X = base + off * item
@@ -166,10 +165,12 @@ cdef class Workspace:
         cdef int i
         free(self.b.A)
         free(self.b.P)
+        free(self.b.G)
         if self.sh:
             for i in range(self.shards):
                 free(self.sh[i].A)
                 free(self.sh[i].P)
+                free(self.sh[i].G)
             free(self.sh)
 
 
@@ -180,8 +181,7 @@ cdef void point_shard(Layout* lay, Bufs* base, Bufs* out, Py_ssize_t r0,
     for i in range(1, lay.L + 1):
         out.A[i] = (<floating*>base.A[i]) + r0 * lay.sizes[i]
         out.P[i] = (<floating*>base.P[i]) + r0 * lay.sizes[i] if base.P[i] != NULL else NULL
-    out.G0 = (<floating*>base.G0) + r0 * lay.maxw
-    out.G1 = (<floating*>base.G1) + r0 * lay.maxw
+        out.G[i - 1] = (<floating*>base.G[i - 1]) + r0 * lay.sizes[i]
 
 
 # ---- products: one thread pool ----------------------------------------------------------
@@ -203,15 +203,17 @@ cdef inline void pgemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floati
                        const floating* A, int lda, const floating* B, int ldb,
                        floating beta, floating* C, int ldc, int nt) noexcept nogil:
     pgemm_ep(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, nt, EP_NONE, 0, NULL,
-             NULL, NULL)
+             NULL, NULL, NULL)
 
 
 cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
                    const floating* A, int lda, const floating* B, int ldb,
                    floating beta, floating* C, int ldc, int nt, int ep, int act,
-                   const floating* bias, floating* out, const floating* pre) noexcept nogil:
+                   const floating* bias, floating* out, const floating* pre,
+                   double* omax) noexcept nogil:
     """C := alpha * op(A) @ op(B) + beta * C (row-major), split over up to nt threads, then
     the epilogue ep on C (ldc == n), each thread on its own block while it is in cache.
+    With omax, also omax[0] := max |result| (out for EP_FORWARD, else C; inf if not finite).
 
     Each thread re-reads (and BLAS re-packs) the whole operand that is not split, so the
     split goes across the larger one: the rows of C (and of op(A)) when op(A) is larger,
@@ -220,12 +222,17 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
     cdef int t, nthr, by_rows = <Py_ssize_t>m * k > <Py_ssize_t>k * n
     cdef int late = 0
     cdef Py_ssize_t dim = m if by_rows else n, i0, i1
-    nthr = nt
+    cdef floating* res = out if ep == EP_FORWARD else C
+    cdef double part[256]
+    cdef double best = 0
+    nthr = min(nt, 256)
     if nthr > dim // MIN_BLOCK:
         nthr = <int>(dim // MIN_BLOCK)
     if nthr <= 1 or 2.0 * m * n * k < PAR_GEMM_FLOPS:
         gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         late = ep
+        if ep == EP_NONE and omax != NULL:
+            omax[0] = maxabs(C, m, n, ldc)
     else:
         if ep != EP_NONE and not by_rows and row_coupled(act):
             late = ep
@@ -248,10 +255,21 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
                     block_backward(act, C, out, pre, ldc, i0 if by_rows else 0,
                                    i1 if by_rows else m, 0 if by_rows else i0,
                                    n if by_rows else i1)
+                if omax != NULL:
+                    if by_rows:
+                        part[t] = maxabs(res + i0 * ldc, i1 - i0, n, ldc)
+                    else:
+                        part[t] = maxabs(res + i0, m, i1 - i0, ldc)
+        if late == EP_NONE and omax != NULL:
+            for t in range(nthr):
+                best = max(best, part[t])
+            omax[0] = best
     if late == EP_FORWARD:
         bias_act_forward(act, C, out, bias, m, n, nt)
     elif late == EP_BACKWARD:
         act_backward(act, C, out, pre, m, n, nt)
+    if late != EP_NONE and omax != NULL:
+        omax[0] = maxabs(res, m, n, ldc)
 
 
 # ---- the step ---------------------------------------------------------------------------
@@ -274,17 +292,21 @@ cdef struct StepCtx:
     void* s1
     void* s2
     void* s3
-    void* backup
-    void* snap                # direct: s1 as the products of the epoch's snapshot step left it
+    void* backup              # the parameters before the step, where it makes a backup
     OptParams op
     double op_prev_loss
     int direct                # SGD momentum: products add straight into s1 (= grads)
     int scaled                # direct: s1 already holds mu*buf (next products use beta=1)
+    int checked               # direct, unsharded: back up only steps that could overflow
+    double pmax, bmax         # checked: bounds on max|params|, max|s1| (< 0: not known)
+    double* zmax              # checked: max |input| of each layer in this step
+    double* gmax              # checked: max |dE/d(pre-activation)| of each layer
 
 
 cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* X,
-                  Py_ssize_t nb, floating* out, int nt) noexcept nogil:
-    """Layer by layer: pre = z @ W + b, z = f(pre); the last layer writes to `out` if given."""
+                  Py_ssize_t nb, floating* out, int nt, double* zmax) noexcept nogil:
+    """Layer by layer: pre = z @ W + b, z = f(pre); the last layer writes to `out` if given.
+    With zmax, zmax[i] := max |input of layer i| for the hidden layers i >= 1."""
     cdef int i, L = lay.L
     cdef Py_ssize_t nin, nout
     cdef const floating* src
@@ -298,64 +320,111 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
         pre = <floating*>w.P[i + 1] if w.P[i + 1] != NULL else dst
         pgemm_ep(NoTrans, NoTrans, <int>nb, <int>nout, <int>nin, <floating>1, src, <int>nin,
                  params + lay.w_off[i], <int>nout, <floating>0, pre, <int>nout, nt,
-                 EP_FORWARD, lay.act[i], params + lay.b_off[i], dst, NULL)
+                 EP_FORWARD, lay.act[i], params + lay.b_off[i], dst, NULL,
+                 zmax + i + 1 if zmax != NULL and i < L - 1 else NULL)
 
 
 cdef int update_range(StepCtx* c, floating* params, floating* g, Py_ssize_t a,
-                      Py_ssize_t z, int snapshot, int last) noexcept nogil:
-    """The optimizer's update of params[a:z] (one layer, or all); 1 if all finite."""
+                      Py_ssize_t z, floating* bk, int last) noexcept nogil:
+    """The optimizer's update of params[a:z] (one layer, or all); 1 if all finite.
+    Direct: the old values are copied to bk if given; the others always back up."""
     if c.direct:
         return momentum_step(&c.op, params + a, g + a, z - a, not last,
-                             <floating*>c.backup + a if snapshot else NULL,
-                             <floating*>c.snap + a if snapshot else NULL, c.nt)
+                             bk + a if bk != NULL else NULL, c.nt)
     return optimizer_step(&c.op, params + a, g + a, <floating*>c.s1 + a,
                           <floating*>c.s2 + a, <floating*>c.s3 + a, <floating*>c.backup + a,
                           z - a, c.nt)
 
 
+cdef double OVERFLOW_MARGIN = 1048576.0   # 2**20: the bounds below stay this far from the max
+
+
+cdef int may_overflow(StepCtx* c, floating* params, Py_ssize_t nb, floating beta,
+                      floating l2coef) noexcept nogil:
+    """1 unless this direct step's products and update provably stay finite.
+
+    With Z_i = max|input of layer i|, G_i = max|dE/d(pre-activation)|, every entry of
+    beta*buf + dW (and db) is at most beta*B + nb*max(Z_i, 1)*G_i + l2coef*Pm, where B and
+    Pm bound max|buf| and max|params|; then d = buf + wd*p and p - lr*d are bounded too.
+    Every sum of the products is bounded by its sum of absolute values, so a bound below
+    max/2**20 rules out overflow whatever the order of summation. The bounds carry over
+    to the next step; unknown or too large ones are first measured exactly.
+    """
+    cdef int i, measured = c.pmax < 0
+    cdef double gb, v, d, pn, lim, mu = c.op.momentum
+    cdef double lr = fabs(c.op.lr), wd = fabs(c.op.weight_decay), l2 = fabs(<double>l2coef)
+    if floating is float:
+        lim = 3.4028234663852886e38 / OVERFLOW_MARGIN
+    else:
+        lim = 1.7976931348623157e308 / OVERFLOW_MARGIN
+    while True:
+        if measured:
+            c.pmax = maxabs_par(params, c.P, c.nt)
+            c.bmax = maxabs_par(<floating*>c.s1, c.P, c.nt)
+        gb = 0
+        for i in range(c.lay.L):
+            v = nb * max(c.zmax[i], 1.0) * c.gmax[i] + l2 * c.pmax
+            if not v <= gb:          # also NaN
+                gb = v
+        d = gb + wd * c.pmax + (beta * c.bmax if beta != 0 else 0)
+        pn = c.pmax + lr * d
+        if d < lim and pn < lim:
+            c.pmax = pn
+            c.bmax = d * mu if mu > 1 else d
+            return 0
+        if measured:
+            c.pmax = -1          # measure again after this step
+            return 1
+        measured = 1
+
+
 cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
                   const floating* X, Py_ssize_t nb, floating* dX, floating beta, int nt,
-                  StepCtx* c, floating l2coef, int snapshot, int last) noexcept nogil:
-    """From G0 = dE/d(pre of the output): dW = z^T g, db = sum g, g' = (g W^T) * f'(z).
+                  StepCtx* c, floating l2coef, int last) noexcept nogil:
+    """From G[L-1] = dE/d(pre of the output): first the input gradients of every layer,
+    g_{i-1} = (g_i W_i^T) * f'(z_i) (and dX, the network's, only if given); then per layer
+    dW = z^T g, db = sum g (beta = 1 accumulates into grads).
 
-    beta = 1 accumulates into grads; dX (the input gradient) is computed only if given.
     With a training step c, each layer also gets l2coef * W added to dW and is updated
-    (update_range) as soon as its dW and db are known, while they are still in cache: the
-    layer's input gradient is computed first, as it needs the old W. Element for element
-    the same arithmetic as one pass after the whole backward. Returns 1 if every updated
-    parameter is finite.
+    (update_range) as soon as its dW and db are known, while they are still in cache; a
+    direct step backs the parameters up first unless may_overflow rules that out. Returns 1
+    if every updated parameter is finite.
     """
     cdef int i, L = lay.L, ok = 1
     cdef Py_ssize_t nin, nout, j
-    cdef floating* g = <floating*>w.G0
-    cdef floating* gn = <floating*>w.G1
-    cdef floating* tmp
     cdef floating* dw
+    cdef floating* bk = NULL
     cdef const floating* src
+    cdef int track = c != NULL and c.checked
+    for i in range(L - 1, 0, -1):
+        nin = lay.sizes[i]
+        nout = lay.sizes[i + 1]
+        pgemm_ep(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1,
+                 <floating*>w.G[i], <int>nout, params + lay.w_off[i], <int>nout, <floating>0,
+                 <floating*>w.G[i - 1], <int>nin, nt, EP_BACKWARD, lay.act[i - 1], NULL,
+                 <floating*>w.A[i], <floating*>w.P[i], c.gmax + i - 1 if track else NULL)
+    if dX != NULL:
+        pgemm(NoTrans, Trans, <int>nb, <int>lay.sizes[0], <int>lay.sizes[1], <floating>1,
+              <floating*>w.G[0], <int>lay.sizes[1], params + lay.w_off[0], <int>lay.sizes[1],
+              <floating>0, dX, <int>lay.sizes[0], nt)
+    if c != NULL:
+        if not c.direct or not c.checked or may_overflow(c, params, nb, beta, l2coef):
+            bk = <floating*>c.backup
     for i in range(L - 1, -1, -1):
         nin = lay.sizes[i]
         nout = lay.sizes[i + 1]
         src = X if i == 0 else <floating*>w.A[i]
-        if i > 0:
-            pgemm_ep(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
-                     params + lay.w_off[i], <int>nout, <floating>0, gn, <int>nin, nt,
-                     EP_BACKWARD, lay.act[i - 1], NULL, <floating*>w.A[i], <floating*>w.P[i])
-        elif dX != NULL:
-            pgemm(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, g, <int>nout,
-                  params + lay.w_off[i], <int>nout, <floating>0, dX, <int>nin, nt)
         dw = grads + lay.w_off[i]
         pgemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
-              g, <int>nout, beta, dw, <int>nout, nt)
-        column_sums(g, nb, nout, grads + lay.b_off[i], beta, nt)
+              <floating*>w.G[i], <int>nout, beta, dw, <int>nout, nt)
+        column_sums(<floating*>w.G[i], nb, nout, grads + lay.b_off[i], beta, nt)
         if c != NULL:
             if l2coef != 0:
                 for j in range(nin * nout):
                     dw[j] = dw[j] + l2coef * params[lay.w_off[i] + j]
-            ok &= update_range(c, params, grads, lay.w_off[i], lay.b_off[i] + nout, snapshot,
-                               last)
-        tmp = g
-        g = gn
-        gn = tmp
+            ok &= update_range(c, params, grads, lay.w_off[i], lay.b_off[i] + nout, bk, last)
+    if c != NULL and c.checked and not ok and bk == NULL:
+        return -1                # cannot happen (may_overflow said so): no backup to restore
     return ok
 
 
@@ -412,12 +481,12 @@ cdef double shard_step(Layout* lay, Bufs* sb, const floating* params, floating* 
     cdef double e
     cdef int L = lay.L
     cdef Py_ssize_t k = lay.sizes[L]
-    forward(lay, sb, params, xb, rows, NULL, 1)
+    forward(lay, sb, params, xb, rows, NULL, 1, NULL)
     e = loss_and_output_grad(loss, lay.act[L - 1], <floating*>sb.A[L], <floating*>sb.P[L],
-                             tb, lb, swb, rows, k, scale, <floating*>sb.G0, 1)
+                             tb, lb, swb, rows, k, scale, <floating*>sb.G[L - 1], 1)
     if count_acc:
         correct[0] = count_correct(loss, <floating*>sb.A[L], tb, lb, rows, k)
-    backward(lay, sb, <floating*>params, g, xb, rows, NULL, beta, 1, NULL, 0, 0, 0)
+    backward(lay, sb, <floating*>params, g, xb, rows, NULL, beta, 1, NULL, 0, 0)
     return e
 
 
@@ -455,7 +524,8 @@ def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[
         s = 0
         while s < n:
             nb = min(cap, n - s)
-            forward(&plan.lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, &out[0, 0] + s * k, nt)
+            forward(&plan.lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, &out[0, 0] + s * k, nt,
+                    NULL)
             s += nb
 
 
@@ -479,14 +549,14 @@ def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
     with nogil:
         while s < n:
             nb = min(cap, n - s)
-            forward(lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, NULL, nt)
+            forward(lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, NULL, nt, NULL)
             total += loss_and_output_grad(
                 loss, lay.act[lay.L - 1], <floating*>ws.b.A[lay.L], <floating*>ws.b.P[lay.L],
                 NULL if use_labels else &T[0, 0] + s * k,
                 <long long*>&labels[0] + s if use_labels else NULL,
-                &sw[0] + s if use_sw else NULL, nb, k, scale, <floating*>ws.b.G0, nt)
+                &sw[0] + s if use_sw else NULL, nb, k, scale, <floating*>ws.b.G[lay.L - 1], nt)
             backward(lay, &ws.b, <floating*>&params[0], &grads[0], &X[0, 0] + s * d, nb,
-                     &dX[0, 0] + s * d if want_dx else NULL, beta, nt, NULL, 0, 0, 0)
+                     &dX[0, 0] + s * d if want_dx else NULL, beta, nt, NULL, 0, 0)
             beta = 1
             s += nb
         if l2 != 0:
@@ -532,16 +602,15 @@ cdef inline void gather_row(StepCtx* c, const floating* X, const floating* T,
         swg[r] = sw[row]
 
 
-cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
+cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int end_of_call,
                     double* loss_out, double* wsum_out, double* correct_out,
                     Py_ssize_t* nb_out) noexcept nogil:
     """Gather, forward, loss, backward and update of batch bi.
 
     Returns -1 if the batch is empty, 0 if done, 1 if the loss is not finite (nothing
-    applied), 2 if the update gave a non-finite parameter (non-direct optimizers: already
-    undone from c.backup; direct: the caller restores and replays). Direct with snapshot:
-    the update pass also copies the old parameters to c.backup and the momentum buffer as
-    the products left it to c.snap.
+    applied), 2 if the update gave a non-finite parameter (undone from c.backup), 3 if it
+    did where no backup was made (an internal error: may_overflow is wrong). A direct
+    step's buffer is left plain (not mu*buf) at the end of the call or of the epoch.
     """
     cdef Layout* lay = c.lay
     cdef Bufs* w = c.w
@@ -564,7 +633,7 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
     cdef double shard_loss[256]
     cdef double shard_correct[256]
     cdef floating scale, beta = 0
-    cdef int ok, last
+    cdef int ok, last, sharded
     s = bi * c.batch_size
     nb = min(c.batch_size, c.n - s)
     nb_out[0] = nb
@@ -586,7 +655,8 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
     scale = <floating>(1.0 / wsum)
     if c.direct and c.op.t > 0:
         beta = 1 if c.scaled else <floating>c.op.momentum
-    if S > 1 and nb >= S * SHARD_MIN_ROWS:
+    sharded = S > 1 and nb >= S * SHARD_MIN_ROWS
+    if sharded:
         for t in prange(S, num_threads=run_threads(S), schedule="static"):
             r0 = nb * t // S
             r1 = nb * (t + 1) // S
@@ -608,35 +678,39 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int snapshot,
             return 1
         sum_shards(g, sg, S - 1, P, c.nt)
     else:
-        forward(lay, w, params, xb, nb, NULL, c.nt)
+        forward(lay, w, params, xb, nb, NULL, c.nt, c.zmax if c.checked else NULL)
         bl = loss_and_output_grad(c.loss, lay.act[L - 1], <floating*>w.A[L],
                                   <floating*>w.P[L], NULL if c.use_labels else tb,
                                   lb if c.use_labels else NULL,
                                   swb if c.use_sw else NULL, nb, k, scale,
-                                  <floating*>w.G0, c.nt)
+                                  <floating*>w.G[L - 1], c.nt)
         if not isfinite(bl):
             loss_out[0] = bl
             return 1
         if c.count_acc:
             correct = count_correct(c.loss, <floating*>w.A[L], tb, lb, nb, k)
+        if c.checked:
+            c.zmax[0] = maxabs(xb, nb, d, d)
+            c.gmax[L - 1] = maxabs(<floating*>w.G[L - 1], nb, k, k)
     loss_out[0] = bl
     wsum_out[0] = wsum
     correct_out[0] = correct
     c.op.loss_increased = (bl / wsum) > c.op_prev_loss
     c.op_prev_loss = bl / wsum
-    last = s + nb >= c.n    # direct: the epoch's last step leaves the plain buffer
-    if S > 1 and nb >= S * SHARD_MIN_ROWS:
+    last = end_of_call or s + nb >= c.n
+    if sharded:
         if c.l2 != 0:
             add_l2(lay, params, g, <floating>(c.l2 / wsum))
-        ok = update_range(c, params, g, 0, P, snapshot, last)
+        ok = update_range(c, params, g, 0, P, <floating*>c.backup, last)
     else:
         ok = backward(lay, w, params, g, xb, nb, NULL, beta, c.nt, c,
-                      <floating>(c.l2 / wsum), snapshot, last)
+                      <floating>(c.l2 / wsum), last)
     if c.direct:
         c.scaled = not last
-    elif not ok:
-        memcpy(params, c.backup, P * sizeof(floating))
+    if ok < 0:
+        return 3
     if not ok:
+        memcpy(params, c.backup, P * sizeof(floating))
         return 2
     c.op.t += 1
     return 0
@@ -650,7 +724,7 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
                   floating[::1] s1, floating[::1] s2, floating[::1] s3,
                   double prev_loss, int count_acc, const floating[::1] sw, int use_sw,
                   double l2, floating[::1] backup, double total, double wtotal,
-                  double correct, floating[::1] shard_grads, cnp.int32_t[::1] flags, int nt):
+                  double correct, floating[::1] shard_grads, double[::1] bounds, int nt):
     """Train on batches [first_batch, last_batch) of one epoch.
 
     With sample weights each batch's loss and gradient are weighted means; l2 adds
@@ -660,23 +734,23 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     summed weights, correct predictions (if count_acc), samples seen, steps taken, status,
     failing batch, last batch loss) with status 0 = ok, 1 = non-finite loss, 2 = the update
     gave a non-finite parameter. Either way the parameters are those before the failing
-    batch: its update was never applied (status 1) or was undone (status 2).
+    batch: its update was never applied (status 1) or was undone (status 2); the optimizer
+    state may hold the failed step.
 
-    SGD with heavy-ball momentum needs no gradient buffer and no per-step backup: the
-    products add the gradient straight into the momentum buffer s1, which between steps of
-    an epoch holds mu*buf (``flags[0]``, kept up to date here: the products then add with
-    beta=1; the epoch's last step leaves the plain buffer). Once per epoch (``flags[1]``:
-    the batch of the snapshot, -1 for none yet) a step's update pass also copies the old
-    parameters to ``backup`` and s1, as the products left it, to ``grads``; a later failed
-    update restores both and replays the steps in between, exact since every step is
-    deterministic (the work is split by nt whatever the run cap).
+    SGD with heavy-ball momentum needs no gradient buffer: the products add the gradient
+    straight into the momentum buffer s1, which between the steps of a call holds mu*buf
+    (the products then add with beta=1, saving a pass; the call's last step leaves the
+    plain buffer). Unsharded, it needs no per-step backup either: a step is backed up only
+    if may_overflow cannot rule out an overflow, from the bounds[0] = max|params| and
+    bounds[1] = max|s1| carried across calls (negative: measure them; pass -1 whenever the
+    parameters or the buffer may have been changed outside). ``grads`` and ``backup`` are
+    then left untouched in the usual case.
     """
     cdef StepCtx c
-    cdef Py_ssize_t n = X.shape[0], P = params.shape[0], bi, bj, nb
+    cdef Py_ssize_t n = X.shape[0], P = params.shape[0], bi, nb
     cdef Py_ssize_t seen = 0, steps = 0, bad = -1
-    cdef double bl = prev_loss, wsum, corr, junk_l, junk_w, junk_c
-    cdef int status = 0, st, take
-    cdef Py_ssize_t snap_from
+    cdef double bl = prev_loss, wsum, corr
+    cdef int status = 0, st, L = plan.lay.L
     c.lay = &plan.lay
     c.w = &ws.b
     c.sh = ws.sh
@@ -702,8 +776,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     c.op.loss_increased = 0
     c.op_prev_loss = prev_loss
     c.direct = accumulates_momentum(&c.op)
-    c.scaled = flags[0]
-    snap_from = flags[1]
+    c.scaled = 0
+    c.checked = c.direct and c.S == 1
     if backup.shape[0] != P or grads.shape[0] != P:
         raise ValueError("grads and backup must have one entry per parameter")
     if c.direct and s1.shape[0] != P:
@@ -714,6 +788,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
         raise ValueError("batch_size exceeds the workspace capacity")
     if use_perm and (ws.b.X == NULL or perm.shape[0] != n):
         raise ValueError("shuffled training needs a gathering workspace and a full permutation")
+    if bounds.shape[0] != 2:
+        raise ValueError("bounds must hold 2 values")
     c.X = &X[0, 0]
     c.T = &T[0, 0]
     c.labels = <const long long*>&labels[0]
@@ -737,39 +813,33 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     c.s3 = &s3[0]
     c.backup = &backup[0]
     c.grads = &s1[0] if c.direct else &grads[0]
-    c.snap = &grads[0]
+    c.pmax = bounds[0]
+    c.bmax = bounds[1]
+    c.zmax = <double*>malloc(2 * L * sizeof(double))
+    if c.zmax == NULL:
+        raise MemoryError()
+    c.gmax = c.zmax + L
     with nogil:
         for bi in range(first_batch, last_batch):
-            take = c.direct != 0 and snap_from < 0
-            st = train_step(&c, bi, &params[0], take, &bl, &wsum, &corr, &nb)
-            if take and st != 1:
-                snap_from = bi
+            st = train_step(&c, bi, &params[0], bi + 1 == last_batch, &bl, &wsum, &corr, &nb)
             if st < 0:
                 break
             if st > 0:
                 status = st
                 bad = bi
-                if st == 2 and c.direct:
-                    memcpy(&params[0], &backup[0], P * sizeof(floating))
-                    if bi > snap_from:
-                        # the snapshot step's update again, then the steps up to bi
-                        memcpy(&s1[0], &grads[0], P * sizeof(floating))
-                        momentum_step(&c.op, &params[0], &s1[0], P, 1, <floating*>NULL,
-                                      <floating*>NULL, nt)
-                        c.scaled = 1
-                        for bj in range(snap_from + 1, bi):
-                            if train_step(&c, bj, &params[0], 0, &junk_l, &junk_w, &junk_c,
-                                          &nb) != 0:
-                                memcpy(&params[0], &backup[0], P * sizeof(floating))
-                                break
+                c.pmax = -1
                 break
             total += bl
             wtotal += wsum
             correct += corr
             seen += nb
             steps += 1
-        flags[0] = c.scaled
-        flags[1] = <cnp.int32_t>snap_from
+    free(c.zmax)
+    bounds[0] = c.pmax
+    bounds[1] = c.bmax
+    if status == 3:
+        raise RuntimeError("fastbp internal error: an update overflowed where the overflow "
+                           "check ruled that out, and no backup was made; please report")
     return total, wtotal, correct, seen, steps, status, bad, c.op_prev_loss
 
 

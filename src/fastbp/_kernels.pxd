@@ -49,6 +49,10 @@ cdef void column_sums(const floating* g, Py_ssize_t n, Py_ssize_t k, floating* o
 
 cdef int all_finite(const floating* x, Py_ssize_t n, int nt) noexcept nogil
 
+cdef double maxabs(const floating* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld) noexcept nogil
+
+cdef double maxabs_par(const floating* x, Py_ssize_t n, int nt) noexcept nogil
+
 cpdef enum Opt:
     SGD = 0
     ADAM = 1
@@ -76,7 +80,7 @@ cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating*
 cdef int accumulates_momentum(OptParams* op) noexcept nogil
 
 cdef int momentum_step(OptParams* op, floating* p, floating* buf, Py_ssize_t n,
-                       int scale_next, floating* bk, floating* snap, int nt) noexcept nogil
+                       int scale_next, floating* bk, int nt) noexcept nogil
 
 cdef double count_correct(int loss, const floating* out, const floating* T,
                           const long long* labels, Py_ssize_t n, Py_ssize_t k) noexcept nogil

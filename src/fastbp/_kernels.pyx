@@ -33,6 +33,8 @@ cdef extern from "_simd.h" nogil:
     int fbp_momentum_f32(float* p, float* buf, Py_ssize_t n, float lr, float wd, float keep)
     int fbp_momentum_f64(double* p, double* buf, Py_ssize_t n, double lr, double wd,
                          double keep)
+    double fbp_maxabs_f32(const float* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld)
+    double fbp_maxabs_f64(const double* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld)
 
 cdef Py_ssize_t PARALLEL_MIN = 32768   # elements below which loops stay serial
 cdef double SQRT_2_OVER_PI = 0.7978845608028654
@@ -440,6 +442,30 @@ cdef inline int _finite_block(const floating* x, Py_ssize_t n) noexcept nogil:
         return fbp_all_finite_f64(x, n)
 
 
+cdef double maxabs(const floating* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld) noexcept nogil:
+    """max |x| over the (m, n) block of a (., ld) array; inf if some element is NaN or inf."""
+    if m <= 0 or n <= 0:
+        return 0
+    if floating is float:
+        return fbp_maxabs_f32(x, m, n, ld)
+    else:
+        return fbp_maxabs_f64(x, m, n, ld)
+
+
+cdef double maxabs_par(const floating* x, Py_ssize_t n, int nt) noexcept nogil:
+    """max |x[:n]| (inf if some element is not finite), split over up to nt threads."""
+    cdef double part[64]
+    cdef double best = 0
+    cdef int t, parts = min(run_threads(nt), 64) if n >= 4 * PARALLEL_MIN else 1
+    if parts <= 1:
+        return maxabs(x, 1, n, n)
+    for t in prange(parts, num_threads=parts, schedule="static"):
+        part[t] = maxabs(x + n * t // parts, 1, n * (t + 1) // parts - n * t // parts, n)
+    for t in range(parts):
+        best = max(best, part[t])
+    return best
+
+
 cdef double count_correct(int loss, const floating* out, const floating* T,
                           const long long* labels, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     """Correct predictions: argmax vs label / argmax of T rows (cross-entropy), or, for
@@ -647,12 +673,12 @@ cdef int accumulates_momentum(OptParams* op) noexcept nogil:
 
 
 cdef int momentum_step(OptParams* op, floating* p, floating* buf, Py_ssize_t n,
-                       int scale_next, floating* bk, floating* snap, int nt) noexcept nogil:
+                       int scale_next, floating* bk, int nt) noexcept nogil:
     """SGD momentum update when the products already left buf = mu*buf + g.
 
     d = buf + wd*p; p -= lr*d; buf = mu*d if scale_next (the next step's products then add
-    with beta=1, saving a pass) else d. With bk (and snap) given, the old p (and the
-    incoming buf) are copied there in the same pass. Returns 1 if every new p is finite.
+    with beta=1, saving a pass) else d. With bk given, the old p is copied there in the same
+    pass. Returns 1 if every new p is finite.
     """
     cdef Py_ssize_t c, nchunks, CH = 16384
     cdef int t = run_threads(nt) if n >= 4 * PARALLEL_MIN else 1
@@ -660,21 +686,19 @@ cdef int momentum_step(OptParams* op, floating* p, floating* buf, Py_ssize_t n,
     nchunks = (n + CH - 1) // CH
     if t > 1 and nchunks > 1:
         for c in prange(nchunks, num_threads=t, schedule="static"):
-            bad += _momentum_block(op, p, buf, scale_next, bk, snap, c * CH,
+            bad += _momentum_block(op, p, buf, scale_next, bk, c * CH,
                                    min(n, (c + 1) * CH))
     else:
-        bad = _momentum_block(op, p, buf, scale_next, bk, snap, 0, n)
+        bad = _momentum_block(op, p, buf, scale_next, bk, 0, n)
     return bad == 0
 
 
 cdef inline int _momentum_block(OptParams* op, floating* p, floating* buf, int scale_next,
-                                floating* bk, floating* snap, Py_ssize_t a,
-                                Py_ssize_t z) noexcept nogil:
+                                floating* bk, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
     cdef floating lr = op.lr, wd = op.weight_decay
     cdef floating keep = op.momentum if scale_next else 1
     if bk != NULL:
         memcpy(bk + a, p + a, (z - a) * sizeof(floating))
-        memcpy(snap + a, buf + a, (z - a) * sizeof(floating))
     if floating is float:
         return not fbp_momentum_f32(p + a, buf + a, z - a, lr, wd, keep)
     else:

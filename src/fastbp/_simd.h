@@ -122,6 +122,50 @@ FBP_CLONES static int fbp_all_finite_f64(const double *x, ptrdiff_t n) {
     return bad == 0;
 }
 
+/* max |x| over rows i < m, columns j < n of a (., ld) array, as the bits of |x| (sign
+ * cleared): an integer max that vectorizes; >= the bits of inf when some x is NaN or inf. */
+FBP_CLONES static unsigned int fbp_maxabs_bits_f32(const float *x, ptrdiff_t m, ptrdiff_t n,
+                                                   ptrdiff_t ld) {
+    unsigned int best = 0;
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const unsigned int *u = (const unsigned int *)(x + i * ld);
+        for (ptrdiff_t j = 0; j < n; j++) {
+            unsigned int v = u[j] & 0x7fffffffu;
+            best = v > best ? v : best;
+        }
+    }
+    return best;
+}
+FBP_CLONES static unsigned long long fbp_maxabs_bits_f64(const double *x, ptrdiff_t m,
+                                                         ptrdiff_t n, ptrdiff_t ld) {
+    unsigned long long best = 0;
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const unsigned long long *u = (const unsigned long long *)(x + i * ld);
+        for (ptrdiff_t j = 0; j < n; j++) {
+            unsigned long long v = u[j] & 0x7fffffffffffffffull;
+            best = v > best ? v : best;
+        }
+    }
+    return best;
+}
+/* The same as a double: max |x|, or inf when some x is NaN or inf. */
+static inline double fbp_maxabs_f32(const float *x, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ld) {
+    unsigned int b = fbp_maxabs_bits_f32(x, m, n, ld);
+    float f;
+    if (b >= 0x7f800000u)
+        return INFINITY;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+static inline double fbp_maxabs_f64(const double *x, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ld) {
+    unsigned long long b = fbp_maxabs_bits_f64(x, m, n, ld);
+    double f;
+    if (b >= 0x7ff0000000000000ull)
+        return INFINITY;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
 /* Optimizer-state flush (subnormal -> 0, as decaying state must not reach the slow
  * subnormals) and the non-finite test of an updated parameter (exponent bits). */
 static inline float fbp_flush_f32(float x) {

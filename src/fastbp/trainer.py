@@ -40,8 +40,9 @@ class TrainingDiverged(ArithmeticError):
     """The training loss, or a parameter after an update, became NaN/inf.
 
     The network keeps its last finite parameters: those before the failing batch (its
-    update is never applied, or is undone: from a per-step backup, or for SGD with momentum
-    from the epoch's snapshot and an exact replay of the steps since). The optimizer's state
+    update is never applied, or is undone from a backup made in the update pass; SGD with
+    momentum backs up only a step that a bound on its values cannot prove finite, see
+    ``_engine.may_overflow``). The optimizer's state
     (momentum, Adam moments, ...) is reset, since it may hold NaN/inf.
     """
 
@@ -147,8 +148,9 @@ class Trainer:
         return ws
 
     def _buffers(self, n_params, dtype, shards):
-        """Gradient, backup and per-shard gradient buffers, kept across fit calls (SGD with
-        momentum uses the first two for the epoch's snapshot of its buffer and parameters)."""
+        """Gradient, backup and per-shard gradient buffers, kept across fit calls. SGD with
+        momentum uses no gradient buffer, and unsharded it writes to the backup only on
+        a step that might overflow: their pages are then never touched (no memory used)."""
         bufs = getattr(self, "_bufs", None)
         n_shard = max(1, (shards - 1) * n_params)
         if (bufs is None or bufs[0].size != n_params or bufs[0].dtype != dtype
@@ -218,8 +220,8 @@ class Trainer:
                 cb.on_train_begin(self)
         bar = _progress(verbose, n_batches)
         chunk, timing_chunk = 1, True
-        # SGD momentum: [the buffer holds mu*buf (mid-epoch), batch of the epoch's snapshot]
-        flags = np.array([0, -1], np.int32)
+        # SGD momentum: bounds on max|parameters|, max|momentum buffer| (-1: measure them)
+        bounds = np.full(2, -1.0)
         try:
             with num_threads(nt), blas_single_threaded():
                 for epoch in range(epochs):
@@ -230,7 +232,6 @@ class Trainer:
                         _engine.shuffle(perm, self._rng_state)
                     bar.start(epoch, epochs)
                     total = correct = wtotal = 0.0
-                    flags[1] = -1
                     seen, b, t0 = 0, 0, time.perf_counter()
                     while b < n_batches:
                         if timing_chunk:   # one batch on all threads, to size the chunks
@@ -248,7 +249,7 @@ class Trainer:
                                 labels is not None, code, perm, bool(shuffle), bs, b, e,
                                 opt.hyper(lr), *opt.state, opt.prev_loss, classify,
                                 sw if sw is not None else backup[:1], sw is not None, self.l2,
-                                backup, total, wtotal, correct, shard_grads, flags, nt)
+                                backup, total, wtotal, correct, shard_grads, bounds, nt)
                         opt.t += steps
                         opt.prev_loss = prev
                         seen += s
@@ -282,11 +283,10 @@ class Trainer:
                     for cb in cbs:
                         if cb(self.epoch - 1, logs):
                             self.stop_training = True
+                        bounds[0] = -1     # it may have changed the parameters
                     if self.stop_training:
                         break
         except KeyboardInterrupt:
-            if flags[0]:   # stopped mid-epoch: back to the plain momentum buffer
-                self.optimizer.state[0] /= self.optimizer.momentum
             history.interrupted = True
             bar.close()
             print(f"fastbp: training interrupted at epoch {self.epoch}; the network keeps the "
