@@ -4,7 +4,6 @@ Layer l computes ``a_l = f_l(z_{l-1} @ W_l + b_l)`` with ``W_l`` of shape
 ``(n_in, n_out)``. All weights and biases live in one contiguous array; the
 ``weights`` and ``biases`` lists are writable views into it.
 """
-import hashlib
 import io
 import json
 import struct
@@ -23,6 +22,11 @@ __all__ = ["Network", "Gradients"]
 _MAGIC = b"FASTBPNN"
 _FORMAT_VERSION = 1
 PREDICT_CHUNK = 2048   # rows per forward pass in predict / loss_and_gradients
+
+
+def _sha256(data):
+    import hashlib   # here, not at import: it loads OpenSSL's libcrypto (3.5 MB of RSS)
+    return hashlib.sha256(data).digest()
 
 
 @dataclass
@@ -238,7 +242,7 @@ class Network:
         body.write(header)
         body.write(self._params.astype(self._dtype.newbyteorder("<"), copy=False).tobytes())
         data = body.getvalue()
-        data += hashlib.sha256(data).digest()
+        data += _sha256(data)
         atomic_write(path, data)
 
     @classmethod
@@ -248,7 +252,7 @@ class Network:
             data = f.read()
         if len(data) < len(_MAGIC) + 12 + 32 or not data.startswith(_MAGIC):
             raise ValueError(f"{path}: not a fastbp network file")
-        if hashlib.sha256(data[:-32]).digest() != data[-32:]:
+        if _sha256(data[:-32]) != data[-32:]:
             raise ValueError(f"{path}: checksum mismatch (file truncated or corrupt)")
         version, hlen = struct.unpack("<IQ", data[8:20])
         if version != _FORMAT_VERSION:
