@@ -158,7 +158,7 @@ def test_minibatches_match_reference(opt_id, batch_size):
     assert tr.optimizer.t == 2 * math.ceil(23 / batch_size)
 
 
-def _engine_sgd(net, X, Y, loss_code, opt, lr, batches, bs, bounds, grads=None, backup=None):
+def _engine_sgd(net, X, Y, loss_code, opt, lr, batches, bs, carry, grads=None, backup=None):
     """Train SGD on batches [first, last) of `batches` through the engine, one call each."""
     P = net.parameters.size
     ws = _engine.Workspace(net._plan, bs, net.dtype, gather=True)
@@ -170,7 +170,7 @@ def _engine_sgd(net, X, Y, loss_code, opt, lr, batches, bs, bounds, grads=None, 
         out = _engine.train_batches(
             net._plan, ws, net.parameters, grads, X, Y, np.zeros(1, np.int64), False,
             loss_code, perm, False, bs, first, last, opt.hyper(lr), *opt.state, 0.0, False,
-            backup[:1], False, 0.0, backup, 0.0, 0.0, 0.0, backup[:1], bounds, 1)
+            backup[:1], False, 0.0, backup, 0.0, 0.0, 0.0, backup[:1], carry, 1)
         opt.t += out[4]
         outs.append(out)
         if out[5] != 0:
@@ -178,11 +178,12 @@ def _engine_sgd(net, X, Y, loss_code, opt, lr, batches, bs, bounds, grads=None, 
     return outs
 
 
-def test_momentum_buffer_is_plain_after_each_call_and_bounds_hold():
-    """SGD momentum adds each batch's gradient straight into the momentum buffer (mu*buf
-    between the steps of a call); each call's last step leaves the plain buffer of the
-    reference. An unsharded run touches neither the gradient nor the backup buffer, and
-    the bounds it carries across calls stay above the true max|params| and max|buffer|."""
+def test_momentum_buffer_mid_epoch_is_scaled_and_bounds_hold():
+    """SGD momentum adds each batch's gradient straight into the momentum buffer; between
+    the steps of an epoch (across calls too) the buffer holds mu*buf (carry[2] says so), and
+    the epoch's last step leaves the plain buffer of the reference. An unsharded run touches
+    neither the gradient nor the backup buffer, and the bounds it carries across calls stay
+    above the true max|params| and max|buffer|."""
     net, X, Y, loss = problem("mse")
     X, Y = X[:16], Y[:16]
     mu, lr = 0.9, 0.1
@@ -197,15 +198,35 @@ def test_momentum_buffer_is_plain_after_each_call_and_bounds_hold():
     P = net.parameters.size
     opt.ensure_state(P, net.dtype)
     grads, backup = np.full(P, np.nan), np.full(P, np.nan)
-    bounds = np.full(2, -1.0)
+    carry = np.array([-1.0, -1.0, 0.0])
     for first, last in [(0, 2), (2, 3), (3, 4)]:
-        out = _engine_sgd(net, X, Y, 0, opt, lr, [(first, last)], 4, bounds, grads, backup)
+        out = _engine_sgd(net, X, Y, 0, opt, lr, [(first, last)], 4, carry, grads, backup)
         assert out[0][5] == 0
-        np.testing.assert_allclose(opt.state[0], bufs[last - 1], rtol=1e-12)
+        scale = mu if last < 4 else 1.0
+        assert carry[2] == (last < 4)
+        np.testing.assert_allclose(opt.state[0], scale * bufs[last - 1], rtol=1e-12)
         np.testing.assert_allclose(net.parameters, params[last - 1], rtol=1e-12)
-        assert bounds[0] >= np.abs(net.parameters).max() and bounds[1] >= np.abs(opt.state[0]).max()
-        assert bounds[0] < 1e3
+        assert carry[0] >= np.abs(net.parameters).max() and carry[1] >= np.abs(opt.state[0]).max()
+        assert carry[0] < 1e3
     assert np.isnan(grads).all() and np.isnan(backup).all()
+
+
+def test_momentum_results_do_not_depend_on_how_an_epoch_is_cut_into_calls():
+    """The trainer sizes its chunks of batches by time: one call per batch or one call for
+    the epoch must give bit-identical parameters and momentum buffer."""
+    results = []
+    for cuts in ([(0, 6)], [(b, b + 1) for b in range(6)], [(0, 4), (4, 6)]):
+        net, X, Y, loss = problem("mse", dtype="float32", n=24)
+        X, Y = X.astype(np.float32), Y.astype(np.float32)
+        opt = O.SGD(lr=0.1, momentum=0.9)
+        opt.ensure_state(net.parameters.size, net.dtype)
+        carry = np.array([-1.0, -1.0, 0.0])
+        for epoch in range(2):
+            assert all(o[5] == 0 for o in _engine_sgd(net, X, Y, 0, opt, 0.1, cuts, 4, carry))
+        results.append((net.parameters.copy(), opt.state[0].copy()))
+    for p, buf in results[1:]:
+        np.testing.assert_array_equal(p, results[0][0])
+        np.testing.assert_array_equal(buf, results[0][1])
 
 
 def test_momentum_step_that_may_overflow_is_backed_up_and_exact():
@@ -225,8 +246,8 @@ def test_momentum_step_that_may_overflow_is_backed_up_and_exact():
     P = net.parameters.size
     opt.ensure_state(P, net.dtype)
     grads, backup = np.full(P, np.nan), np.full(P, np.nan)
-    bounds = np.full(2, -1.0)
-    out = _engine_sgd(net, X, Y, 0, opt, lr, [(0, 4)], 4, bounds, grads, backup)
+    out = _engine_sgd(net, X, Y, 0, opt, lr, [(0, 4)], 4, np.array([-1.0, -1.0, 0.0]), grads,
+                      backup)
     assert out[0][5] == 0 and out[0][4] == 4
     np.testing.assert_allclose(net.parameters, p, rtol=1e-12)
     assert np.isfinite(backup).all()        # the backups were made
@@ -238,7 +259,8 @@ def test_momentum_step_that_may_overflow_is_backed_up_and_exact():
     big.ensure_state(P, net.dtype)
     big.state[0][:] = 1e300
     big.t = 1
-    out = _engine_sgd(net, X, Y, 0, big, 1e300, [(0, 4)], 4, np.full(2, -1.0), grads, backup)
+    out = _engine_sgd(net, X, Y, 0, big, 1e300, [(0, 4)], 4, np.array([-1.0, -1.0, 0.0]),
+                      grads, backup)
     assert out[-1][5] == 2 and out[-1][6] == 0
     np.testing.assert_array_equal(net.parameters, before)
 
@@ -253,10 +275,10 @@ def test_momentum_divergence_across_chunks():
     opt = O.SGD(lr=lr, momentum=mu, weight_decay=wd)
     P = net.parameters.size
     opt.ensure_state(P, net.dtype)
-    bounds = np.full(2, -1.0)
+    carry = np.array([-1.0, -1.0, 0.0])
     status = None
     for epoch in range(where[0] + 1):
-        outs = _engine_sgd(net, X, Y, 2, opt, lr, [(b, b + 1) for b in range(8)], 8, bounds)
+        outs = _engine_sgd(net, X, Y, 2, opt, lr, [(b, b + 1) for b in range(8)], 8, carry)
         if outs[-1][5] != 0:
             status = (outs[-1][5], epoch, outs[-1][6])
             break

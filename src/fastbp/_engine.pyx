@@ -602,15 +602,14 @@ cdef inline void gather_row(StepCtx* c, const floating* X, const floating* T,
         swg[r] = sw[row]
 
 
-cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int end_of_call,
-                    double* loss_out, double* wsum_out, double* correct_out,
+cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_out, double* wsum_out, double* correct_out,
                     Py_ssize_t* nb_out) noexcept nogil:
     """Gather, forward, loss, backward and update of batch bi.
 
     Returns -1 if the batch is empty, 0 if done, 1 if the loss is not finite (nothing
     applied), 2 if the update gave a non-finite parameter (undone from c.backup), 3 if it
     did where no backup was made (an internal error: may_overflow is wrong). A direct
-    step's buffer is left plain (not mu*buf) at the end of the call or of the epoch.
+    step leaves the plain buffer (not mu*buf) at the end of the epoch.
     """
     cdef Layout* lay = c.lay
     cdef Bufs* w = c.w
@@ -697,7 +696,7 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, int end_of_call
     correct_out[0] = correct
     c.op.loss_increased = (bl / wsum) > c.op_prev_loss
     c.op_prev_loss = bl / wsum
-    last = end_of_call or s + nb >= c.n
+    last = s + nb >= c.n
     if sharded:
         if c.l2 != 0:
             add_l2(lay, params, g, <floating>(c.l2 / wsum))
@@ -724,7 +723,7 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
                   floating[::1] s1, floating[::1] s2, floating[::1] s3,
                   double prev_loss, int count_acc, const floating[::1] sw, int use_sw,
                   double l2, floating[::1] backup, double total, double wtotal,
-                  double correct, floating[::1] shard_grads, double[::1] bounds, int nt):
+                  double correct, floating[::1] shard_grads, double[::1] carry, int nt):
     """Train on batches [first_batch, last_batch) of one epoch.
 
     With sample weights each batch's loss and gradient are weighted means; l2 adds
@@ -738,13 +737,14 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     state may hold the failed step.
 
     SGD with heavy-ball momentum needs no gradient buffer: the products add the gradient
-    straight into the momentum buffer s1, which between the steps of a call holds mu*buf
-    (the products then add with beta=1, saving a pass; the call's last step leaves the
-    plain buffer). Unsharded, it needs no per-step backup either: a step is backed up only
-    if may_overflow cannot rule out an overflow, from the bounds[0] = max|params| and
-    bounds[1] = max|s1| carried across calls (negative: measure them; pass -1 whenever the
-    parameters or the buffer may have been changed outside). ``grads`` and ``backup`` are
-    then left untouched in the usual case.
+    straight into the momentum buffer s1, which between the steps of an epoch holds mu*buf
+    (carry[2] = 1; the products then add with beta=1, saving a pass; the epoch's last step
+    leaves the plain buffer, so how an epoch is cut into calls never changes the
+    arithmetic). Unsharded, it needs no per-step backup either: a step is backed up only if
+    may_overflow cannot rule out an overflow, from carry[0] >= max|params| and
+    carry[1] >= max|s1| carried across calls (negative: measure them; set carry[0] = -1
+    whenever the parameters or the buffer may have been changed outside). ``grads`` and
+    ``backup`` are then left untouched in the usual case.
     """
     cdef StepCtx c
     cdef Py_ssize_t n = X.shape[0], P = params.shape[0], bi, nb
@@ -776,7 +776,6 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     c.op.loss_increased = 0
     c.op_prev_loss = prev_loss
     c.direct = accumulates_momentum(&c.op)
-    c.scaled = 0
     c.checked = c.direct and c.S == 1
     if backup.shape[0] != P or grads.shape[0] != P:
         raise ValueError("grads and backup must have one entry per parameter")
@@ -788,8 +787,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
         raise ValueError("batch_size exceeds the workspace capacity")
     if use_perm and (ws.b.X == NULL or perm.shape[0] != n):
         raise ValueError("shuffled training needs a gathering workspace and a full permutation")
-    if bounds.shape[0] != 2:
-        raise ValueError("bounds must hold 2 values")
+    if carry.shape[0] != 3:
+        raise ValueError("carry must hold 3 values")
     c.X = &X[0, 0]
     c.T = &T[0, 0]
     c.labels = <const long long*>&labels[0]
@@ -813,15 +812,16 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     c.s3 = &s3[0]
     c.backup = &backup[0]
     c.grads = &s1[0] if c.direct else &grads[0]
-    c.pmax = bounds[0]
-    c.bmax = bounds[1]
+    c.pmax = carry[0]
+    c.bmax = carry[1]
+    c.scaled = c.direct and carry[2] != 0
     c.zmax = <double*>malloc(2 * L * sizeof(double))
     if c.zmax == NULL:
         raise MemoryError()
     c.gmax = c.zmax + L
     with nogil:
         for bi in range(first_batch, last_batch):
-            st = train_step(&c, bi, &params[0], bi + 1 == last_batch, &bl, &wsum, &corr, &nb)
+            st = train_step(&c, bi, &params[0], &bl, &wsum, &corr, &nb)
             if st < 0:
                 break
             if st > 0:
@@ -835,8 +835,9 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
             seen += nb
             steps += 1
     free(c.zmax)
-    bounds[0] = c.pmax
-    bounds[1] = c.bmax
+    carry[0] = c.pmax
+    carry[1] = c.bmax
+    carry[2] = c.scaled
     if status == 3:
         raise RuntimeError("fastbp internal error: an update overflowed where the overflow "
                            "check ruled that out, and no backup was made; please report")

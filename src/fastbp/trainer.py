@@ -220,8 +220,9 @@ class Trainer:
                 cb.on_train_begin(self)
         bar = _progress(verbose, n_batches)
         chunk, timing_chunk = 1, True
-        # SGD momentum: bounds on max|parameters|, max|momentum buffer| (-1: measure them)
-        bounds = np.full(2, -1.0)
+        # SGD momentum: bounds on max|parameters|, max|buffer| (-1: measure them), and
+        # whether the buffer holds mu*buf (mid-epoch)
+        carry = np.array([-1.0, -1.0, 0.0])
         try:
             with num_threads(nt), blas_single_threaded():
                 for epoch in range(epochs):
@@ -249,7 +250,7 @@ class Trainer:
                                 labels is not None, code, perm, bool(shuffle), bs, b, e,
                                 opt.hyper(lr), *opt.state, opt.prev_loss, classify,
                                 sw if sw is not None else backup[:1], sw is not None, self.l2,
-                                backup, total, wtotal, correct, shard_grads, bounds, nt)
+                                backup, total, wtotal, correct, shard_grads, carry, nt)
                         opt.t += steps
                         opt.prev_loss = prev
                         seen += s
@@ -283,10 +284,12 @@ class Trainer:
                     for cb in cbs:
                         if cb(self.epoch - 1, logs):
                             self.stop_training = True
-                        bounds[0] = -1     # it may have changed the parameters
+                        carry[0] = -1      # it may have changed the parameters
                     if self.stop_training:
                         break
         except KeyboardInterrupt:
+            if carry[2]:   # stopped mid-epoch: back to the plain momentum buffer
+                self.optimizer.state[0] /= self.optimizer.momentum
             history.interrupted = True
             bar.close()
             print(f"fastbp: training interrupted at epoch {self.epoch}; the network keeps the "
