@@ -105,3 +105,33 @@ def test_finiteness_check_split_over_threads_finds_every_position(dtype):
                 y = x.copy()
                 y[pos] = bad
                 assert not _engine.params_finite(y, 2) and not _engine.params_finite(y, 1)
+
+
+def test_batch_shards_momentum_backup_only_when_needed_and_divergence_restores():
+    """Sharded SGD momentum (100-64-64-10, batches of 128 at 2 threads): an ordinary step
+    writes no backup (the summed gradient's max proves the update finite); weights blown up
+    through weight decay end in TrainingDiverged with the parameters of the step before,
+    as at 1 thread (unsharded)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(512, 100)).astype(np.float32)
+    y = rng.integers(0, 10, 512)
+    assert _engine.batch_shards(fastbp.Network([100, 64, 64, 10])._plan, 128, 2) == 2
+    net = fastbp.Network([100, 64, 64, 10], activation="tanh", output="softmax", dtype="float32",
+                         seed=1)
+    tr = fastbp.Trainer(net, momentum=0.9, batch_size=128, n_threads=2, seed=0)
+    tr.fit(X, y, epochs=1)
+    tr._bufs[1][:] = np.nan
+    tr.fit(X, y, epochs=2)
+    assert np.isnan(tr._bufs[1]).all() and np.isfinite(net.parameters).all()
+    ends = []
+    for nt in (1, 2):
+        net = fastbp.Network([100, 64, 64, 10], activation="tanh", output="softmax", dtype="float32",
+                         seed=1)
+        tr = fastbp.Trainer(net, lr=1.0, weight_decay=1e4, momentum=0.9, batch_size=128,
+                            n_threads=nt, seed=0)
+        with pytest.raises(fastbp.TrainingDiverged, match="parameter update") as info:
+            tr.fit(X, y, epochs=20, shuffle=False)
+        assert np.isfinite(net.parameters).all() and np.abs(net.parameters).max() > 1e30
+        ends.append((info.value.epoch, info.value.batch, net.parameters.copy()))
+    assert ends[0][:2] == ends[1][:2]
+    np.testing.assert_allclose(ends[1][2], ends[0][2], rtol=1e-3)

@@ -7,16 +7,17 @@ Python calls in once per chunk of batches; nothing inside allocates.
 import numpy as np
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 from libc.math cimport isfinite, fabs
 
 from ._blas cimport gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
-                        all_finite, maxabs, maxabs_par, needs_pre, count_correct, run_threads, optimizer_step,
-                        OptParams, accumulates_momentum, momentum_step, row_coupled,
-                        block_forward, block_backward)
+                        all_finite, maxabs, maxabs_par, needs_pre, count_correct, run_threads,
+                        optimizer_step, OptParams, accumulates_momentum, momentum_step,
+                        row_coupled, block_forward, block_backward, TANH, SIGMOID,
+                        SOFTSIGN, STEP, SOFTMAX, LECUN_TANH, SILU, GELU)
 
 cnp.import_array()
 
@@ -298,16 +299,17 @@ cdef struct StepCtx:
     int direct                # SGD momentum: products add straight into s1 (= grads)
     int scaled                # direct: s1 already holds mu*buf (next products use beta=1)
     int checked               # direct, unsharded: back up only steps that could overflow
-    double pmax, bmax         # checked: bounds on max|params|, max|s1| (< 0: not known)
-    double* zmax              # checked: max |input| of each layer in this step
-    double* gmax              # checked: max |dE/d(pre-activation)| of each layer
+    double pmax, bmax         # direct: max|params|, max|s1| (pmax < 0: not known)
+    double pnew, bnew         # direct: the same, of the values this step's updates wrote
+    double* zmax              # checked: max |input| of each layer in this step (bounds)
+    double gout               # checked: max |dE/d(pre-activation)| of the output layer
 
 
 cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* X,
                   Py_ssize_t nb, floating* out, int nt, double* zmax) noexcept nogil:
     """Layer by layer: pre = z @ W + b, z = f(pre); the last layer writes to `out` if given.
-    With zmax, zmax[i] := max |input of layer i| for the hidden layers i >= 1."""
-    cdef int i, L = lay.L
+    With zmax, zmax[i] >= max |input of layer i| for the hidden layers i >= 1."""
+    cdef int i, L = lay.L, track
     cdef Py_ssize_t nin, nout
     cdef const floating* src
     cdef floating* dst
@@ -318,10 +320,14 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
         src = X if i == 0 else <floating*>w.A[i]
         dst = out if (i == L - 1 and out != NULL) else <floating*>w.A[i + 1]
         pre = <floating*>w.P[i + 1] if w.P[i + 1] != NULL else dst
+        track = zmax != NULL and i < L - 1
+        if track and act_bound(lay.act[i]) >= 0:
+            zmax[i + 1] = act_bound(lay.act[i])
+            track = 0
         pgemm_ep(NoTrans, NoTrans, <int>nb, <int>nout, <int>nin, <floating>1, src, <int>nin,
                  params + lay.w_off[i], <int>nout, <floating>0, pre, <int>nout, nt,
                  EP_FORWARD, lay.act[i], params + lay.b_off[i], dst, NULL,
-                 zmax + i + 1 if zmax != NULL and i < L - 1 else NULL)
+                 zmax + i + 1 if track else NULL)
 
 
 cdef int update_range(StepCtx* c, floating* params, floating* g, Py_ssize_t a,
@@ -330,7 +336,7 @@ cdef int update_range(StepCtx* c, floating* params, floating* g, Py_ssize_t a,
     Direct: the old values are copied to bk if given; the others always back up."""
     if c.direct:
         return momentum_step(&c.op, params + a, g + a, z - a, not last,
-                             bk + a if bk != NULL else NULL, c.nt)
+                             bk + a if bk != NULL else NULL, c.nt, &c.pnew, &c.bnew)
     return optimizer_step(&c.op, params + a, g + a, <floating*>c.s1 + a,
                           <floating*>c.s2 + a, <floating*>c.s3 + a, <floating*>c.backup + a,
                           z - a, c.nt)
@@ -339,92 +345,133 @@ cdef int update_range(StepCtx* c, floating* params, floating* g, Py_ssize_t a,
 cdef double OVERFLOW_MARGIN = 1048576.0   # 2**20: the bounds below stay this far from the max
 
 
+cdef double act_bound(int act) noexcept nogil:
+    """max |f(x)| over all x, or -1 if f is unbounded."""
+    if act == TANH or act == SIGMOID or act == SOFTSIGN or act == STEP or act == SOFTMAX:
+        return 1
+    if act == LECUN_TANH:
+        return 1.7159
+    return -1
+
+
+cdef double slope_bound(int act) noexcept nogil:
+    """A bound on |f'| as the backward pass computes it (softmax: its Jacobian-vector
+    product is at most twice the largest incoming gradient)."""
+    if act == SIGMOID:
+        return 0.26
+    if act == LECUN_TANH:
+        return 1.15
+    if act == SILU or act == GELU:
+        return 1.2
+    if act == SOFTMAX:
+        return 2
+    return 1
+
+
 cdef int may_overflow(StepCtx* c, floating* params, Py_ssize_t nb, floating beta,
                       floating l2coef) noexcept nogil:
     """1 unless this direct step's products and update provably stay finite.
 
-    With Z_i = max|input of layer i|, G_i = max|dE/d(pre-activation)|, every entry of
-    beta*buf + dW (and db) is at most beta*B + nb*max(Z_i, 1)*G_i + l2coef*Pm, where B and
-    Pm bound max|buf| and max|params|; then d = buf + wd*p and p - lr*d are bounded too.
-    Every sum of the products is bounded by its sum of absolute values, so a bound below
-    max/2**20 rules out overflow whatever the order of summation. The bounds carry over
-    to the next step; unknown or too large ones are first measured exactly.
+    With Z_i >= max|input of layer i| and G_i >= max|dE/d(pre-activation) of layer i|,
+    every entry of beta*buf + dW (and db) is at most beta*B + nb*max(Z_i, 1)*G_i + l2coef*Pm,
+    where Pm = max|params| and B = max|buf|; then d = buf + wd*p and p - lr*d are bounded
+    too. Every sum of the products is bounded by its sum of absolute values, so a bound
+    below max/2**20 rules out overflow whatever the order of summation. G of the output
+    layer is measured; below it G_{i-1} <= n_out(i) * Pm * max|f'| * G_i. Pm and B are
+    measured once per call, then kept exact by the update passes.
     """
-    cdef int i, measured = c.pmax < 0
-    cdef double gb, v, d, pn, lim, mu = c.op.momentum
-    cdef double lr = fabs(c.op.lr), wd = fabs(c.op.weight_decay), l2 = fabs(<double>l2coef)
+    cdef int i
+    cdef double gb = 0, g = c.gout, v, d, lim
+    cdef double wd = fabs(c.op.weight_decay), l2 = fabs(<double>l2coef)
+    cdef Layout* lay = c.lay
     if floating is float:
         lim = 3.4028234663852886e38 / OVERFLOW_MARGIN
     else:
         lim = 1.7976931348623157e308 / OVERFLOW_MARGIN
-    while True:
-        if measured:
-            c.pmax = maxabs_par(params, c.P, c.nt)
-            c.bmax = maxabs_par(<floating*>c.s1, c.P, c.nt)
-        gb = 0
-        for i in range(c.lay.L):
-            v = nb * max(c.zmax[i], 1.0) * c.gmax[i] + l2 * c.pmax
-            if not v <= gb:          # also NaN
-                gb = v
-        d = gb + wd * c.pmax + (beta * c.bmax if beta != 0 else 0)
-        pn = c.pmax + lr * d
-        if d < lim and pn < lim:
-            c.pmax = pn
-            c.bmax = d * mu if mu > 1 else d
-            return 0
-        if measured:
-            c.pmax = -1          # measure again after this step
-            return 1
-        measured = 1
+    if c.pmax < 0:
+        c.pmax = maxabs_par(params, c.P, c.nt)
+        c.bmax = maxabs_par(<floating*>c.s1, c.P, c.nt)
+    for i in range(lay.L - 1, -1, -1):
+        v = nb * max(c.zmax[i], 1.0) * g + l2 * c.pmax
+        if not v <= gb:          # also NaN
+            gb = v
+        if i > 0:
+            g = g * lay.sizes[i + 1] * c.pmax * slope_bound(lay.act[i - 1])
+    d = gb + wd * c.pmax + (beta * c.bmax if beta != 0 else 0)
+    return not (d < lim and c.pmax + fabs(c.op.lr) * d < lim)
+
+
+cdef int update_may_overflow(StepCtx* c, floating* params, double gsum,
+                             double l2coef) noexcept nogil:
+    """1 unless the momentum update of the summed gradient (sharded step: s1 holds
+    mu*buf + g, max |s1| <= gsum) provably stays finite: d = s1 + (l2coef + wd) * p."""
+    cdef double lim, d
+    if floating is float:
+        lim = 3.4028234663852886e38 / OVERFLOW_MARGIN
+    else:
+        lim = 1.7976931348623157e308 / OVERFLOW_MARGIN
+    if c.pmax < 0:
+        c.pmax = maxabs_par(params, c.P, c.nt)
+    d = gsum + (fabs(l2coef) + fabs(c.op.weight_decay)) * c.pmax
+    return not (d < lim and c.pmax + fabs(c.op.lr) * d < lim)
+
+
+cdef inline void input_grad(Layout* lay, Bufs* w, const floating* params, Py_ssize_t nb,
+                            int i, int nt) noexcept nogil:
+    """G[i-1] = (G[i] W_i^T) * f'(layer i-1's pre-activation), for i >= 1."""
+    cdef Py_ssize_t nin = lay.sizes[i], nout = lay.sizes[i + 1]
+    pgemm_ep(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, <floating*>w.G[i],
+             <int>nout, params + lay.w_off[i], <int>nout, <floating>0, <floating*>w.G[i - 1],
+             <int>nin, nt, EP_BACKWARD, lay.act[i - 1], NULL, <floating*>w.A[i],
+             <floating*>w.P[i], NULL)
+
+
+cdef inline int layer_grads(Layout* lay, Bufs* w, floating* params, floating* grads,
+                            const floating* X, Py_ssize_t nb, floating beta, int nt, int i,
+                            StepCtx* c, floating l2coef, floating* bk, int last) noexcept nogil:
+    """dW_i = z^T G[i], db_i = sum G[i] (beta = 1 accumulates into grads); with a training
+    step c, + l2coef * W_i, then the layer's update. Returns 1 if it left all finite."""
+    cdef Py_ssize_t nin = lay.sizes[i], nout = lay.sizes[i + 1], j
+    cdef const floating* src = X if i == 0 else <floating*>w.A[i]
+    cdef floating* dw = grads + lay.w_off[i]
+    pgemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
+          <floating*>w.G[i], <int>nout, beta, dw, <int>nout, nt)
+    column_sums(<floating*>w.G[i], nb, nout, grads + lay.b_off[i], beta, nt)
+    if c == NULL:
+        return 1
+    if l2coef != 0:
+        for j in range(nin * nout):
+            dw[j] = dw[j] + l2coef * params[lay.w_off[i] + j]
+    return update_range(c, params, grads, lay.w_off[i], lay.b_off[i] + nout, bk, last)
 
 
 cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
                   const floating* X, Py_ssize_t nb, floating* dX, floating beta, int nt,
                   StepCtx* c, floating l2coef, int last) noexcept nogil:
-    """From G[L-1] = dE/d(pre of the output): first the input gradients of every layer,
-    g_{i-1} = (g_i W_i^T) * f'(z_i) (and dX, the network's, only if given); then per layer
-    dW = z^T g, db = sum g (beta = 1 accumulates into grads).
+    """From G[L-1] = dE/d(pre of the output), layer by layer down: the input gradient
+    g_{i-1} = (g_i W_i^T) * f'(z_i) (and dX, the network's, only if given), dW = z^T g and
+    db = sum g (beta = 1 accumulates into grads).
 
     With a training step c, each layer also gets l2coef * W added to dW and is updated
-    (update_range) as soon as its dW and db are known, while they are still in cache; a
-    direct step backs the parameters up first unless may_overflow rules that out. Returns 1
-    if every updated parameter is finite.
+    (update_range) as soon as its dW and db are known, while they are still in cache; its
+    input gradient comes first, as it needs the old W. A direct unsharded step is backed up
+    only if may_overflow cannot rule out an overflow. Returns 1 if every updated parameter
+    is finite (-1: not, and no backup was made; cannot happen if may_overflow is right).
     """
     cdef int i, L = lay.L, ok = 1
-    cdef Py_ssize_t nin, nout, j
-    cdef floating* dw
     cdef floating* bk = NULL
-    cdef const floating* src
-    cdef int track = c != NULL and c.checked
-    for i in range(L - 1, 0, -1):
-        nin = lay.sizes[i]
-        nout = lay.sizes[i + 1]
-        pgemm_ep(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1,
-                 <floating*>w.G[i], <int>nout, params + lay.w_off[i], <int>nout, <floating>0,
-                 <floating*>w.G[i - 1], <int>nin, nt, EP_BACKWARD, lay.act[i - 1], NULL,
-                 <floating*>w.A[i], <floating*>w.P[i], c.gmax + i - 1 if track else NULL)
-    if dX != NULL:
-        pgemm(NoTrans, Trans, <int>nb, <int>lay.sizes[0], <int>lay.sizes[1], <floating>1,
-              <floating*>w.G[0], <int>lay.sizes[1], params + lay.w_off[0], <int>lay.sizes[1],
-              <floating>0, dX, <int>lay.sizes[0], nt)
-    if c != NULL:
-        if not c.direct or not c.checked or may_overflow(c, params, nb, beta, l2coef):
-            bk = <floating*>c.backup
+    if c != NULL and (not c.checked or may_overflow(c, params, nb, beta, l2coef)):
+        bk = <floating*>c.backup
     for i in range(L - 1, -1, -1):
-        nin = lay.sizes[i]
-        nout = lay.sizes[i + 1]
-        src = X if i == 0 else <floating*>w.A[i]
-        dw = grads + lay.w_off[i]
-        pgemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
-              <floating*>w.G[i], <int>nout, beta, dw, <int>nout, nt)
-        column_sums(<floating*>w.G[i], nb, nout, grads + lay.b_off[i], beta, nt)
-        if c != NULL:
-            if l2coef != 0:
-                for j in range(nin * nout):
-                    dw[j] = dw[j] + l2coef * params[lay.w_off[i] + j]
-            ok &= update_range(c, params, grads, lay.w_off[i], lay.b_off[i] + nout, bk, last)
-    if c != NULL and c.checked and not ok and bk == NULL:
-        return -1                # cannot happen (may_overflow said so): no backup to restore
+        if i > 0:
+            input_grad(lay, w, params, nb, i, nt)
+        elif dX != NULL:
+            pgemm(NoTrans, Trans, <int>nb, <int>lay.sizes[0], <int>lay.sizes[1], <floating>1,
+                  <floating*>w.G[0], <int>lay.sizes[1], params + lay.w_off[0],
+                  <int>lay.sizes[1], <floating>0, dX, <int>lay.sizes[0], nt)
+        ok &= layer_grads(lay, w, params, grads, X, nb, beta, nt, i, c, l2coef, bk, last)
+    if c != NULL and not ok and bk == NULL:
+        return -1
     return ok
 
 
@@ -490,25 +537,36 @@ cdef double shard_step(Layout* lay, Bufs* sb, const floating* params, floating* 
     return e
 
 
-cdef void sum_shards(floating* grads, const floating* others, int n_others, Py_ssize_t P,
-                     int nt) noexcept nogil:
-    """grads += others[0] + others[1] + ... (each P long), in that order, split over P."""
+cdef double sum_shards(floating* grads, const floating* others, int n_others, Py_ssize_t P,
+                       int nt) noexcept nogil:
+    """grads += others[0] + others[1] + ... (each P long), in that order, split over P.
+    Returns max |grads| after the sum (inf if some entry is not finite)."""
     cdef Py_ssize_t c, nchunks, CH = 16384
+    cdef int t = min(run_threads(nt), 64), tid
+    cdef double part[64]
+    cdef double best = 0
     nchunks = (P + CH - 1) // CH
-    if nt > 1 and nchunks > 1:
-        for c in prange(nchunks, num_threads=run_threads(nt), schedule="static"):
-            _sum_block(grads, others, n_others, P, c * CH, min(P, (c + 1) * CH))
-    else:
-        _sum_block(grads, others, n_others, P, 0, P)
+    if t > 1 and nchunks > 1:
+        for tid in range(t):
+            part[tid] = 0
+        for c in prange(nchunks, num_threads=t, schedule="static"):
+            tid = threadid()
+            part[tid] = max(part[tid], _sum_block(grads, others, n_others, P, c * CH,
+                                                  min(P, (c + 1) * CH)))
+        for tid in range(t):
+            best = max(best, part[tid])
+        return best
+    return _sum_block(grads, others, n_others, P, 0, P)
 
 
-cdef inline void _sum_block(floating* grads, const floating* others, int n_others, Py_ssize_t P,
-                            Py_ssize_t a, Py_ssize_t z) noexcept nogil:
+cdef inline double _sum_block(floating* grads, const floating* others, int n_others,
+                              Py_ssize_t P, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
     cdef int t
     cdef Py_ssize_t i
     for t in range(n_others):
         for i in range(a, z):
             grads[i] = grads[i] + others[t * P + i]
+    return maxabs(grads + a, 1, z - a, z - a)
 
 
 # ---- entry points (called once per call / per chunk of batches) -------------------------
@@ -632,6 +690,8 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
     cdef double shard_loss[256]
     cdef double shard_correct[256]
     cdef floating scale, beta = 0
+    cdef floating* bk
+    cdef double gsum = 0
     cdef int ok, last, sharded
     s = bi * c.batch_size
     nb = min(c.batch_size, c.n - s)
@@ -675,7 +735,7 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
         if not isfinite(bl):
             loss_out[0] = bl
             return 1
-        sum_shards(g, sg, S - 1, P, c.nt)
+        gsum = sum_shards(g, sg, S - 1, P, c.nt)
     else:
         forward(lay, w, params, xb, nb, NULL, c.nt, c.zmax if c.checked else NULL)
         bl = loss_and_output_grad(c.loss, lay.act[L - 1], <floating*>w.A[L],
@@ -690,27 +750,35 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
             correct = count_correct(c.loss, <floating*>w.A[L], tb, lb, nb, k)
         if c.checked:
             c.zmax[0] = maxabs(xb, nb, d, d)
-            c.gmax[L - 1] = maxabs(<floating*>w.G[L - 1], nb, k, k)
+            c.gout = maxabs(<floating*>w.G[L - 1], nb, k, k)
     loss_out[0] = bl
     wsum_out[0] = wsum
     correct_out[0] = correct
     c.op.loss_increased = (bl / wsum) > c.op_prev_loss
     c.op_prev_loss = bl / wsum
     last = s + nb >= c.n
+    c.pnew = 0
+    c.bnew = 0
     if sharded:
         if c.l2 != 0:
             add_l2(lay, params, g, <floating>(c.l2 / wsum))
-        ok = update_range(c, params, g, 0, P, <floating*>c.backup, last)
+        bk = <floating*>c.backup
+        if c.direct and not update_may_overflow(c, params, gsum, c.l2 / wsum):
+            bk = NULL
+        ok = update_range(c, params, g, 0, P, bk, last)
     else:
         ok = backward(lay, w, params, g, xb, nb, NULL, beta, c.nt, c,
                       <floating>(c.l2 / wsum), last)
     if c.direct:
         c.scaled = not last
-    if ok < 0:
+    if ok < 0 or (sharded and not ok and bk == NULL):
         return 3
     if not ok:
         memcpy(params, c.backup, P * sizeof(floating))
         return 2
+    if c.direct:
+        c.pmax = c.pnew
+        c.bmax = c.bnew
     c.op.t += 1
     return 0
 
@@ -815,10 +883,9 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     c.pmax = carry[0]
     c.bmax = carry[1]
     c.scaled = c.direct and carry[2] != 0
-    c.zmax = <double*>malloc(2 * L * sizeof(double))
+    c.zmax = <double*>malloc(L * sizeof(double))
     if c.zmax == NULL:
         raise MemoryError()
-    c.gmax = c.zmax + L
     with nogil:
         for bi in range(first_batch, last_batch):
             st = train_step(&c, bi, &params[0], &bl, &wsum, &corr, &nb)

@@ -80,7 +80,8 @@ cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating*
 cdef int accumulates_momentum(OptParams* op) noexcept nogil
 
 cdef int momentum_step(OptParams* op, floating* p, floating* buf, Py_ssize_t n,
-                       int scale_next, floating* bk, int nt) noexcept nogil
+                       int scale_next, floating* bk, int nt, double* pmax,
+                       double* bmax) noexcept nogil
 
 cdef double count_correct(int loss, const floating* out, const floating* T,
                           const long long* labels, Py_ssize_t n, Py_ssize_t k) noexcept nogil

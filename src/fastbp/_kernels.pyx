@@ -5,7 +5,7 @@ Derivatives use the stored output wherever the function allows; only SiLU,
 GELU and the output layer keep their pre-activations.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
 from libc.math cimport exp, expf, expm1, log, log1p, tanh, fabs, sqrt, sqrtf
 
@@ -30,9 +30,12 @@ cdef extern from "_simd.h" nogil:
     int fbp_adam_f64(double* p, const double* g, double* m, double* v, double* bk,
                      Py_ssize_t n, double step, double wd, double b1, double b2, double bc2s,
                      double eps)
-    int fbp_momentum_f32(float* p, float* buf, Py_ssize_t n, float lr, float wd, float keep)
+    int fbp_momentum_f32(float* p, float* buf, Py_ssize_t n, float lr, float wd, float keep,
+                         unsigned int* pmax, unsigned int* bmax)
     int fbp_momentum_f64(double* p, double* buf, Py_ssize_t n, double lr, double wd,
-                         double keep)
+                         double keep, unsigned long long* pmax, unsigned long long* bmax)
+    double fbp_bits_f32(unsigned int b)
+    double fbp_bits_f64(unsigned long long b)
     double fbp_maxabs_f32(const float* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld)
     double fbp_maxabs_f64(const double* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld)
 
@@ -673,36 +676,56 @@ cdef int accumulates_momentum(OptParams* op) noexcept nogil:
 
 
 cdef int momentum_step(OptParams* op, floating* p, floating* buf, Py_ssize_t n,
-                       int scale_next, floating* bk, int nt) noexcept nogil:
+                       int scale_next, floating* bk, int nt, double* pmax,
+                       double* bmax) noexcept nogil:
     """SGD momentum update when the products already left buf = mu*buf + g.
 
     d = buf + wd*p; p -= lr*d; buf = mu*d if scale_next (the next step's products then add
     with beta=1, saving a pass) else d. With bk given, the old p is copied there in the same
-    pass. Returns 1 if every new p is finite.
+    pass. Raises pmax[0], bmax[0] to the largest new |p| and |buf| (inf if not finite).
+    Returns 1 if every new p is finite.
     """
     cdef Py_ssize_t c, nchunks, CH = 16384
-    cdef int t = run_threads(nt) if n >= 4 * PARALLEL_MIN else 1
-    cdef int bad = 0
+    cdef int t = min(run_threads(nt), 64) if n >= 4 * PARALLEL_MIN else 1
+    cdef int bad = 0, tid
+    cdef double pp[64]
+    cdef double bb[64]
     nchunks = (n + CH - 1) // CH
     if t > 1 and nchunks > 1:
+        for tid in range(t):
+            pp[tid] = 0
+            bb[tid] = 0
         for c in prange(nchunks, num_threads=t, schedule="static"):
-            bad += _momentum_block(op, p, buf, scale_next, bk, c * CH,
-                                   min(n, (c + 1) * CH))
+            tid = threadid()
+            bad += _momentum_block(op, p, buf, scale_next, bk, c * CH, min(n, (c + 1) * CH),
+                                   &pp[tid], &bb[tid])
+        for tid in range(t):
+            pmax[0] = max(pmax[0], pp[tid])
+            bmax[0] = max(bmax[0], bb[tid])
     else:
-        bad = _momentum_block(op, p, buf, scale_next, bk, 0, n)
+        bad = _momentum_block(op, p, buf, scale_next, bk, 0, n, pmax, bmax)
     return bad == 0
 
 
 cdef inline int _momentum_block(OptParams* op, floating* p, floating* buf, int scale_next,
-                                floating* bk, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
+                                floating* bk, Py_ssize_t a, Py_ssize_t z, double* pmax,
+                                double* bmax) noexcept nogil:
     cdef floating lr = op.lr, wd = op.weight_decay
     cdef floating keep = op.momentum if scale_next else 1
+    cdef unsigned int pb32 = 0, bb32 = 0
+    cdef unsigned long long pb64 = 0, bb64 = 0
+    cdef int ok
     if bk != NULL:
         memcpy(bk + a, p + a, (z - a) * sizeof(floating))
     if floating is float:
-        return not fbp_momentum_f32(p + a, buf + a, z - a, lr, wd, keep)
+        ok = fbp_momentum_f32(p + a, buf + a, z - a, lr, wd, keep, &pb32, &bb32)
+        pmax[0] = max(pmax[0], fbp_bits_f32(pb32))
+        bmax[0] = max(bmax[0], fbp_bits_f32(bb32))
     else:
-        return not fbp_momentum_f64(p + a, buf + a, z - a, lr, wd, keep)
+        ok = fbp_momentum_f64(p + a, buf + a, z - a, lr, wd, keep, &pb64, &bb64)
+        pmax[0] = max(pmax[0], fbp_bits_f64(pb64))
+        bmax[0] = max(bmax[0], fbp_bits_f64(bb64))
+    return not ok
 
 
 cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,

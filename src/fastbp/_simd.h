@@ -148,24 +148,6 @@ FBP_CLONES static unsigned long long fbp_maxabs_bits_f64(const double *x, ptrdif
     }
     return best;
 }
-/* The same as a double: max |x|, or inf when some x is NaN or inf. */
-static inline double fbp_maxabs_f32(const float *x, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ld) {
-    unsigned int b = fbp_maxabs_bits_f32(x, m, n, ld);
-    float f;
-    if (b >= 0x7f800000u)
-        return INFINITY;
-    memcpy(&f, &b, sizeof f);
-    return f;
-}
-static inline double fbp_maxabs_f64(const double *x, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ld) {
-    unsigned long long b = fbp_maxabs_bits_f64(x, m, n, ld);
-    double f;
-    if (b >= 0x7ff0000000000000ull)
-        return INFINITY;
-    memcpy(&f, &b, sizeof f);
-    return f;
-}
-
 /* Optimizer-state flush (subnormal -> 0, as decaying state must not reach the slow
  * subnormals) and the non-finite test of an updated parameter (exponent bits). */
 static inline float fbp_flush_f32(float x) {
@@ -186,21 +168,56 @@ static inline unsigned int fbp_nonfinite_f64(double x) {
 }
 
 /* SGD momentum when the products left buf = mu*buf + g (see _kernels.momentum_step):
- * d = buf + wd*p; buf = keep*d flushed; p -= lr*d. Returns 1 if every new p is finite. */
-#define FBP_MOMENTUM(NAME, T, SFX)                                                          \
+ * d = buf + wd*p; buf = keep*d flushed; p -= lr*d. Raises *pmax, *bmax to the bits of the
+ * largest new |p| and |buf| (sign cleared; >= the bits of inf for NaN/inf). Returns 1 if
+ * every new p is finite. */
+#define FBP_MOMENTUM(NAME, T, UT, SFX, ABS, INF)                                            \
 FBP_CLONES static int NAME(T *restrict p, T *restrict buf, ptrdiff_t n, T lr, T wd,        \
-                           T keep) {                                                        \
-    unsigned int bad = 0;                                                                   \
+                           T keep, UT *pmax, UT *bmax) {                                    \
+    UT mp = 0, mb = 0;                                                                      \
     for (ptrdiff_t i = 0; i < n; i++) {                                                     \
         T d = buf[i] + wd * p[i];                                                           \
-        buf[i] = fbp_flush_##SFX(keep * d);                                                 \
-        p[i] = p[i] - lr * d;                                                               \
-        bad |= fbp_nonfinite_##SFX(p[i]);                                                   \
+        T b = keep * d;          /* max of |b| before the flush: then it vectorizes */      \
+        T q = p[i] - lr * d;                                                                \
+        UT ub, uq;                                                                          \
+        buf[i] = fbp_flush_##SFX(b);                                                        \
+        p[i] = q;                                                                           \
+        memcpy(&ub, &b, sizeof ub);                                                         \
+        memcpy(&uq, &q, sizeof uq);                                                         \
+        ub &= ABS;                                                                          \
+        uq &= ABS;                                                                          \
+        mb = ub > mb ? ub : mb;                                                             \
+        mp = uq > mp ? uq : mp;                                                             \
     }                                                                                       \
-    return bad == 0;                                                                        \
+    if (mp > *pmax) *pmax = mp;                                                             \
+    if (mb > *bmax) *bmax = mb;                                                             \
+    return mp < INF;                                                                        \
 }
-FBP_MOMENTUM(fbp_momentum_f32, float, f32)
-FBP_MOMENTUM(fbp_momentum_f64, double, f64)
+FBP_MOMENTUM(fbp_momentum_f32, float, unsigned int, f32, 0x7fffffffu, 0x7f800000u)
+FBP_MOMENTUM(fbp_momentum_f64, double, unsigned long long, f64, 0x7fffffffffffffffull,
+             0x7ff0000000000000ull)
+/* A max-abs bit pattern as a double (inf for NaN/inf). */
+static inline double fbp_bits_f32(unsigned int b) {
+    float f;
+    if (b >= 0x7f800000u)
+        return INFINITY;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+static inline double fbp_bits_f64(unsigned long long b) {
+    double f;
+    if (b >= 0x7ff0000000000000ull)
+        return INFINITY;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+/* max |x| over the (m, n) block of a (., ld) array, or inf when some x is NaN or inf. */
+static inline double fbp_maxabs_f32(const float *x, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ld) {
+    return fbp_bits_f32(fbp_maxabs_bits_f32(x, m, n, ld));
+}
+static inline double fbp_maxabs_f64(const double *x, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ld) {
+    return fbp_bits_f64(fbp_maxabs_bits_f64(x, m, n, ld));
+}
 
 /* out[j] = beta*out[j] + sum over i (in order) of g[i*ld + j], j < k */
 FBP_CLONES static void fbp_colsum_f32(const float *restrict g, ptrdiff_t n, ptrdiff_t ld,
