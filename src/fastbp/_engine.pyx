@@ -381,16 +381,10 @@ cdef int may_overflow(StepCtx* c, floating* params, Py_ssize_t nb, floating beta
     measured once per call, then kept exact by the update passes.
     """
     cdef int i
-    cdef double gb = 0, g = c.gout, v, d, lim
+    cdef double gb = 0, g = c.gout, v, d
     cdef double wd = fabs(c.op.weight_decay), l2 = fabs(<double>l2coef)
     cdef Layout* lay = c.lay
-    if floating is float:
-        lim = 3.4028234663852886e38 / OVERFLOW_MARGIN
-    else:
-        lim = 1.7976931348623157e308 / OVERFLOW_MARGIN
-    if c.pmax < 0:
-        c.pmax = maxabs_par(params, c.P, c.nt)
-        c.bmax = maxabs_par(<floating*>c.s1, c.P, c.nt)
+    measure_bounds(c, params)
     for i in range(lay.L - 1, -1, -1):
         v = nb * max(c.zmax[i], 1.0) * g + l2 * c.pmax
         if not v <= gb:          # also NaN
@@ -398,21 +392,33 @@ cdef int may_overflow(StepCtx* c, floating* params, Py_ssize_t nb, floating beta
         if i > 0:
             g = g * lay.sizes[i + 1] * c.pmax * slope_bound(lay.act[i - 1])
     d = gb + wd * c.pmax + (beta * c.bmax if beta != 0 else 0)
-    return not (d < lim and c.pmax + fabs(c.op.lr) * d < lim)
+    return beyond_limit(c, params, d)
 
 
 cdef int update_may_overflow(StepCtx* c, floating* params, double gsum,
                              double l2coef) noexcept nogil:
     """1 unless the momentum update of the summed gradient (sharded step: s1 holds
     mu*buf + g, max |s1| <= gsum) provably stays finite: d = s1 + (l2coef + wd) * p."""
-    cdef double lim, d
+    measure_bounds(c, params)
+    return beyond_limit(c, params,
+                        gsum + (fabs(l2coef) + fabs(c.op.weight_decay)) * c.pmax)
+
+
+cdef inline void measure_bounds(StepCtx* c, floating* params) noexcept nogil:
+    """max|params| and max|s1| into c.pmax, c.bmax, unless known (c.pmax >= 0)."""
+    if c.pmax < 0:
+        c.pmax = maxabs_par(params, c.P, c.nt)
+        c.bmax = maxabs_par(<floating*>c.s1, c.P, c.nt)
+
+
+cdef inline int beyond_limit(StepCtx* c, floating* like, double d) noexcept nogil:
+    """0 if an update direction bounded by d, and p - lr*d, stay max/2**20 below the
+    largest float (like: only fixes the dtype)."""
+    cdef double lim
     if floating is float:
         lim = 3.4028234663852886e38 / OVERFLOW_MARGIN
     else:
         lim = 1.7976931348623157e308 / OVERFLOW_MARGIN
-    if c.pmax < 0:
-        c.pmax = maxabs_par(params, c.P, c.nt)
-    d = gsum + (fabs(l2coef) + fabs(c.op.weight_decay)) * c.pmax
     return not (d < lim and c.pmax + fabs(c.op.lr) * d < lim)
 
 
@@ -660,8 +666,8 @@ cdef inline void gather_row(StepCtx* c, const floating* X, const floating* T,
         swg[r] = sw[row]
 
 
-cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_out, double* wsum_out, double* correct_out,
-                    Py_ssize_t* nb_out) noexcept nogil:
+cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_out,
+                    double* wsum_out, double* correct_out, Py_ssize_t* nb_out) noexcept nogil:
     """Gather, forward, loss, backward and update of batch bi.
 
     Returns -1 if the batch is empty, 0 if done, 1 if the loss is not finite (nothing
