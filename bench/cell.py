@@ -32,6 +32,30 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _status_mb(field):
+    """VmRSS / VmHWM of this process from /proc (MB), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak():
+    """Reset this process's peak RSS to its current RSS (Linux: clear_refs 5), so that the
+    peak measured afterwards is that of training, not of generating the data. Returns the
+    RSS at the reset (MB), or None if the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _status_mb("VmRSS")
+
+
 def _limit_threads(threads):
     try:
         from threadpoolctl import threadpool_limits
@@ -163,6 +187,7 @@ def run_cell(spec):
             res.update(systems.gemm_bound(w, threads, repeats, budget, min_rep, n))
         else:
             X, y = make_data(w, n)
+            rss_data = _reset_peak()
             if kind == "train":
                 res.update(systems.TRAIN[system](w, X, y, threads, repeats, budget, min_rep))
                 t = np.asarray(res["epoch_s"])
@@ -178,6 +203,9 @@ def run_cell(spec):
                 res["samples_per_second_max"] = float(sps.max())
             else:
                 raise ValueError(f"unknown cell kind {kind!r}")
+            if rss_data is not None:
+                res["rss_data_mb"] = rss_data
+                res["run_peak_rss_mb"] = _status_mb("VmHWM")
     res["rss_import_mb"] = rss_import
     res["peak_rss_mb"] = _rss_mb()
     return res

@@ -74,7 +74,7 @@ def merge_rounds(recs):
     for k in ("epoch_s", "call_s", "reported_samples_per_second"):
         if k in ok[0]:
             m[k] = [x for r in ok for x in (r.get(k) or [])]
-    for k in ("peak_rss_mb", "other_load_cores"):
+    for k in ("peak_rss_mb", "run_peak_rss_mb", "rss_data_mb", "other_load_cores"):
         vals = [r[k] for r in ok if r.get(k) is not None]
         if vals:
             m[k] = max(vals)
@@ -274,12 +274,45 @@ def details_md(R):
                      len(r["epoch_s"]), f"{sorted(r['epoch_s'])[len(r['epoch_s']) // 2]:.3f}",
                      f"{gfl:.1f}", fpct(sps, R.roofline_sps(w, t)),
                      fpct(sps, R.sps("gemm", "gemm", w, t)),
-                     f"{r.get('peak_rss_mb', 0):.0f} ({r.get('rss_import_mb', 0):.0f})", loss,
+                     _rss(r), loss,
                      _load(R, r)])
     return _table(["workload", "threads", "system", "samples/s", "min–max",
                    "library-reported", "epochs", "median epoch s", "GFLOP/s", "% roofline",
-                   "% GEMM bound", "peak RSS MB (after import)",
+                   "% GEMM bound", "peak RSS MB: process / training (after import)",
                    "loss on 1024 samples: start → end", "other load (cores)"], rows)
+
+
+def _rss(r):
+    run = r.get("run_peak_rss_mb")
+    return (f"{r.get('peak_rss_mb', 0):.0f} / {run:.0f}" if run is not None
+            else f"{r.get('peak_rss_mb', 0):.0f}") + f" ({r.get('rss_import_mb', 0):.0f})"
+
+
+def memory_md(R):
+    """Peak RSS while training: the peak is reset once the data are generated (so the
+    benchmark's own float64 copies do not count); imports and the data still do."""
+    systems = R.meta["systems"]
+    rows = []
+    for w in R.meta["workloads"]:
+        for t in R.meta["threads"]:
+            recs = {s: R.rec("train", s, w, t) for s in systems}
+            ok = {s: r for s, r in recs.items()
+                  if r and r.get("status") == "ok" and r.get("run_peak_rss_mb") is not None}
+            if not ok:
+                continue
+            row = [w, t] + [f"{ok[s]['run_peak_rss_mb']:.0f}" if s in ok else "–"
+                            for s in systems]
+            anyr = next(iter(ok.values()))
+            row.append(f"{anyr.get('rss_data_mb', 0) - anyr.get('rss_import_mb', 0):.0f}")
+            if "fastbp" in ok and "numpy" in ok:
+                row.append(f"{ok['fastbp']['run_peak_rss_mb'] - ok['numpy']['run_peak_rss_mb']:+.0f}")
+            rows.append(row)
+    if not rows:
+        return ""
+    header = (["workload", "threads"] + [SYS_LABEL[s] for s in systems]
+              + ["data (X, y)", "fastbp − NumPy"])
+    return ("### Memory (peak RSS while training, MB: the peak is reset after the data are "
+            "generated; it includes the imports and the data)\n\n" + _table(header, rows))
 
 
 def _load(R, r):
@@ -476,7 +509,7 @@ def write_report(results, out_dir):
         parts += [training_md(R, t), ""]
     if png:
         parts += [f"![training throughput]({os.path.basename(png)})", ""]
-    for section in (scaling_md(R), inference_md(R), gemm_md(R)):
+    for section in (scaling_md(R), inference_md(R), gemm_md(R), memory_md(R)):
         if section:
             parts += [section, ""]
     if spng:
