@@ -48,12 +48,18 @@ def _reset_peak():
     """Reset this process's peak RSS to its current RSS (Linux: clear_refs 5), so that the
     peak measured afterwards is that of training, not of generating the data. Returns the
     RSS at the reset (MB), or None if the kernel does not allow it."""
+    global _PEAK_BEFORE_RESET
+    before = _rss_mb()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
         return None
+    _PEAK_BEFORE_RESET = before     # ru_maxrss follows the reset too: keep the old peak
     return _status_mb("VmRSS")
+
+
+_PEAK_BEFORE_RESET = 0.0
 
 
 def _limit_threads(threads):
@@ -207,7 +213,7 @@ def run_cell(spec):
                 res["rss_data_mb"] = rss_data
                 res["run_peak_rss_mb"] = _status_mb("VmHWM")
     res["rss_import_mb"] = rss_import
-    res["peak_rss_mb"] = _rss_mb()
+    res["peak_rss_mb"] = max(_rss_mb(), _PEAK_BEFORE_RESET)
     return res
 
 
