@@ -188,3 +188,29 @@ def test_callable_and_per_layer_init():
 
     net = fastbp.Network([3, 4, 2], init=[ones, "zeros"])
     assert (net.weights[0] == 1).all() and (net.weights[1] == 0).all()
+
+
+@pytest.mark.parametrize("sizes,acts,output", [
+    ([5, 3], [], "softmax"),
+    ([6, 9, 4, 11, 7, 3], ["gelu", "relu", "silu", "tanh"], "softmax"),
+    ([6, 9, 4, 11, 7, 3], ["silu", "gelu", "elu", "gelu"], "silu"),
+    ([4] + [8] * 9 + [2], ["tanh", "relu"] * 4 + ["gelu"], "identity"),
+])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_predict_with_two_alternating_buffers_matches_the_reference(sizes, acts, output, dtype):
+    """predict's workspace holds two hidden outputs that alternate and one pre-activation
+    buffer (SiLU and GELU keep theirs, the output layer too): deep and mixed networks, chunks
+    smaller than the data, agree with the reference forward."""
+    rng = np.random.default_rng(5)
+    net = fastbp.Network(sizes, activation=acts or "tanh", output=output, dtype=dtype, seed=2)
+    for b in net.biases:
+        b[...] = rng.normal(scale=0.3, size=b.shape)
+    X = rng.normal(size=(37, sizes[0]))
+    ref = forward([w.astype(float) for w in net.weights], [b.astype(float) for b in net.biases],
+                  list(net.activations), X)[1][-1]
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    for chunk in (37, 8, 1):
+        np.testing.assert_allclose(net.predict(X, chunk_size=chunk), ref, rtol=tol, atol=tol)
+    ws = net._workspace(37, 8, forward_only=True)
+    assert ws.buf.size == 8 * (2 * max(sizes[1:]) + max(
+        [sizes[-1]] + [s for s, a in zip(sizes[1:-1], acts) if a in ("silu", "gelu")]))

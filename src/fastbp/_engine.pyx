@@ -104,18 +104,24 @@ cdef class Workspace:
     """Scratch buffers for batches of up to `capacity` rows (one per thread of use).
 
     With ``shards`` > 1 it also holds, per batch shard, a Bufs whose pointers address that
-    shard's rows of the same buffers (set per batch by ``point_shard``).
+    shard's rows of the same buffers (set per batch by ``point_shard``). A ``forward_only``
+    workspace (predict) keeps no gradients and only two hidden outputs, alternating.
     """
     cdef Bufs b
     cdef Bufs* sh
     cdef readonly int shards
+    cdef readonly bint forward_only
     cdef readonly object buf, labels, dtype
     cdef readonly Py_ssize_t capacity
 
-    def __cinit__(self, Plan plan, Py_ssize_t capacity, dtype, bint gather=False, int shards=1):
+    def __cinit__(self, Plan plan, Py_ssize_t capacity, dtype, bint gather=False, int shards=1,
+                  bint forward_only=False):
         cdef Layout* lay = &plan.lay
         cdef int i, L = lay.L
-        cdef Py_ssize_t total = 0, off = 0
+        cdef Py_ssize_t total = 0, off = 0, wpre = lay.sizes[L]
+        cdef char* base
+        cdef Py_ssize_t item
+        self.forward_only = forward_only
         self.shards = max(1, shards)
         self.sh = <Bufs*>calloc(self.shards, sizeof(Bufs))
         if not self.sh:
@@ -128,12 +134,31 @@ cdef class Workspace:
                 raise MemoryError()
         self.capacity = capacity
         self.dtype = np.dtype(dtype)
+        item = self.dtype.itemsize
         self.b.cap = capacity
         self.b.A = <void**>calloc(L + 1, sizeof(void*))
         self.b.P = <void**>calloc(L + 1, sizeof(void*))
         self.b.G = <void**>calloc(L, sizeof(void*))
         if not (self.b.A and self.b.P and self.b.G):
             raise MemoryError()
+        self.labels = np.zeros(1, dtype=np.int64)
+        self.b.lab = <long long*>cnp.PyArray_DATA(self.labels)
+        self.b.X = self.b.T = self.b.SW = NULL
+        if forward_only:
+            # hidden outputs in two buffers, alternating; one pre-activation buffer for the
+            # layers that keep theirs (SiLU, GELU) and the output layer; the output itself
+            # goes to the caller's array (forward with out)
+            for i in range(1, L):
+                if needs_pre(lay.act[i - 1]) and lay.sizes[i] > wpre:
+                    wpre = lay.sizes[i]
+            self.buf = np.zeros(2 * capacity * lay.maxw + capacity * wpre, dtype=self.dtype)
+            base = <char*>cnp.PyArray_DATA(self.buf)
+            for i in range(1, L):
+                self.b.A[i] = base + (i - 1) % 2 * capacity * lay.maxw * item
+                if needs_pre(lay.act[i - 1]):
+                    self.b.P[i] = base + 2 * capacity * lay.maxw * item
+            self.b.P[L] = base + 2 * capacity * lay.maxw * item
+            return
         for i in range(1, L + 1):
             total += 2 * capacity * lay.sizes[i]     # A and G
             if i == L or needs_pre(lay.act[i - 1]):
@@ -142,8 +167,7 @@ cdef class Workspace:
             total += capacity * (lay.sizes[0] + lay.sizes[L] + 1)
         self.buf = np.zeros(total, dtype=self.dtype)
         self.labels = np.zeros(capacity if gather else 1, dtype=np.int64)
-        cdef char* base = <char*>cnp.PyArray_DATA(self.buf)
-        cdef Py_ssize_t item = self.dtype.itemsize
+        base = <char*>cnp.PyArray_DATA(self.buf)
         for i in range(1, L + 1):
             self.b.A[i] = base + off * item
             off += capacity * lay.sizes[i]
@@ -153,7 +177,6 @@ cdef class Workspace:
         for i in range(L):
             self.b.G[i] = base + off * item
             off += capacity * lay.sizes[i + 1]
-        self.b.X = self.b.T = self.b.SW = NULL
         if gather:
             self.b.X = base + off * item
             off += capacity * lay.sizes[0]
@@ -606,7 +629,10 @@ def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
     cdef Layout* lay = &plan.lay
     cdef Py_ssize_t n = X.shape[0], s = 0, nb, cap = ws.capacity
     cdef Py_ssize_t d = X.shape[1], k = lay.sizes[lay.L]
-    cdef double wsum = weight_sum(&sw[0], n) if use_sw else <double>n
+    cdef double wsum
+    if ws.forward_only:
+        raise ValueError("gradients need a workspace made without forward_only")
+    wsum = weight_sum(&sw[0], n) if use_sw else <double>n
     cdef floating scale = <floating>(1.0 / wsum)
     cdef double total = 0
     cdef floating beta = 0
@@ -857,8 +883,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
         raise ValueError("the momentum buffer must have one entry per parameter")
     if c.S > 256 or (c.S > 1 and shard_grads.shape[0] < (c.S - 1) * P):
         raise ValueError("shard_grads must hold (shards - 1) gradient buffers (shards <= 256)")
-    if batch_size > ws.capacity:
-        raise ValueError("batch_size exceeds the workspace capacity")
+    if batch_size > ws.capacity or ws.forward_only:
+        raise ValueError("batch_size exceeds the workspace capacity, or it is forward-only")
     if use_perm and (ws.b.X == NULL or perm.shape[0] != n):
         raise ValueError("shuffled training needs a gathering workspace and a full permutation")
     if carry.shape[0] != 3:

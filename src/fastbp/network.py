@@ -134,8 +134,9 @@ class Network:
                 f"dtype={self._dtype.name}, params={self._params.size})")
 
     # ---- compute -----------------------------------------------------------------------
-    def _workspace(self, n_rows, chunk=PREDICT_CHUNK):
-        return _engine.Workspace(self._plan, max(1, min(n_rows, chunk)), self._dtype)
+    def _workspace(self, n_rows, chunk=PREDICT_CHUNK, forward_only=False):
+        return _engine.Workspace(self._plan, max(1, min(n_rows, chunk)), self._dtype,
+                                 forward_only=forward_only)
 
     def predict(self, X, chunk_size=PREDICT_CHUNK):
         """Output activations for X (n, n_inputs) -> (n, n_outputs), in the network's dtype.
@@ -146,7 +147,7 @@ class Network:
         X = as_float_matrix(X, self._dtype, "X", n_columns=self._sizes[0], allow_empty=True)
         out = np.empty((X.shape[0], self._sizes[-1]), dtype=self._dtype)
         if X.shape[0]:
-            ws = self._workspace(X.shape[0], chunk_size)
+            ws = self._workspace(X.shape[0], chunk_size, forward_only=True)
             with blas_single_threaded():
                 _engine.predict(self._plan, ws, self._params, X, out, get_num_threads())
         return out
