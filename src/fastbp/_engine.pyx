@@ -92,7 +92,7 @@ cdef class Plan:
 cdef struct Bufs:
     void** A          # A[i]: output of layer i-1 (A[0] unused: the batch input)
     void** P          # P[i]: pre-activation of layer i-1, or NULL
-    void** G          # G[i]: dE/d(pre-activation of layer i), i < L
+    void** G          # G[i]: dE/d(pre-activation of layer i), i < L: two buffers, alternating
     void* X           # gathered batch inputs
     void* T           # gathered batch targets
     void* SW          # gathered batch sample weights
@@ -160,9 +160,10 @@ cdef class Workspace:
             self.b.P[L] = base + 2 * capacity * lay.maxw * item
             return
         for i in range(1, L + 1):
-            total += 2 * capacity * lay.sizes[i]     # A and G
+            total += capacity * lay.sizes[i]
             if i == L or needs_pre(lay.act[i - 1]):
                 total += capacity * lay.sizes[i]
+        total += 2 * capacity * lay.maxw
         if gather:
             total += capacity * (lay.sizes[0] + lay.sizes[L] + 1)
         self.buf = np.zeros(total, dtype=self.dtype)
@@ -174,9 +175,9 @@ cdef class Workspace:
             if i == L or needs_pre(lay.act[i - 1]):
                 self.b.P[i] = base + off * item
                 off += capacity * lay.sizes[i]
-        for i in range(L):
-            self.b.G[i] = base + off * item
-            off += capacity * lay.sizes[i + 1]
+        for i in range(L):       # the backward only needs G[i] and G[i - 1] at once
+            self.b.G[i] = base + (off + (L - 1 - i) % 2 * capacity * lay.maxw) * item
+        off += 2 * capacity * lay.maxw
         if gather:
             self.b.X = base + off * item
             off += capacity * lay.sizes[0]
@@ -205,7 +206,7 @@ cdef void point_shard(Layout* lay, Bufs* base, Bufs* out, Py_ssize_t r0,
     for i in range(1, lay.L + 1):
         out.A[i] = (<floating*>base.A[i]) + r0 * lay.sizes[i]
         out.P[i] = (<floating*>base.P[i]) + r0 * lay.sizes[i] if base.P[i] != NULL else NULL
-        out.G[i - 1] = (<floating*>base.G[i - 1]) + r0 * lay.sizes[i]
+        out.G[i - 1] = (<floating*>base.G[i - 1]) + r0 * lay.maxw   # whatever the width
 
 
 # ---- products: one thread pool ----------------------------------------------------------
@@ -237,7 +238,7 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
                    double* omax) noexcept nogil:
     """C := alpha * op(A) @ op(B) + beta * C (row-major), split over up to nt threads, then
     the epilogue ep on C (ldc == n), each thread on its own block while it is in cache.
-    With omax, also omax[0] := max |result| (out for EP_FORWARD, else C; inf if not finite).
+    With omax (EP_FORWARD only), also omax[0] := max |out| (inf if some entry is not finite).
 
     Each thread re-reads (and BLAS re-packs) the whole operand that is not split, so the
     split goes across the larger one: the rows of C (and of op(A)) when op(A) is larger,
@@ -246,7 +247,6 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
     cdef int t, nthr, by_rows = <Py_ssize_t>m * k > <Py_ssize_t>k * n
     cdef int late = 0
     cdef Py_ssize_t dim = m if by_rows else n, i0, i1
-    cdef floating* res = out if ep == EP_FORWARD else C
     cdef double part[256]
     cdef double best = 0
     nthr = min(nt, 256)
@@ -255,8 +255,6 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
     if nthr <= 1 or 2.0 * m * n * k < PAR_GEMM_FLOPS:
         gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         late = ep
-        if ep == EP_NONE and omax != NULL:
-            omax[0] = maxabs(C, m, n, ldc)
     else:
         if ep != EP_NONE and not by_rows and row_coupled(act):
             late = ep
@@ -281,9 +279,9 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
                                    n if by_rows else i1)
                 if omax != NULL:
                     if by_rows:
-                        part[t] = maxabs(res + i0 * ldc, i1 - i0, n, ldc)
+                        part[t] = maxabs(out + i0 * ldc, i1 - i0, n, ldc)
                     else:
-                        part[t] = maxabs(res + i0, m, i1 - i0, ldc)
+                        part[t] = maxabs(out + i0, m, i1 - i0, ldc)
         if late == EP_NONE and omax != NULL:
             for t in range(nthr):
                 best = max(best, part[t])
@@ -293,7 +291,7 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
     elif late == EP_BACKWARD:
         act_backward(act, C, out, pre, m, n, nt)
     if late != EP_NONE and omax != NULL:
-        omax[0] = maxabs(res, m, n, ldc)
+        omax[0] = maxabs(out, m, n, ldc)
 
 
 # ---- the step ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ GELU and the output layer keep their pre-activations.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
-from libc.math cimport exp, expf, expm1, log, log1p, tanh, fabs, sqrt, sqrtf
+from libc.math cimport INFINITY, exp, expf, expm1, log, log1p, tanh, fabs, sqrt, sqrtf
 
 cdef extern from "_simd.h" nogil:
     float fbp_tanhf(float x)
@@ -21,8 +21,6 @@ cdef extern from "_simd.h" nogil:
     void fbp_affine_tanh_backward(float* g, const float* y, Py_ssize_t k, float is_, float oa,
                                   float oc)
     void fbp_relu_backward(float* g, const float* y, Py_ssize_t k, float slope)
-    int fbp_all_finite_f32(const float* x, Py_ssize_t n)
-    int fbp_all_finite_f64(const double* x, Py_ssize_t n)
     void fbp_colsum_f32(const float* g, Py_ssize_t n, Py_ssize_t ld, float* out, Py_ssize_t k,
                         float beta)
     int fbp_adam_f32(float* p, const float* g, float* m, float* v, float* bk, Py_ssize_t n,
@@ -427,22 +425,8 @@ cdef inline void _colsum_block(const floating* g, Py_ssize_t n, Py_ssize_t k, fl
 
 
 cdef int all_finite(const floating* x, Py_ssize_t n, int nt) noexcept nogil:
-    """1 if every x[i] is finite (integer test of the exponent bits, _simd.h)."""
-    cdef Py_ssize_t c, nchunks, CH = 262144
-    cdef int bad = 0
-    nchunks = (n + CH - 1) // CH
-    if nt > 1 and nchunks > 1:
-        for c in prange(nchunks, num_threads=run_threads(nt), schedule="static"):
-            bad += not _finite_block(x + c * CH, min(CH, n - c * CH))
-        return bad == 0
-    return _finite_block(x, n)
-
-
-cdef inline int _finite_block(const floating* x, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        return fbp_all_finite_f32(x, n)
-    else:
-        return fbp_all_finite_f64(x, n)
+    """1 if every x[i] is finite (maxabs_par: an integer test of the bits)."""
+    return maxabs_par(x, n, nt) < INFINITY
 
 
 cdef double maxabs(const floating* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld) noexcept nogil:

@@ -105,23 +105,6 @@ FBP_CLONES static void fbp_relu_backward(float *restrict g, const float *restric
     for (ptrdiff_t j = 0; j < k; j++)
         g[j] = y[j] > 0.0f ? g[j] : slope * g[j];
 }
-/* 1 if no element is NaN or inf: an integer test of the exponent bits (vectorizes) */
-FBP_CLONES static int fbp_all_finite_f32(const float *x, ptrdiff_t n) {
-    const unsigned int *u = (const unsigned int *)x;
-    unsigned int bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++)
-        bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
-    return bad == 0;
-}
-
-FBP_CLONES static int fbp_all_finite_f64(const double *x, ptrdiff_t n) {
-    const unsigned long long *u = (const unsigned long long *)x;
-    unsigned long long bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++)
-        bad |= (u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
-    return bad == 0;
-}
-
 /* max |x| over rows i < m, columns j < n of a (., ld) array, as the bits of |x| (sign
  * cleared): an integer max that vectorizes; >= the bits of inf when some x is NaN or inf. */
 FBP_CLONES static unsigned int fbp_maxabs_bits_f32(const float *x, ptrdiff_t m, ptrdiff_t n,
