@@ -15,6 +15,7 @@ from Cython.Build import cythonize
 
 DEBUG = os.environ.get("FASTBP_DEBUG", "0") == "1"
 MODULES = ["_blas", "_kernels", "_engine"]
+HEADERS = ["_simd.h", "_gemm.h", "_gemm_kernel.h"]
 
 
 def openmp_flags(compiler):
@@ -71,6 +72,7 @@ extensions = [
         f"fastbp.{name}",
         [f"src/fastbp/{name}.pyx"],
         include_dirs=[numpy.get_include()],
+        depends=[f"src/fastbp/{h}" for h in HEADERS],   # rebuild when a header changes
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in MODULES

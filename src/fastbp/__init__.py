@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 from . import activations, initializers, losses, optimizers, schedules, callbacks, diagnostics
 from . import datasets, pretrain
 from ._config import get_num_threads, num_threads, set_num_threads, show_config
+from ._config import get_gemm_kernel, set_gemm_kernel
 from .diagnostics import GradientNormRecorder, gradient_check
 from .network import Gradients, Network
 from .trainer import History, Trainer, TrainingDiverged
@@ -12,6 +13,7 @@ from .pretrain import pretrain_autoencoders
 
 __all__ = ["Network", "Gradients", "Trainer", "History", "TrainingDiverged", "EarlyStopping",
            "gradient_check", "set_num_threads", "get_num_threads", "num_threads", "show_config",
+           "get_gemm_kernel", "set_gemm_kernel",
            "activations", "initializers", "losses", "optimizers", "schedules", "callbacks",
            "diagnostics", "datasets", "pretrain", "pretrain_autoencoders",
            "GradientNormRecorder", "__version__"]

@@ -101,10 +101,95 @@ sgemm = <sgemm_ptr>_capi_function(_cython_blas, "sgemm")
 dgemm = <dgemm_ptr>_capi_function(_cython_blas, "dgemm")
 
 
+# ---- fastbp's own kernel for small float32 products (see _gemm.h) ----------------------
+cdef extern from "_gemm.h" nogil:
+    int fbp_sgemm_small_isa()
+    long long fbp_sgemm_small_calls
+    int fbp_sgemm_small(int isa, int ta, int tb, int m, int n, int k, float alpha,
+                        const float* A, int lda, const float* B, int ldb, float beta,
+                        float* C, int ldc)
+
+_ISA_NAMES = {0: "blas", 1: "avx2", 2: "avx512"}
+cdef int cpu_isa = fbp_sgemm_small_isa()
+cdef int small_isa = cpu_isa
+# FASTBP_SMALL_GEMM: "0" (BLAS only), a kernel name for set_small_gemm_kernel, and/or
+# "always" (a testing aid: the own kernel for every float32 product), comma-separated.
+_SMALL_ENV = [w.strip() for w in os.environ.get("FASTBP_SMALL_GEMM", "auto").split(",")]
+# Where the own kernel runs (float32 only), measured in training on AVX-512 against
+# OpenBLAS 0.3.30: 1.1-1.2x on 128-wide layers at batch 64 (W4), where BLAS packs both
+# operands for every product. Below 2^18 multiply-adds BLAS's own small-matrix kernels do
+# as well (64-wide layers at batch 32: 0.97x); above ~128 x 256 x 256, and for narrow
+# outputs (n < 32, the 16-wide vectors mostly empty), its packed kernels win.
+cdef double SMALL_MIN_MNK = 262144.0
+cdef double SMALL_MAX_MNK = 8.4e6
+cdef int SMALL_MIN_N = 32
+if "always" in _SMALL_ENV:
+    SMALL_MIN_MNK, SMALL_MAX_MNK, SMALL_MIN_N = 0.0, float("inf"), 1
+
+
+def small_gemm_kernel():
+    """Which kernel does fastbp's small float32 products: "avx512", "avx2" or "blas"."""
+    return _ISA_NAMES[small_isa]
+
+
+def small_gemm_calls():
+    """How many products the own kernel has done in this process (all threads)."""
+    return fbp_sgemm_small_calls
+
+
+def set_small_gemm_kernel(str name):
+    """Use "blas" for every product, or the named own kernel (the CPU must have it);
+    "auto" picks the best the CPU has. Returns the previous setting."""
+    global small_isa
+    cdef int isa
+    previous = _ISA_NAMES[small_isa]
+    if name == "auto":
+        isa = cpu_isa
+    else:
+        codes = {v: k for k, v in _ISA_NAMES.items()}
+        if name not in codes:
+            raise ValueError(f"name must be one of {sorted(codes) + ['auto']}, got {name!r}")
+        isa = codes[name]
+        if isa > cpu_isa:
+            raise ValueError(f"name={name!r}: this CPU (or build) supports up to "
+                             f"{_ISA_NAMES[cpu_isa]!r}")
+    small_isa = isa
+    return previous
+
+
+for _word in _SMALL_ENV:
+    if _word in ("0", "blas", "avx512", "avx2", "auto"):
+        set_small_gemm_kernel("blas" if _word == "0" else _word)
+    elif _word != "always":
+        raise ImportError(f"FASTBP_SMALL_GEMM={os.environ['FASTBP_SMALL_GEMM']!r}: expected "
+                          f"0, blas, auto, avx512 or avx2, and/or always (comma-separated)")
+
+
+cdef int small_gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                    floating* like) noexcept nogil:
+    """Whether gemm_as(small=...) should take the own kernel for this whole product; decide
+    it once per product, so that every block of a split product runs the same kernel."""
+    cdef double mnk = <double>m * n * k
+    return (floating is float and small_isa != 0 and n >= SMALL_MIN_N
+            and SMALL_MIN_MNK <= mnk <= SMALL_MAX_MNK)
+
+
+cdef void gemm_as(int small, BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+                  floating alpha, const floating* A, int lda, const floating* B, int ldb,
+                  floating beta, floating* C, int ldc) noexcept nogil:
+    """gemm, by the own kernel when small (from small_gemm) and there is something to sum."""
+    if floating is float:
+        if small and m > 0 and n > 0 and k > 0:
+            fbp_sgemm_small(small_isa, ta == Trans, tb == Trans, m, n, k, alpha, A, lda,
+                            B, ldb, beta, C, ldc)
+            return
+    gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
 cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
                const floating* A, int lda, const floating* B, int ldb,
                floating beta, floating* C, int ldc) noexcept nogil:
-    """C := alpha * op(A) @ op(B) + beta * C, all row-major; C is (m, n)."""
+    """C := alpha * op(A) @ op(B) + beta * C, all row-major; C is (m, n), by the BLAS."""
     cdef char ca = ta, cb = tb
     if floating is float:
         sgemm(&cb, &ca, &n, &m, &k, &alpha, <float*>B, &ldb, <float*>A, &lda, &beta, C, &ldc)
@@ -112,16 +197,26 @@ cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha
         dgemm(&cb, &ca, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
 
 
-def gemm_memview(BLAS_Trans ta, BLAS_Trans tb, const floating[:, ::1] A,
-                 const floating[:, ::1] B, floating[:, ::1] C, double alpha=1.0, double beta=0.0):
-    """Test shim: C := alpha * op(A) @ op(B) + beta * C on C-contiguous arrays."""
+def gemm_memview(BLAS_Trans ta, BLAS_Trans tb, const floating[:, :] A,
+                 const floating[:, :] B, floating[:, :] C, double alpha=1.0, double beta=0.0,
+                 bint small=False):
+    """Test shim: C := alpha * op(A) @ op(B) + beta * C on row-major views (rows may be
+    strided, e.g. column slices; entries within a row contiguous). small: by the own kernel
+    set by set_small_gemm_kernel, whatever the size (float32 only)."""
     cdef int m = C.shape[0], n = C.shape[1]
     cdef int k = A.shape[1] if ta == NoTrans else A.shape[0]
     cdef int opb_rows = B.shape[0] if tb == NoTrans else B.shape[1]
     cdef int opa_rows = A.shape[0] if ta == NoTrans else A.shape[1]
     cdef int opb_cols = B.shape[1] if tb == NoTrans else B.shape[0]
+    cdef Py_ssize_t item = sizeof(floating)
     if opa_rows != m or opb_rows != k or opb_cols != n:
         raise ValueError("gemm_memview: incompatible shapes")
+    for name, v in (("A", A), ("B", B), ("C", C)):
+        if v.strides[1] != item or v.strides[0] % item or v.strides[0] < v.shape[1] * item:
+            raise ValueError(f"gemm_memview: {name} must have contiguous rows")
+    if m == 0 or n == 0:
+        return
     with nogil:
-        gemm(ta, tb, m, n, k, <floating>alpha, &A[0, 0], <int>A.shape[1], &B[0, 0],
-             <int>B.shape[1], <floating>beta, &C[0, 0], <int>C.shape[1])
+        gemm_as(small, ta, tb, m, n, k, <floating>alpha, &A[0, 0], <int>(A.strides[0] // item),
+                &B[0, 0], <int>(B.strides[0] // item), <floating>beta, &C[0, 0],
+                <int>(C.strides[0] // item))

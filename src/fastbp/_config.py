@@ -11,9 +11,10 @@ import threading
 
 from threadpoolctl import ThreadpoolController, threadpool_info
 
-from . import _engine
+from . import _blas, _engine
 
-__all__ = ["set_num_threads", "get_num_threads", "num_threads", "show_config"]
+__all__ = ["set_num_threads", "get_num_threads", "num_threads", "show_config",
+           "set_gemm_kernel", "get_gemm_kernel"]
 
 _state = threading.local()
 _default = [None]   # process-wide setting; None = all cores
@@ -70,6 +71,21 @@ def num_threads(n):
         yield n
     finally:
         _state.n = old
+
+
+def get_gemm_kernel():
+    """The kernel of fastbp's small float32 products: "avx512", "avx2" (fastbp's own, see
+    ``_gemm.h``) or "blas" (every product by the BLAS)."""
+    return _blas.small_gemm_kernel()
+
+
+def set_gemm_kernel(name):
+    """Process-wide: "auto" (the own kernel for small float32 products, the best the CPU
+    has; the default unless FASTBP_SMALL_GEMM=0), "blas", "avx512" or "avx2". Results
+    differ between kernels only by float rounding. Returns the previous setting."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    return _blas.set_small_gemm_kernel(name)
 
 
 _blas_lock = threading.Lock()
@@ -135,6 +151,7 @@ def show_config(file=None):
         "num_threads": get_num_threads(),
         "cores": _cores(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "gemm_kernel": get_gemm_kernel(),
         "blas": [{k: b.get(k) for k in ("internal_api", "version", "architecture",
                                          "num_threads", "filepath")} for b in blas],
     }
@@ -142,7 +159,9 @@ def show_config(file=None):
              f"  OpenMP: {'on' if cfg['openmp'] else 'off (serial build)'}"
              f" (max threads {cfg['openmp_max_threads']})",
              f"  threads: {cfg['num_threads']} of {cfg['cores']} cores "
-             f"(OMP_WAIT_POLICY={cfg['omp_wait_policy']})"]
+             f"(OMP_WAIT_POLICY={cfg['omp_wait_policy']})",
+             f"  small float32 products: {cfg['gemm_kernel']}"
+             f"{' (own kernel)' if cfg['gemm_kernel'] != 'blas' else ''}"]
     for b in cfg["blas"]:
         lines.append(f"  BLAS: {b['internal_api']} {b['version']} {b['architecture'] or ''} "
                      f"threads={b['num_threads']} ({os.path.basename(b['filepath'] or '')})")

@@ -12,7 +12,7 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 from libc.math cimport isfinite, fabs
 
-from ._blas cimport gemm, NoTrans, Trans, BLAS_Trans
+from ._blas cimport gemm_as, small_gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
                         all_finite, maxabs, maxabs_par, needs_pre, count_correct, run_threads,
                         optimizer_step, OptParams, accumulates_momentum, momentum_step,
@@ -245,7 +245,7 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
     else the columns of C (and of op(B)).
     """
     cdef int t, nthr, by_rows = <Py_ssize_t>m * k > <Py_ssize_t>k * n
-    cdef int late = 0
+    cdef int late = 0, small = small_gemm(ta, tb, m, n, k, C)
     cdef Py_ssize_t dim = m if by_rows else n, i0, i1
     cdef double part[256]
     cdef double best = 0
@@ -253,7 +253,7 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
     if nthr > dim // MIN_BLOCK:
         nthr = <int>(dim // MIN_BLOCK)
     if nthr <= 1 or 2.0 * m * n * k < PAR_GEMM_FLOPS:
-        gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        gemm_as(small, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         late = ep
     else:
         if ep != EP_NONE and not by_rows and row_coupled(act):
@@ -262,11 +262,11 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
             i0 = dim * t // nthr
             i1 = dim * (t + 1) // nthr
             if by_rows:
-                gemm(ta, tb, <int>(i1 - i0), n, k, alpha,
+                gemm_as(small, ta, tb, <int>(i1 - i0), n, k, alpha,
                      A + (i0 * lda if ta == NoTrans else i0), lda, B, ldb, beta, C + i0 * ldc,
                      ldc)
             else:
-                gemm(ta, tb, m, <int>(i1 - i0), k, alpha, A, lda,
+                gemm_as(small, ta, tb, m, <int>(i1 - i0), k, alpha, A, lda,
                      B + (i0 if tb == NoTrans else i0 * ldb), ldb, beta, C + i0, ldc)
             if late == EP_NONE:
                 if ep == EP_FORWARD:
