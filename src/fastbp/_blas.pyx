@@ -121,10 +121,10 @@ _SMALL_ENV = [w.strip() for w in os.environ.get("FASTBP_SMALL_GEMM", "auto").spl
 # as well (64-wide layers at batch 32: 0.97x); above ~128 x 256 x 256, and for narrow
 # outputs (n < 32, the 16-wide vectors mostly empty), its packed kernels win.
 cdef double SMALL_MIN_MNK = 262144.0
-cdef double SMALL_MAX_MNK = 8.4e6
+cdef double SMALL_MAX_MK = 131072.0
 cdef int SMALL_MIN_N = 32
 if "always" in _SMALL_ENV:
-    SMALL_MIN_MNK, SMALL_MAX_MNK, SMALL_MIN_N = 0.0, float("inf"), 1
+    SMALL_MIN_MNK, SMALL_MAX_MK, SMALL_MIN_N = 0.0, float("inf"), 1
 
 
 def small_gemm_kernel():
@@ -169,9 +169,9 @@ cdef int small_gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
                     floating* like) noexcept nogil:
     """Whether gemm_as(small=...) should take the own kernel for this whole product; decide
     it once per product, so that every block of a split product runs the same kernel."""
-    cdef double mnk = <double>m * n * k
+    cdef double mk = <double>m * k
     return (floating is float and small_isa != 0 and n >= SMALL_MIN_N
-            and SMALL_MIN_MNK <= mnk <= SMALL_MAX_MNK)
+            and mk * n >= SMALL_MIN_MNK and mk <= SMALL_MAX_MK)
 
 
 cdef void gemm_as(int small, BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,

@@ -145,6 +145,9 @@ G_CAT(fbp_sgemm_small, G_SUF)(int ta, int tb, int m, int n, int k, float alpha,
 {
     float pack[FBP_GEMM_KC * G_NR] __attribute__((aligned(64)));
     const ptrdiff_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
+    /* B's rows read in place cost L1 conflicts (rows a power-of-two apart) on every row
+     * tile; from 16 row tiles on, one copy per panel is cheaper */
+    const int pack_nn = m >= 16 * G_MR;
     for (int p0 = 0; p0 < k; p0 += FBP_GEMM_KC) {
         const int kc = k - p0 < FBP_GEMM_KC ? k - p0 : FBP_GEMM_KC;
         for (int j0 = 0; j0 < n; j0 += G_NR) {
@@ -152,10 +155,7 @@ G_CAT(fbp_sgemm_small, G_SUF)(int ta, int tb, int m, int n, int k, float alpha,
             const int nv = (nc + G_VL - 1) / G_VL, w = nv * G_VL;
             const float *P;
             ptrdiff_t ldp;
-#ifndef G_PACK_NN
-#define G_PACK_NN 0
-#endif
-            if (!tb && nc == w && !G_PACK_NN) {
+            if (!tb && nc == w && !pack_nn) {
                 P = B + (ptrdiff_t)p0 * ldb + j0;
                 ldp = ldb;
             } else {
