@@ -151,6 +151,8 @@ def machine_info():
         fb = _import_fastbp()
         versions["fastbp"] = getattr(fb, "__version__", "?")
         info["fastbp_module"] = getattr(fb, "__file__", "?")
+        if hasattr(fb, "get_gemm_kernel"):
+            info["fastbp_gemm_kernel"] = fb.get_gemm_kernel()
     except Exception as e:
         versions["fastbp"] = None
         info["fastbp_error"] = str(e)[:300]

@@ -163,7 +163,9 @@ def machine_md(meta):
         ("numpy", "scipy", "torch", "sklearn", "threadpoolctl", "matplotlib")
         if k in v) + f", Python {m.get('python', '?')}")
     fb = v.get("fastbp")
-    lines.append(f"- fastbp: {fb} ({m.get('fastbp_module', '')})" if fb else
+    kern = m.get("fastbp_gemm_kernel")
+    kern = f"; small float32 products by its own {kern} kernel" if kern and kern != "blas" else ""
+    lines.append(f"- fastbp: {fb} ({m.get('fastbp_module', '')}{kern})" if fb else
                  f"- fastbp: **not importable** ({m.get('fastbp_error', '?')})")
     tps = m.get("threadpools") or []
     if tps:
