@@ -1017,28 +1017,32 @@ def test_shipped_digits_reach_97_percent_test_accuracy():
 
 def test_thread_policy_probes_less_often_while_the_choice_holds_and_follows_load():
     """Chunk timings where n threads are faster, then (under load) slower: the 1-thread probe
-    runs as many batches as the n-thread one, its interval doubles up to PROBE_EVERY_MAX while
-    the choice holds, and a probe that finds 1 thread faster switches to it."""
+    runs as many batches as the n-thread one up to PROBE_SECONDS at the n-thread pace, its
+    interval doubles up to PROBE_EVERY_MAX while the choice holds, and a probe that finds 1
+    thread faster switches to it."""
     from fastbp import trainer as T
     if not _engine.openmp_enabled():
         pytest.skip("serial build: always one thread")
-    p = T._ThreadsPolicy()
-    caps, probes = [], []
-    for i in range(700):
-        probe = p.count == 1
-        cap = p.cap_for_next_chunk(2)
-        steps = p.steps_for_next_chunk(10 if cap == 2 else 7, 2)
-        if probe:
-            probes.append(i)
-            assert cap == 1 and steps == 10
-        loaded = i >= 400
-        per_step = (2.0 if cap == 2 else 1.0) if loaded else (1.0 if cap == 2 else 1.6)
-        p.record(cap, 2, per_step * steps, steps * 100, steps)
-        caps.append(cap)
-    gaps = np.diff([i for i in probes if i < 400])
-    assert list(gaps[:5]) == [4, 8, 16, 32, 64] and set(gaps[5:]) == {T.PROBE_EVERY_MAX}
-    assert caps[-1] == 1 and caps.count(1) > 200        # switched within one interval
-    assert caps[:400].count(1) == len([i for i in probes if i < 400])
+    for unit, probe_len in [(1e-3, 10), (T.PROBE_SECONDS / 3.5, 4), (1.0, 1)]:
+        # n-thread chunks of 10 batches of `unit` s each: the probe takes all 10 when they
+        # last under PROBE_SECONDS, else the fewest batches that last PROBE_SECONDS
+        p = T._ThreadsPolicy()
+        caps, probes = [], []
+        for i in range(700):
+            probe = p.count == 1
+            cap = p.cap_for_next_chunk(2)
+            steps = p.steps_for_next_chunk(10 if cap == 2 else 7, 2)
+            loaded = i >= 400
+            if probe:
+                probes.append(i)
+                assert cap == 1 and (loaded or steps == probe_len), (unit, steps)
+            per_step = (2.0 if cap == 2 else 1.0) if loaded else (1.0 if cap == 2 else 1.6)
+            p.record(cap, 2, unit * per_step * steps, steps * 100, steps)
+            caps.append(cap)
+        gaps = np.diff([i for i in probes if i < 400])
+        assert list(gaps[:5]) == [4, 8, 16, 32, 64] and set(gaps[5:]) == {T.PROBE_EVERY_MAX}
+        assert caps[-1] == 1 and caps.count(1) > 200        # switched within one interval
+        assert caps[:400].count(1) == len([i for i in probes if i < 400])
     # epochs of 10 batches in chunks of 8: the 1-thread probe is cut to 2 batches by the
     # epoch's end every time; such a probe is dropped and the next chunk runs n threads
     p = T._ThreadsPolicy()
@@ -1046,7 +1050,7 @@ def test_thread_policy_probes_less_often_while_the_choice_holds_and_follows_load
     for i in range(60):
         cap = p.cap_for_next_chunk(2)
         steps = min(p.steps_for_next_chunk(8, 2), 10 - done)
-        p.record(cap, 2, (1.0 if cap == 2 else 1.6) * steps, steps * 100, steps)
+        p.record(cap, 2, (1.0 if cap == 2 else 1.6) * steps * 1e-3, steps * 100, steps)
         done = (done + steps) % 10
         caps.append(cap)
     assert 1 in caps and all(a == 2 or b == 2 for a, b in zip(caps, caps[1:]))

@@ -26,6 +26,7 @@ CHUNK_SECONDS = 0.2
 CHUNK_MIN_STEPS, CHUNK_MAX_SECONDS = 6, 1.0
 PROBE_EVERY = 4       # chunks between two probes of 1 thread against n_threads ...
 PROBE_EVERY_MAX = 80  # ... doubling while the choice holds
+PROBE_SECONDS = 0.05  # a probe's 1-thread chunk lasts about this long at the n-thread pace
 
 
 def _chunk_steps(per_batch, n_batches):
@@ -315,8 +316,11 @@ class Trainer:
 class _ThreadsPolicy:
     """Runs n_threads threads, or 1 when that is faster (other processes on the cores).
 
-    Every `every` chunks, one chunk runs with all threads and the next, of as many batches,
-    with one; the faster per sample wins until the next probe. Each probe that confirms the
+    Every `every` chunks, one chunk runs with all threads and the next, of as many batches
+    but no more than PROBE_SECONDS take at the n-thread pace, with one; the faster per
+    sample wins until the next probe. (A probe of a whole 0.2 s chunk made W3's epochs of
+    16 slow batches up to a quarter longer; at 50 ms per chunk the fixed cost of a chunk,
+    tens of microseconds, still does not count.) Each probe that confirms the
     choice doubles the interval (PROBE_EVERY up to PROBE_EVERY_MAX), a changed choice
     resets it, so a probe misled by a burst of load or by cold caches is soon corrected
     while a settled choice costs little. The work is split by n_threads either way, so the
@@ -337,18 +341,19 @@ class _ThreadsPolicy:
         return self.best or nt
 
     def steps_for_next_chunk(self, steps, nt):
-        """The 1-thread probe runs as many batches as the n-thread one (each chunk has a
-        fixed cost, so only like chunks compare; one cut to less than half is not used)."""
+        """The 1-thread probe's batches (set when the n-thread chunk was timed; a probe cut
+        to less than half by the epoch's end is not used)."""
         if nt > 1 and self.count == 1 and self.probe_steps:
             return self.probe_steps
         return steps
 
     def record(self, cap, nt, seconds, samples, steps):
-        if nt <= 1 or (steps < 4 and seconds < 0.02):
+        if nt <= 1 or (self.count == 0 and steps < 4 and seconds < 0.02):
             return        # too short to time (e.g. the first, one-batch chunk of a fit)
         if self.count == 0:
             self.times[nt] = seconds / max(samples, 1)
-            self.probe_steps = steps
+            per_step = seconds / max(steps, 1)
+            self.probe_steps = max(1, min(steps, math.ceil(PROBE_SECONDS / max(per_step, 1e-9))))
         elif self.count == 1:
             if 2 * steps < self.probe_steps:
                 self.count = 0   # cut short by the epoch's end: the next chunk probes anew
