@@ -14,7 +14,9 @@
 #define FASTBP_GEMM_H
 #include <stddef.h>
 
+#ifndef FBP_GEMM_KC
 #define FBP_GEMM_KC 256   /* k block: a 2-vector panel of B stays in L1 (32 KB for AVX-512) */
+#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTBP_NO_GEMM)
 #define FBP_HAVE_GEMM 1
