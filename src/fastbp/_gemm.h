@@ -4,9 +4,11 @@
  * and 128-wide layers the packing costs as much as a quarter of the product. Row-major
  * training products have rows of op(B) contiguous in two of their three forms (x W and
  * x^T g), so a register tile can stream B's rows in place and broadcast A's entries: no
- * packing at all; the third form (g W^T) packs B^T one column panel at a time. Each C entry
- * is summed over k in the same order whatever the split of m or n, so row and column blocks
- * of one product are bit-identical to the product done whole.
+ * packing at all while m is small (from 16 row tiles on, one copy of each column panel
+ * is cheaper than L1 conflicts on every tile); the third form (g W^T) packs B^T one
+ * column panel at a time, transposed in registers. A is never packed. Each C entry is
+ * summed over k in the same order (by FMA) whatever the split of m or n, so row and
+ * column blocks of one product are bit-identical to the product done whole.
  *
  * x86-64 with gcc/clang only (AVX-512 and AVX2+FMA instances, picked at run time);
  * elsewhere fbp_sgemm_small_isa() is 0 and BLAS does every product. */
@@ -14,9 +16,7 @@
 #define FASTBP_GEMM_H
 #include <stddef.h>
 
-#ifndef FBP_GEMM_KC
 #define FBP_GEMM_KC 256   /* k block: a 2-vector panel of B stays in L1 (32 KB for AVX-512) */
-#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTBP_NO_GEMM)
 #define FBP_HAVE_GEMM 1
@@ -24,18 +24,9 @@
 #define G_SUF avx512
 #define G_TARGET "avx512f,avx2,fma"
 #define G_VL 16
-#ifndef TMR
-#define TMR 8
-#define TNV 2
-#endif
-#define G_MR TMR
-#define G_NV TNV
+#define G_MR 8
+#define G_NV 2
 #include "_gemm_kernel.h"
-#undef G_SUF
-#undef G_TARGET
-#undef G_VL
-#undef G_MR
-#undef G_NV
 
 #define G_SUF avx2
 #define G_TARGET "avx2,fma"
@@ -43,11 +34,6 @@
 #define G_MR 6
 #define G_NV 2
 #include "_gemm_kernel.h"
-#undef G_SUF
-#undef G_TARGET
-#undef G_VL
-#undef G_MR
-#undef G_NV
 #else
 #define FBP_HAVE_GEMM 0
 #endif

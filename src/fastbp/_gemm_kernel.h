@@ -1,8 +1,9 @@
 /* One instance of fastbp's small-product sgemm, included by _gemm.h once per instruction
- * set with G_SUF (name suffix), G_TARGET (gcc target), G_VL (floats per vector) and G_MR
- * (rows per register tile) defined. A tile is G_MR rows x 1 or 2 vectors of C, kept in
- * registers over k; op(B) is read in place when its rows are contiguous (no packing),
- * else (transposed or a ragged right edge) packed once per column panel. */
+ * set with G_SUF (name suffix), G_TARGET (gcc target), G_VL (floats per vector), G_MR
+ * (rows per register tile) and G_NV (vectors per tile row, at most 4) defined. A tile of
+ * C, G_MR rows x up to G_NV vectors, stays in registers over k; op(B) is read in place
+ * when its rows are contiguous and m is small, else (transposed, a ragged right edge, or
+ * many row tiles) packed once per column panel. The parameters are undefined at the end. */
 #define G_CAT2(a, b) a##_##b
 #define G_CAT(a, b) G_CAT2(a, b)
 #define G_V G_CAT(fbp_gv, G_SUF)
@@ -184,3 +185,8 @@ G_CAT(fbp_sgemm_small, G_SUF)(int ta, int tb, int m, int n, int k, float alpha,
 #undef G_NR
 #undef G_CAT
 #undef G_CAT2
+#undef G_SUF
+#undef G_TARGET
+#undef G_VL
+#undef G_MR
+#undef G_NV
