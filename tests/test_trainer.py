@@ -1077,3 +1077,36 @@ def test_each_fit_starts_with_a_one_batch_timing_chunk_whatever_the_probe(monkey
         tr.fit(X, y, epochs=1)
         first, last, cap = calls[start]
         assert (first, last) == (0, 1) and cap == 2
+
+
+@pytest.mark.parametrize("make, n_used", [
+    (lambda: O.SGD(lr=0.1, momentum=0.9), 1),
+    (lambda: O.SGD(lr=0.1, momentum=0.9, nesterov=True), 1),
+    (lambda: O.SGD(lr=0.1, momentum=0.9, classic_momentum=True), 1),
+    (lambda: O.Adam(lr=0.1), 2),
+    (lambda: O.RMSprop(lr=0.1), 1),                  # its momentum buffer unused
+    (lambda: O.RMSprop(lr=0.1, momentum=0.9), 2)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_optimizer_state_decays_to_zero_not_to_subnormals(make, n_used, dtype):
+    """State entries whose gradient is zero decay geometrically; below the smallest normal
+    number they become exactly 0 (subnormal arithmetic can be ~100x slower)."""
+    rng = np.random.default_rng(0)
+    net = fastbp.Network([3, 4, 2], activation="relu", output="softmax", dtype=dtype, seed=0)
+    net.biases[0][...] = -100          # dead ReLUs: every gradient but the output bias's is 0
+    X = rng.normal(size=(8, 3))
+    y = (np.arange(8) >= 6).astype(np.int64)      # unbalanced: the output bias learns
+    _, g = net.loss_and_gradients(X, y, loss="cross_entropy")
+    dead = g.flat == 0
+    assert dead.sum() == net.parameters.size - 2
+    opt = make()
+    tr = fastbp.Trainer(net, loss="cross_entropy", optimizer=opt, batch_size=8, n_threads=1,
+                        seed=0)
+    tr.fit(X, y, epochs=1)
+    tiny = np.finfo(dtype).tiny
+    states = opt.state[:n_used]
+    for s in states:
+        s[dead] = tiny                 # one more decay makes these subnormal, unless flushed
+    tr.fit(X, y, epochs=1)
+    for s in states:
+        assert np.all(s[dead] == 0), s[dead]
+        assert np.all(s[~dead] != 0)

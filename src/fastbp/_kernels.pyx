@@ -28,6 +28,19 @@ cdef extern from "_simd.h" nogil:
     int fbp_adam_f64(double* p, const double* g, double* m, double* v, double* bk,
                      Py_ssize_t n, double step, double wd, double b1, double b2, double bc2s,
                      double eps)
+    int fbp_sgd_f32(float* p, const float* g, float* s, float* bk, Py_ssize_t n, float lr,
+                    float wd, float mu, int mode, int nesterov)
+    int fbp_sgd_f64(double* p, const double* g, double* s, double* bk, Py_ssize_t n,
+                    double lr, double wd, double mu, int mode, int nesterov)
+    int fbp_velocity_f32(float* p, const float* g, float* v, float* bk, Py_ssize_t n,
+                         float lr, float wd, float mu, int nesterov)
+    int fbp_velocity_f64(double* p, const double* g, double* v, double* bk, Py_ssize_t n,
+                         double lr, double wd, double mu, int nesterov)
+    int fbp_rmsprop_f32(float* p, const float* g, float* s, float* b, float* bk, Py_ssize_t n,
+                        float lr, float wd, float alpha, float eps, float mu)
+    int fbp_rmsprop_f64(double* p, const double* g, double* s, double* b, double* bk,
+                        Py_ssize_t n, double lr, double wd, double alpha, double eps,
+                        double mu)
     int fbp_momentum_f32(float* p, float* buf, Py_ssize_t n, float lr, float wd, float keep,
                          unsigned int* pmax, unsigned int* bmax)
     int fbp_momentum_f64(double* p, double* buf, Py_ssize_t n, double lr, double wd,
@@ -501,69 +514,32 @@ cdef inline floating sign(floating x) noexcept nogil:
     return (x > 0) - (x < 0)
 
 
-cdef inline floating flush(floating x) noexcept nogil:
-    """Subnormal -> 0: decaying optimizer state must not reach the (very slow) subnormals."""
-    if floating is float:
-        return x if fabs(x) >= 1.1754943508222875e-38 else 0
-    else:
-        return x if fabs(x) >= 2.2250738585072014e-308 else 0
-
-
 cdef int _fused_block(OptParams* op, floating* p, const floating* g, floating* s1,
                       floating* s2, floating* bk, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
-    """SGD, Adam and RMSprop in one pass: back up p, update, flag non-finite results.
-    Returns 1 if some new parameter is not finite (checked as p - p != 0)."""
-    cdef Py_ssize_t i
+    """SGD, Adam and RMSprop in one pass each (vectorized C in _simd.h): back up p, update,
+    flag non-finite results. Returns 1 if some new parameter is not finite."""
     cdef floating lr = op.lr, wd = op.weight_decay, mom = op.momentum
     cdef floating b1 = op.beta1, b2 = op.beta2, eps = op.eps, alpha = op.alpha
-    cdef floating gi, d, step, bc1, bc2s, pi
+    cdef floating step, bc1, bc2s
     cdef bint first = op.t == 0
     cdef int bad = 0
+    cdef int mode
     if op.kind == SGD and op.velocity and mom != 0:
         # v = mu*v - lr*g; w += v (Nesterov: w += mu*v - lr*g); v starts at 0
-        for i in range(a, z):
-            pi = p[i]
-            bk[i] = pi
-            gi = g[i] + wd * pi
-            s1[i] = flush(mom * s1[i] - lr * gi)
-            pi = pi + (mom * s1[i] - lr * gi if op.nesterov else s1[i])
-            p[i] = pi
-            bad |= (pi - pi) != 0
-    elif op.kind == SGD:
-        if mom == 0:
-            for i in range(a, z):
-                pi = p[i]
-                bk[i] = pi
-                pi = pi - lr * (g[i] + wd * pi)
-                p[i] = pi
-                bad |= (pi - pi) != 0
-        elif first:
-            for i in range(a, z):
-                pi = p[i]
-                bk[i] = pi
-                gi = g[i] + wd * pi
-                s1[i] = gi
-                pi = pi - lr * (gi + mom * gi if op.nesterov else gi)
-                p[i] = pi
-                bad |= (pi - pi) != 0
-        elif op.nesterov:
-            for i in range(a, z):
-                pi = p[i]
-                bk[i] = pi
-                gi = g[i] + wd * pi
-                s1[i] = flush(mom * s1[i] + gi)
-                pi = pi - lr * (gi + mom * s1[i])
-                p[i] = pi
-                bad |= (pi - pi) != 0
+        if floating is float:
+            bad = not fbp_velocity_f32(p + a, g + a, s1 + a, bk + a, z - a, lr, wd, mom,
+                                       op.nesterov)
         else:
-            for i in range(a, z):
-                pi = p[i]
-                bk[i] = pi
-                d = flush(mom * s1[i] + g[i] + wd * pi)
-                s1[i] = d
-                pi = pi - lr * d
-                p[i] = pi
-                bad |= (pi - pi) != 0
+            bad = not fbp_velocity_f64(p + a, g + a, s1 + a, bk + a, z - a, lr, wd, mom,
+                                       op.nesterov)
+    elif op.kind == SGD:
+        mode = 0 if mom == 0 else (1 if first else 2)
+        if floating is float:
+            bad = not fbp_sgd_f32(p + a, g + a, s1 + a, bk + a, z - a, lr, wd, mom, mode,
+                                  op.nesterov)
+        else:
+            bad = not fbp_sgd_f64(p + a, g + a, s1 + a, bk + a, z - a, lr, wd, mom, mode,
+                                  op.nesterov)
     elif op.kind == ADAM:
         bc1 = 1 - b1 ** (op.t + 1)
         bc2s = sqrt(1 - b2 ** (op.t + 1))
@@ -577,18 +553,12 @@ cdef int _fused_block(OptParams* op, floating* p, const floating* g, floating* s
             bad = not fbp_adam_f64(p + a, g + a, s1 + a, s2 + a, bk + a, z - a, step, wd, b1,
                                    b2, bc2s, eps)
     else:  # RMSPROP
-        for i in range(a, z):
-            pi = p[i]
-            bk[i] = pi
-            gi = g[i] + wd * pi
-            s1[i] = flush(alpha * s1[i] + (1 - alpha) * gi * gi)
-            d = gi / (fsqrt(s1[i]) + eps)
-            if mom != 0:
-                s2[i] = flush(mom * s2[i] + d)
-                d = s2[i]
-            pi = pi - lr * d
-            p[i] = pi
-            bad |= (pi - pi) != 0
+        if floating is float:
+            bad = not fbp_rmsprop_f32(p + a, g + a, s1 + a, s2 + a, bk + a, z - a, lr, wd,
+                                      alpha, eps, mom)
+        else:
+            bad = not fbp_rmsprop_f64(p + a, g + a, s1 + a, s2 + a, bk + a, z - a, lr, wd,
+                                      alpha, eps, mom)
     return bad
 
 

@@ -234,4 +234,116 @@ FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict m,   
 }
 FBP_ADAM(fbp_adam_f32, float, f32, sqrtf)
 FBP_ADAM(fbp_adam_f64, double, f64, sqrt)
+
+/* SGD as torch.optim.SGD, with a backup of p (see _kernels._fused_block); each returns 1 if
+ * every new p is finite. mode 0: no momentum, p -= lr*(g + wd*p); 1: the first step with
+ * momentum, s = g + wd*p; 2: heavy ball, s = mu*s + g + wd*p flushed, p -= lr*s;
+ * Nesterov steps (modes 1 and 2) take p -= lr*(gi + mu*s). One loop per mode, so each
+ * vectorizes. */
+#define FBP_SGD(NAME, T, SFX)                                                               \
+FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict s,              \
+                           T *restrict bk, ptrdiff_t n, T lr, T wd, T mu, int mode,        \
+                           int nesterov) {                                                  \
+    unsigned int bad = 0;                                                                  \
+    if (mode == 0) {                                                                       \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                \
+            T pi = p[i];                                                                   \
+            bk[i] = pi;                                                                    \
+            pi = pi - lr * (g[i] + wd * pi);                                               \
+            p[i] = pi;                                                                     \
+            bad |= fbp_nonfinite_##SFX(pi);                                                \
+        }                                                                                  \
+    } else if (mode == 1) {                                                                \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                \
+            T pi = p[i];                                                                   \
+            bk[i] = pi;                                                                    \
+            T gi = g[i] + wd * pi;                                                         \
+            s[i] = gi;                                                                     \
+            pi = pi - lr * (nesterov ? gi + mu * gi : gi);                                 \
+            p[i] = pi;                                                                     \
+            bad |= fbp_nonfinite_##SFX(pi);                                                \
+        }                                                                                  \
+    } else if (nesterov) {                                                                 \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                \
+            T pi = p[i];                                                                   \
+            bk[i] = pi;                                                                    \
+            T gi = g[i] + wd * pi;                                                         \
+            T si = fbp_flush_##SFX(mu * s[i] + gi);                                        \
+            s[i] = si;                                                                     \
+            pi = pi - lr * (gi + mu * si);                                                 \
+            p[i] = pi;                                                                     \
+            bad |= fbp_nonfinite_##SFX(pi);                                                \
+        }                                                                                  \
+    } else {                                                                               \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                \
+            T pi = p[i];                                                                   \
+            bk[i] = pi;                                                                    \
+            T d = fbp_flush_##SFX(mu * s[i] + g[i] + wd * pi);                             \
+            s[i] = d;                                                                      \
+            pi = pi - lr * d;                                                              \
+            p[i] = pi;                                                                     \
+            bad |= fbp_nonfinite_##SFX(pi);                                                \
+        }                                                                                  \
+    }                                                                                      \
+    return bad == 0;                                                                       \
+}
+FBP_SGD(fbp_sgd_f32, float, f32)
+FBP_SGD(fbp_sgd_f64, double, f64)
+
+/* SGD in velocity form: v = mu*v - lr*(g + wd*p) flushed; p += v (Nesterov: mu*v - lr*gi) */
+#define FBP_VELOCITY(NAME, T, SFX)                                                          \
+FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict v,              \
+                           T *restrict bk, ptrdiff_t n, T lr, T wd, T mu, int nesterov) {   \
+    unsigned int bad = 0;                                                                  \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                    \
+        T pi = p[i];                                                                       \
+        bk[i] = pi;                                                                        \
+        T gi = g[i] + wd * pi;                                                             \
+        T vi = fbp_flush_##SFX(mu * v[i] - lr * gi);                                       \
+        v[i] = vi;                                                                         \
+        pi = pi + (nesterov ? mu * vi - lr * gi : vi);                                     \
+        p[i] = pi;                                                                         \
+        bad |= fbp_nonfinite_##SFX(pi);                                                    \
+    }                                                                                      \
+    return bad == 0;                                                                       \
+}
+FBP_VELOCITY(fbp_velocity_f32, float, f32)
+FBP_VELOCITY(fbp_velocity_f64, double, f64)
+
+/* RMSprop as torch.optim.RMSprop: s = alpha*s + (1-alpha)*gi^2 flushed,
+ * d = gi / (sqrt(s) + eps); with momentum b = mu*b + d flushed, d = b; p -= lr*d */
+#define FBP_RMSPROP(NAME, T, SFX, SQRT)                                                     \
+FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict s,              \
+                           T *restrict b, T *restrict bk, ptrdiff_t n, T lr, T wd,         \
+                           T alpha, T eps, T mu) {                                          \
+    unsigned int bad = 0;                                                                  \
+    if (mu != 0) {                                                                         \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                \
+            T pi = p[i];                                                                   \
+            bk[i] = pi;                                                                    \
+            T gi = g[i] + wd * pi;                                                         \
+            T si = fbp_flush_##SFX(alpha * s[i] + (1 - alpha) * gi * gi);                  \
+            s[i] = si;                                                                     \
+            T bi = fbp_flush_##SFX(mu * b[i] + gi / (SQRT(si) + eps));                     \
+            b[i] = bi;                                                                     \
+            pi = pi - lr * bi;                                                             \
+            p[i] = pi;                                                                     \
+            bad |= fbp_nonfinite_##SFX(pi);                                                \
+        }                                                                                  \
+    } else {                                                                               \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                \
+            T pi = p[i];                                                                   \
+            bk[i] = pi;                                                                    \
+            T gi = g[i] + wd * pi;                                                         \
+            T si = fbp_flush_##SFX(alpha * s[i] + (1 - alpha) * gi * gi);                  \
+            s[i] = si;                                                                     \
+            pi = pi - lr * (gi / (SQRT(si) + eps));                                        \
+            p[i] = pi;                                                                     \
+            bad |= fbp_nonfinite_##SFX(pi);                                                \
+        }                                                                                  \
+    }                                                                                      \
+    return bad == 0;                                                                       \
+}
+FBP_RMSPROP(fbp_rmsprop_f32, float, f32, sqrtf)
+FBP_RMSPROP(fbp_rmsprop_f64, double, f64, sqrt)
 #endif
