@@ -211,6 +211,30 @@ def test_momentum_buffer_mid_epoch_is_scaled_and_bounds_hold():
     assert np.isnan(grads).all() and np.isnan(backup).all()
 
 
+def test_momentum_overflow_bound_takes_max_abs_x_from_the_caller():
+    """carry[3] = max|X| (the trainer takes it from X's finiteness check) replaces measuring
+    each batch's input: the results are bit-identical and no backup is made; a carry[3]
+    large enough for the bound to reach the float range makes every step backed up, so the
+    engine really uses it (and still gives the same parameters)."""
+    ends = []
+    for xmax in (None, "exact", 1e305):
+        net, X, Y, loss = problem("mse")
+        X, Y = X[:16], Y[:16]
+        opt = O.SGD(lr=0.1, momentum=0.9)
+        P = net.parameters.size
+        opt.ensure_state(P, net.dtype)
+        grads, backup = np.full(P, np.nan), np.full(P, np.nan)
+        extra = [] if xmax is None else [np.abs(X).max() if xmax == "exact" else xmax]
+        carry = np.array([-1.0, -1.0, 0.0] + extra)
+        out = _engine_sgd(net, X, Y, 0, opt, 0.1, [(0, 4)], 4, carry, grads, backup)
+        assert out[0][5] == 0 and out[0][4] == 4
+        assert np.isnan(grads).all()
+        assert np.isnan(backup).all() == (xmax != 1e305)
+        ends.append(net.parameters.copy())
+    for p in ends[1:]:
+        np.testing.assert_array_equal(p, ends[0])
+
+
 def test_momentum_results_do_not_depend_on_how_an_epoch_is_cut_into_calls():
     """The trainer sizes its chunks of batches by time: one call per batch or one call for
     the epoch must give bit-identical parameters and momentum buffer."""

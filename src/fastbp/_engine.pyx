@@ -323,6 +323,7 @@ cdef struct StepCtx:
     double pmax, bmax         # direct: max|params|, max|s1| (pmax < 0: not known)
     double pnew, bnew         # direct: the same, of the values this step's updates wrote
     double* zmax              # checked: max |input| of each layer in this step (bounds)
+    double xmax               # >= max |X| over all rows (carry[3]), or -1: measure per batch
     double gout               # checked: max |dE/d(pre-activation)| of the output layer
 
 
@@ -779,7 +780,7 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
         if c.count_acc:
             correct = count_correct(c.loss, <floating*>w.A[L], tb, lb, nb, k)
         if c.checked:
-            c.zmax[0] = maxabs(xb, nb, d, d)
+            c.zmax[0] = c.xmax if c.xmax >= 0 else maxabs(xb, nb, d, d)
             c.gout = maxabs(<floating*>w.G[L - 1], nb, k, k)
     loss_out[0] = bl
     wsum_out[0] = wsum
@@ -842,7 +843,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     may_overflow cannot rule out an overflow, from carry[0] >= max|params| and
     carry[1] >= max|s1| carried across calls (negative: measure them; set carry[0] = -1
     whenever the parameters or the buffer may have been changed outside). ``grads`` and
-    ``backup`` are then left untouched in the usual case.
+    ``backup`` are then left untouched in the usual case. An optional carry[3] >= max|X|
+    (taken once, e.g. by the finiteness check of X) spares measuring every batch's input.
     """
     cdef StepCtx c
     cdef Py_ssize_t n = X.shape[0], P = params.shape[0], bi, nb
@@ -885,8 +887,8 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
         raise ValueError("batch_size exceeds the workspace capacity, or it is forward-only")
     if use_perm and (ws.b.X == NULL or perm.shape[0] != n):
         raise ValueError("shuffled training needs a gathering workspace and a full permutation")
-    if carry.shape[0] != 3:
-        raise ValueError("carry must hold 3 values")
+    if carry.shape[0] not in (3, 4):
+        raise ValueError("carry must hold 3 or 4 values")
     c.X = &X[0, 0]
     c.T = &T[0, 0]
     c.labels = <const long long*>&labels[0]
@@ -913,6 +915,7 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
     c.pmax = carry[0]
     c.bmax = carry[1]
     c.scaled = c.direct and carry[2] != 0
+    c.xmax = carry[3] if carry.shape[0] == 4 else -1
     c.zmax = <double*>malloc(L * sizeof(double))
     if c.zmax == NULL:
         raise MemoryError()
@@ -939,6 +942,15 @@ def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] g
         raise RuntimeError("fastbp internal error: an update overflowed where the overflow "
                            "check ruled that out, and no backup was made; please report")
     return total, wtotal, correct, seen, steps, status, bad, c.op_prev_loss
+
+
+def max_abs(const floating[::1] x, int nt=1):
+    """max |x| (inf if some entry is NaN or inf; 0 if empty), one parallel pass."""
+    cdef double m = 0
+    if x.shape[0] > 0:
+        with nogil:
+            m = maxabs_par(&x[0], x.shape[0], nt)
+    return m
 
 
 def params_finite(const floating[::1] params, int nt=1):

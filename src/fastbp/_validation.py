@@ -36,18 +36,19 @@ def check_number(value, name, low=None, high=None, low_open=False, high_open=Fal
     return value
 
 
-def _all_finite(arr):
-    """True if every element is finite (compiled check, no temporary array)."""
+def _max_abs(arr):
+    """max |element| of a C-contiguous array of float32/float64, inf if one is not finite
+    (compiled, one parallel pass, no temporary array)."""
     from . import _engine
     from ._config import get_num_threads
-    flat = arr.reshape(-1)
-    return bool(flat.size == 0 or _engine.params_finite(flat, get_num_threads()))
+    return float(_engine.max_abs(arr.reshape(-1), get_num_threads()))
 
 
-def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False):
+def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False, with_max=False):
     """X as a C-contiguous 2-D array of ``dtype`` (copied only when needed), finite values.
 
     Integer, boolean and other-precision float input is converted; anything else raises.
+    with_max: return (X, max |X|), the max from the same pass as the finiteness check.
     """
     if hasattr(X, "toarray") and hasattr(X, "nnz"):  # scipy.sparse
         X = X.toarray()
@@ -64,10 +65,11 @@ def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False):
         raise ValueError(f"{name} must have {n_columns} columns, got shape {arr.shape}")
     with np.errstate(over="ignore", invalid="ignore"):   # reported just below
         out = np.ascontiguousarray(arr, dtype=dtype)
-    if not _all_finite(out):
+    top = _max_abs(out)
+    if not top < np.inf:
         bad = "NaN" if np.isnan(out).any() else "inf"
         raise ValueError(f"{name} contains {bad} values (after conversion to {np.dtype(dtype).name})")
-    return out
+    return (out, top) if with_max else out
 
 
 def targets_for_loss(Y, loss, n_samples, n_outputs, dtype, name="Y"):

@@ -133,11 +133,12 @@ class Trainer:
 
     # ---- helpers -----------------------------------------------------------------------
     def _prepare(self, X, y, name="X"):
+        """X, targets, labels and max |X| (from the finiteness check of X)."""
         net = self.net
-        X = as_float_matrix(X, net.dtype, name, n_columns=net.n_inputs)
+        X, xmax = as_float_matrix(X, net.dtype, name, n_columns=net.n_inputs, with_max=True)
         T, labels = targets_for_loss(y, self.loss, X.shape[0], net.n_outputs, net.dtype,
                                      "y" if name == "X" else f"{name} targets")
-        return X, T, labels
+        return X, T, labels, xmax
 
     def _get_workspace(self, capacity, shards):
         ws = self._workspace
@@ -162,7 +163,7 @@ class Trainer:
 
     def evaluate(self, X, y):
         """(mean loss, accuracy or None) on (X, y), without training."""
-        X, T, labels = self._prepare(X, y)
+        X, T, labels, _ = self._prepare(X, y)
         loss = self.net.loss(X, labels if labels is not None else T, loss=self.loss)
         return loss, self._accuracy(X, T, labels)
 
@@ -187,13 +188,13 @@ class Trainer:
         """
         epochs = check_positive_int(epochs, "epochs", minimum=0)
         net = self.net
-        X, T, labels = self._prepare(X, y)
+        X, T, labels, xmax = self._prepare(X, y)
         sw = check_sample_weight(sample_weight, X.shape[0], net.dtype)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
-            val = self._prepare(*validation_data, name="validation_data")
+            val = self._prepare(*validation_data, name="validation_data")[:3]
         cbs = list(callbacks or [])
         for cb in cbs:
             if not callable(cb) and not isinstance(cb, _callbacks.Callback):
@@ -221,9 +222,9 @@ class Trainer:
                 cb.on_train_begin(self)
         bar = _progress(verbose, n_batches)
         chunk, timing_chunk = 1, True
-        # SGD momentum: bounds on max|parameters|, max|buffer| (-1: measure them), and
-        # whether the buffer holds mu*buf (mid-epoch)
-        carry = np.array([-1.0, -1.0, 0.0])
+        # SGD momentum: bounds on max|parameters|, max|buffer| (-1: measure them), whether
+        # the buffer holds mu*buf (mid-epoch), and max|X| (the overflow bound's input)
+        carry = np.array([-1.0, -1.0, 0.0, xmax])
         try:
             with num_threads(nt), blas_single_threaded():
                 for epoch in range(epochs):
@@ -286,6 +287,7 @@ class Trainer:
                         if cb(self.epoch - 1, logs):
                             self.stop_training = True
                         carry[0] = -1      # it may have changed the parameters
+                        carry[3] = -1      # or X (in place): measure each batch again
                     if self.stop_training:
                         break
         except KeyboardInterrupt:
