@@ -180,9 +180,11 @@ cdef void gemm_as(int small, BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
                   floating beta, floating* C, int ldc) noexcept nogil:
     """gemm, by the own kernel when small (from small_gemm) and there is something to sum."""
     if floating is float:
-        if small and m > 0 and n > 0 and k > 0:
-            fbp_sgemm_small(small_isa, ta == Trans, tb == Trans, m, n, k, alpha, A, lda,
-                            B, ldb, beta, C, ldc)
+        # (it does nothing, and BLAS does the product, if set_small_gemm_kernel("blas")
+        # ran in another thread since small_gemm decided)
+        if small and m > 0 and n > 0 and k > 0 and fbp_sgemm_small(
+                small_isa, ta == Trans, tb == Trans, m, n, k, alpha, A, lda, B, ldb, beta,
+                C, ldc):
             return
     gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 

@@ -212,78 +212,62 @@ FBP_CLONES static void fbp_colsum_f32(const float *restrict g, ptrdiff_t n, ptrd
     for (ptrdiff_t i = 0; i < n; i++)
         for (ptrdiff_t j = 0; j < k; j++) out[j] += g[i * ld + j];
 }
-/* Adam with a backup of p (see _kernels._fused_block): m, v flushed;
- * p -= step * m / (sqrt(v) / bc2s + eps). Returns 1 if every new p is finite. */
-#define FBP_ADAM(NAME, T, SFX, SQRT)                                                         \
-FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict m,             \
-                           T *restrict v, T *restrict bk, ptrdiff_t n, T step, T wd, T b1, \
-                           T b2, T bc2s, T eps) {                                          \
-    unsigned int bad = 0;                                                                  \
+/* The optimizer updates below (see _kernels._fused_block) share one loop: old p copied to
+ * bk, BODY turns pi into the new value (reading and writing the state), new p stored and
+ * checked. Each returns 1 if every new p is finite. One loop per mode, so each vectorizes. */
+#define FBP_STEP_LOOP(T, SFX, BODY)                                                        \
     for (ptrdiff_t i = 0; i < n; i++) {                                                    \
         T pi = p[i];                                                                       \
         bk[i] = pi;                                                                        \
+        BODY                                                                               \
+        p[i] = pi;                                                                         \
+        bad |= fbp_nonfinite_##SFX(pi);                                                    \
+    }
+
+/* Adam: m, v flushed; p -= step * m / (sqrt(v) / bc2s + eps). */
+#define FBP_ADAM(NAME, T, SFX, SQRT)                                                       \
+FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict m,              \
+                           T *restrict v, T *restrict bk, ptrdiff_t n, T step, T wd, T b1, \
+                           T b2, T bc2s, T eps) {                                          \
+    unsigned int bad = 0;                                                                  \
+    FBP_STEP_LOOP(T, SFX,                                                                  \
         T gi = g[i] + wd * pi;                                                             \
         T mi = fbp_flush_##SFX(b1 * m[i] + (1 - b1) * gi);                                 \
         T vi = fbp_flush_##SFX(b2 * v[i] + (1 - b2) * gi * gi);                            \
         m[i] = mi;                                                                         \
         v[i] = vi;                                                                         \
-        p[i] = pi - step * mi / (SQRT(vi) / bc2s + eps);                                   \
-        bad |= fbp_nonfinite_##SFX(p[i]);                                                  \
-    }                                                                                      \
+        pi = pi - step * mi / (SQRT(vi) / bc2s + eps);)                                    \
     return bad == 0;                                                                       \
 }
 FBP_ADAM(fbp_adam_f32, float, f32, sqrtf)
 FBP_ADAM(fbp_adam_f64, double, f64, sqrt)
 
-/* SGD as torch.optim.SGD, with a backup of p (see _kernels._fused_block); each returns 1 if
- * every new p is finite. mode 0: no momentum, p -= lr*(g + wd*p); 1: the first step with
+/* SGD as torch.optim.SGD. mode 0: no momentum, p -= lr*(g + wd*p); 1: the first step with
  * momentum, s = g + wd*p; 2: heavy ball, s = mu*s + g + wd*p flushed, p -= lr*s;
- * Nesterov steps (modes 1 and 2) take p -= lr*(gi + mu*s). One loop per mode, so each
- * vectorizes. */
-#define FBP_SGD(NAME, T, SFX)                                                               \
+ * Nesterov steps (modes 1 and 2) take p -= lr*(gi + mu*s). */
+#define FBP_SGD(NAME, T, SFX)                                                              \
 FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict s,              \
                            T *restrict bk, ptrdiff_t n, T lr, T wd, T mu, int mode,        \
-                           int nesterov) {                                                  \
+                           int nesterov) {                                                 \
     unsigned int bad = 0;                                                                  \
     if (mode == 0) {                                                                       \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                \
-            T pi = p[i];                                                                   \
-            bk[i] = pi;                                                                    \
-            pi = pi - lr * (g[i] + wd * pi);                                               \
-            p[i] = pi;                                                                     \
-            bad |= fbp_nonfinite_##SFX(pi);                                                \
-        }                                                                                  \
+        FBP_STEP_LOOP(T, SFX, pi = pi - lr * (g[i] + wd * pi);)                            \
     } else if (mode == 1) {                                                                \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                \
-            T pi = p[i];                                                                   \
-            bk[i] = pi;                                                                    \
+        FBP_STEP_LOOP(T, SFX,                                                              \
             T gi = g[i] + wd * pi;                                                         \
             s[i] = gi;                                                                     \
-            pi = pi - lr * (nesterov ? gi + mu * gi : gi);                                 \
-            p[i] = pi;                                                                     \
-            bad |= fbp_nonfinite_##SFX(pi);                                                \
-        }                                                                                  \
+            pi = pi - lr * (nesterov ? gi + mu * gi : gi);)                                \
     } else if (nesterov) {                                                                 \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                \
-            T pi = p[i];                                                                   \
-            bk[i] = pi;                                                                    \
+        FBP_STEP_LOOP(T, SFX,                                                              \
             T gi = g[i] + wd * pi;                                                         \
             T si = fbp_flush_##SFX(mu * s[i] + gi);                                        \
             s[i] = si;                                                                     \
-            pi = pi - lr * (gi + mu * si);                                                 \
-            p[i] = pi;                                                                     \
-            bad |= fbp_nonfinite_##SFX(pi);                                                \
-        }                                                                                  \
+            pi = pi - lr * (gi + mu * si);)                                                \
     } else {                                                                               \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                \
-            T pi = p[i];                                                                   \
-            bk[i] = pi;                                                                    \
+        FBP_STEP_LOOP(T, SFX,                                                              \
             T d = fbp_flush_##SFX(mu * s[i] + g[i] + wd * pi);                             \
             s[i] = d;                                                                      \
-            pi = pi - lr * d;                                                              \
-            p[i] = pi;                                                                     \
-            bad |= fbp_nonfinite_##SFX(pi);                                                \
-        }                                                                                  \
+            pi = pi - lr * d;)                                                             \
     }                                                                                      \
     return bad == 0;                                                                       \
 }
@@ -291,20 +275,15 @@ FBP_SGD(fbp_sgd_f32, float, f32)
 FBP_SGD(fbp_sgd_f64, double, f64)
 
 /* SGD in velocity form: v = mu*v - lr*(g + wd*p) flushed; p += v (Nesterov: mu*v - lr*gi) */
-#define FBP_VELOCITY(NAME, T, SFX)                                                          \
+#define FBP_VELOCITY(NAME, T, SFX)                                                         \
 FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict v,              \
-                           T *restrict bk, ptrdiff_t n, T lr, T wd, T mu, int nesterov) {   \
+                           T *restrict bk, ptrdiff_t n, T lr, T wd, T mu, int nesterov) {  \
     unsigned int bad = 0;                                                                  \
-    for (ptrdiff_t i = 0; i < n; i++) {                                                    \
-        T pi = p[i];                                                                       \
-        bk[i] = pi;                                                                        \
+    FBP_STEP_LOOP(T, SFX,                                                                  \
         T gi = g[i] + wd * pi;                                                             \
         T vi = fbp_flush_##SFX(mu * v[i] - lr * gi);                                       \
         v[i] = vi;                                                                         \
-        pi = pi + (nesterov ? mu * vi - lr * gi : vi);                                     \
-        p[i] = pi;                                                                         \
-        bad |= fbp_nonfinite_##SFX(pi);                                                    \
-    }                                                                                      \
+        pi = pi + (nesterov ? mu * vi - lr * gi : vi);)                                    \
     return bad == 0;                                                                       \
 }
 FBP_VELOCITY(fbp_velocity_f32, float, f32)
@@ -312,35 +291,25 @@ FBP_VELOCITY(fbp_velocity_f64, double, f64)
 
 /* RMSprop as torch.optim.RMSprop: s = alpha*s + (1-alpha)*gi^2 flushed,
  * d = gi / (sqrt(s) + eps); with momentum b = mu*b + d flushed, d = b; p -= lr*d */
-#define FBP_RMSPROP(NAME, T, SFX, SQRT)                                                     \
+#define FBP_RMSPROP(NAME, T, SFX, SQRT)                                                    \
 FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict s,              \
                            T *restrict b, T *restrict bk, ptrdiff_t n, T lr, T wd,         \
-                           T alpha, T eps, T mu) {                                          \
+                           T alpha, T eps, T mu) {                                         \
     unsigned int bad = 0;                                                                  \
     if (mu != 0) {                                                                         \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                \
-            T pi = p[i];                                                                   \
-            bk[i] = pi;                                                                    \
+        FBP_STEP_LOOP(T, SFX,                                                              \
             T gi = g[i] + wd * pi;                                                         \
             T si = fbp_flush_##SFX(alpha * s[i] + (1 - alpha) * gi * gi);                  \
             s[i] = si;                                                                     \
             T bi = fbp_flush_##SFX(mu * b[i] + gi / (SQRT(si) + eps));                     \
             b[i] = bi;                                                                     \
-            pi = pi - lr * bi;                                                             \
-            p[i] = pi;                                                                     \
-            bad |= fbp_nonfinite_##SFX(pi);                                                \
-        }                                                                                  \
+            pi = pi - lr * bi;)                                                            \
     } else {                                                                               \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                \
-            T pi = p[i];                                                                   \
-            bk[i] = pi;                                                                    \
+        FBP_STEP_LOOP(T, SFX,                                                              \
             T gi = g[i] + wd * pi;                                                         \
             T si = fbp_flush_##SFX(alpha * s[i] + (1 - alpha) * gi * gi);                  \
             s[i] = si;                                                                     \
-            pi = pi - lr * (gi / (SQRT(si) + eps));                                        \
-            p[i] = pi;                                                                     \
-            bad |= fbp_nonfinite_##SFX(pi);                                                \
-        }                                                                                  \
+            pi = pi - lr * (gi / (SQRT(si) + eps));)                                       \
     }                                                                                      \
     return bad == 0;                                                                       \
 }
