@@ -47,38 +47,67 @@ def _load_cython_blas():
     return sys.modules[_CYTHON_BLAS], "import"
 
 
-def _load_extension_file():
-    import scipy
-    path = None
-    for base in scipy.__path__:
+def _extension_file(bases, subdir, name):
+    """The path of extension module `name` in one of the folders base/subdir, or None."""
+    for base in bases:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            candidate = os.path.join(base, "linalg", "cython_blas" + suffix)
+            candidate = os.path.join(base, subdir, name + suffix)
             if os.path.isfile(candidate):
-                path = candidate
-                break
-        if path is not None:
-            break
-    if path is None:
-        raise ImportError(f"no {_CYTHON_BLAS} extension file under {list(scipy.__path__)}")
-    loader = importlib.machinery.ExtensionFileLoader(_CYTHON_BLAS, path)
-    spec = importlib.util.spec_from_file_location(_CYTHON_BLAS, path, loader=loader)
+                return candidate
+    return None
+
+
+def _exec_extension_file(name, path):
+    """Create and run extension module `name` from `path` (Cython's init may also enter it
+    in sys.modules); returns the module, its loader and spec."""
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod, loader, spec
+
+
+def _load_extension_file():
+    # find_spec locates the scipy package without running its __init__.
+    scipy_spec = importlib.util.find_spec("scipy")
+    bases = list(scipy_spec.submodule_search_locations or []) if scipy_spec else []
+    path = _extension_file(bases, "linalg", "cython_blas")
+    if path is None:
+        raise ImportError(f"no {_CYTHON_BLAS} extension file under {bases}")
+    # cython_blas's init imports scipy._cyutility (Cython's shared utility module, scipy >=
+    # 1.16), and importing that runs scipy/__init__ first (scipy._lib and its test
+    # utilities: ~1.7 MB of RSS and ~15 ms). So while cython_blas's init runs, sys.modules
+    # holds the scipy package unexecuted and _cyutility loaded from its file; both entries
+    # are taken out again right after.
+    entries = {}
+    loaded = []        # (name, module, loader, spec)
     try:
-        loader.exec_module(mod)   # Cython's init also enters it in sys.modules
+        if "scipy" not in sys.modules:
+            entries["scipy"] = sys.modules["scipy"] = importlib.util.module_from_spec(scipy_spec)
+        util = None if "scipy._cyutility" in sys.modules else _extension_file(bases, "", "_cyutility")
+        if util is not None:
+            util_mod, loader, spec = _exec_extension_file("scipy._cyutility", util)
+            loaded.append(("scipy._cyutility", util_mod, loader, spec))
+            entries["scipy._cyutility"] = sys.modules["scipy._cyutility"] = util_mod
+        blas_mod, loader, spec = _exec_extension_file(_CYTHON_BLAS, path)
+        loaded.append((_CYTHON_BLAS, blas_mod, loader, spec))
+        entries[_CYTHON_BLAS] = blas_mod
     finally:
-        # Take it out of sys.modules again: an entry put there before its parent package
-        # exists never becomes the attribute scipy.linalg.cython_blas, so a later
-        # `import scipy.linalg.cython_blas` would leave `scipy.linalg.cython_blas` an
-        # AttributeError. A later import instead loads it the usual way, and Cython
-        # hands back this same module object (one per process; checked just below),
-        # sets it as scipy.linalg's attribute and does not run its init again.
-        if sys.modules.get(_CYTHON_BLAS) is mod:
-            del sys.modules[_CYTHON_BLAS]
-    if loader.create_module(spec) is not mod:
-        # This Cython build would make a second module object, whose init could then
-        # fail on a later import: keep ours registered instead.
-        sys.modules[_CYTHON_BLAS] = mod
-    return mod
+        # An entry put in sys.modules before its parent package was imported never becomes
+        # the parent's attribute, so a later `import scipy.linalg.cython_blas` would leave
+        # `scipy.linalg.cython_blas` an AttributeError. A later import instead loads each
+        # module the usual way, and Cython hands back this same module object (one per
+        # process; checked just below), sets it as the parent's attribute and does not
+        # run its init again.
+        for name, mod in entries.items():
+            if sys.modules.get(name) is mod:
+                del sys.modules[name]
+    for name, mod, loader, spec in loaded:
+        if loader.create_module(spec) is not mod:
+            # This Cython build would make a second module object, whose init could then
+            # fail on a later import: keep ours registered instead.
+            sys.modules[name] = mod
+    return blas_mod
 
 
 # void (char *, char *, int *, int *, int *, T *, T *, int *, T *, int *, T *, T *, int *);
