@@ -65,6 +65,7 @@ def merge_rounds(recs):
         if k in ok[0]:
             m[k] = _median([r[k] for r in ok])
             m["per_round"] = [r[k] for r in ok]
+            m["by_round"] = {r.get("round"): r[k] for r in ok}
     for k in ("samples_per_second_raw", "gflops", "call_overhead_us"):
         if k in ok[0]:
             m[k] = _median([r[k] for r in ok])
@@ -106,6 +107,21 @@ class Results:
         if r and r.get("status") == "ok":
             return r.get("samples_per_second")
         return None
+
+    def ratio(self, a, b):
+        """a / b for two cells (kind, system, workload, threads): with two or more rounds
+        holding both, the median of the rounds' own ratios (the cells of a round ran
+        minutes apart, while the machine's speed drifts between rounds); otherwise the
+        ratio of the cells' figures. None if either is missing."""
+        ra, rb = self.rec(*a), self.rec(*b)
+        if not (ra and rb and ra.get("status") == "ok" and rb.get("status") == "ok"):
+            return None
+        pa, pb = ra.get("by_round") or {}, rb.get("by_round") or {}
+        common = [k for k in pa if k in pb and pb[k]]
+        if len(common) >= 2:
+            return _median([pa[k] / pb[k] for k in common])
+        fa, fb = ra.get("samples_per_second"), rb.get("samples_per_second")
+        return fa / fb if fa is not None and fb else None
 
     def contended(self, r):
         """True when other processes kept more than the idle cores busy during the cell."""
@@ -247,8 +263,9 @@ def training_md(R, t):
         row += [fnum(g), fnum(roof)]
         if "fastbp" in systems:
             f = R.sps("train", "fastbp", w, t)
-            row += [fpct(f, roof), fpct(f, g)]
-            row += [fratio(f, R.sps("train", s, w, t)) for s in systems if s != "fastbp"]
+            fb = ("train", "fastbp", w, t)
+            row += [fpct(f, roof), fpct(R.ratio(fb, ("gemm", "gemm", w, t)), 1)]
+            row += [fratio(R.ratio(fb, ("train", s, w, t)), 1) for s in systems if s != "fastbp"]
         rows.append(row)
     return f"### Training, {t} thread{'s' if t > 1 else ''} (samples/s, median epoch)\n\n" \
         + _table(header, rows)
@@ -275,13 +292,20 @@ def details_md(R):
                      fnum(sorted(lib)[len(lib) // 2]) if lib else "",
                      len(r["epoch_s"]), f"{sorted(r['epoch_s'])[len(r['epoch_s']) // 2]:.3f}",
                      f"{gfl:.1f}", fpct(sps, R.roofline_sps(w, t)),
-                     fpct(sps, R.sps("gemm", "gemm", w, t)),
+                     fpct(sps, _same_round(R.rec("gemm", "gemm", w, t), r)),
                      _rss(r), loss,
                      _load(R, r)])
     return _table(["workload", "threads", "system", "samples/s", "min–max",
                    "library-reported", "epochs", "median epoch s", "GFLOP/s", "% roofline",
                    "% GEMM bound", "peak RSS MB: process / training (after import)",
                    "loss on 1024 samples: start → end", "other load (cores)"], rows)
+
+
+def _same_round(cell, r):
+    """The cell's figure in r's round (its median over rounds if it has none there)."""
+    if not cell or cell.get("status") != "ok":
+        return None
+    return (cell.get("by_round") or {}).get(r.get("round"), cell.get("samples_per_second"))
 
 
 def _rss(r):
@@ -307,12 +331,19 @@ def memory_md(R):
             anyr = next(iter(ok.values()))
             row.append(f"{anyr.get('rss_data_mb', 0) - anyr.get('rss_import_mb', 0):.0f}")
             if "fastbp" in ok and "numpy" in ok:
-                row.append(f"{ok['fastbp']['run_peak_rss_mb'] - ok['numpy']['run_peak_rss_mb']:+.0f}")
+                fb, np_ = ok["fastbp"], ok["numpy"]
+                row.append(f"{fb['run_peak_rss_mb'] - np_['run_peak_rss_mb']:+.0f}")
+                if fb.get("rss_data_mb") is not None and np_.get("rss_data_mb") is not None:
+                    start = fb["rss_data_mb"] - np_["rss_data_mb"]
+                    row += [f"{start:+.1f}", f"{fb['run_peak_rss_mb'] - np_['run_peak_rss_mb'] - start:+.1f}"]
+                else:
+                    row += ["–", "–"]
             rows.append(row)
     if not rows:
         return ""
     header = (["workload", "threads"] + [SYS_LABEL[s] for s in systems]
-              + ["data (X, y)", "fastbp − NumPy"])
+              + ["data (X, y)", "fastbp − NumPy", "of which before training (imports)",
+                 "of which in training"])
     return ("### Memory (peak RSS while training, MB: the peak is reset after the data are "
             "generated; it includes the imports and the data)\n\n" + _table(header, rows))
 
@@ -357,8 +388,8 @@ def inference_md(R):
             row = [w, t] + [R.cell("infer", s, w, t) for s in systems]
             row.append(fnum(R.roofline_sps(w, t, inference=True)))
             if "fastbp" in systems:
-                f = R.sps("infer", "fastbp", w, t)
-                row += [fratio(f, R.sps("infer", s, w, t)) for s in systems if s != "fastbp"]
+                row += [fratio(R.ratio(("infer", "fastbp", w, t), ("infer", s, w, t)), 1)
+                        for s in systems if s != "fastbp"]
             rows.append(row)
     return ("### Inference (samples/s, one call on the whole data set: `net.predict`, "
             "torch `no_grad` forward, NumPy forward; softmax included)\n\n" + _table(header, rows))
@@ -505,7 +536,9 @@ def write_report(results, out_dir):
              "How to read these tables: see `bench/README.md`. Throughput is training "
              "samples per second (higher is better). *roofline* = sgemm rate ÷ "
              "(6P − 2·W₁) FLOP per sample; *GEMM-only bound* = batch ÷ time of the step's "
-             "matrix products alone with the same BLAS and threads.", "",
+             "matrix products alone with the same BLAS and threads. With several rounds a "
+             "cell's figure is the median over rounds, and a ratio between two cells (% GEMM "
+             "bound, fastbp / other) the median of the rounds' own ratios.", "",
              "## Workloads", "", workloads_md(R.meta), "", sgemm_md(R), ""]
     for t in R.meta["threads"]:
         parts += [training_md(R, t), ""]
