@@ -148,26 +148,30 @@ def test_scipy_linalg_imported_first_is_used():
     """, TRAIN_AND_CHECK)
 
 
-@pytest.mark.parametrize("failure", ["no_file", "exec_fails"])
+@pytest.mark.parametrize("failure", ["no_file", "exec_fails", "blas_exec_fails"])
 def test_falls_back_to_a_plain_import(failure):
     """If loading cython_blas's file on its own fails for any reason (here: no file with an
-    extension suffix is found, or the load raises after having run the module's init),
-    fastbp imports scipy.linalg.cython_blas the usual way."""
+    extension suffix is found, or a load raises after having run the module's init: every
+    load, or only cython_blas's, after _cyutility's went well), fastbp imports
+    scipy.linalg.cython_blas the usual way, and no entry of the failed attempt is left."""
     run_python("""
         import importlib.machinery, sys
-        if %r == "no_file":
+        failure = %r
+        if failure == "no_file":
             importlib.machinery.EXTENSION_SUFFIXES = [".no-such-suffix"]
         else:
             class ExtensionFileLoader(importlib.machinery.ExtensionFileLoader):  # name: see importlib.abc
                 def exec_module(self, module):
                     super().exec_module(module)
-                    raise OSError("simulated failure")
+                    if failure == "exec_fails" or self.name == "scipy.linalg.cython_blas":
+                        raise OSError("simulated failure")
             importlib.machinery.ExtensionFileLoader = ExtensionFileLoader
         import fastbp
         from fastbp import _blas
         assert _blas._cython_blas_source == "import"
         assert "scipy.linalg" in sys.modules
-        import scipy.linalg.cython_blas
+        import scipy, scipy.linalg.cython_blas
+        assert scipy.__version__
         assert _blas._cython_blas is sys.modules["scipy.linalg.cython_blas"]
         assert _blas._cython_blas is scipy.linalg.cython_blas
     """ % failure, TRAIN_AND_CHECK)

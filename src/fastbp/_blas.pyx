@@ -57,12 +57,14 @@ def _extension_file(bases, subdir, name):
     return None
 
 
-def _exec_extension_file(name, path):
-    """Create and run extension module `name` from `path` (Cython's init may also enter it
-    in sys.modules); returns the module, its loader and spec."""
+def _exec_extension_file(name, path, entries):
+    """Create and run extension module `name` from `path`; returns the module, its loader
+    and spec. The module goes into `entries` before its init runs (the init may enter it
+    in sys.modules, and then fail)."""
     loader = importlib.machinery.ExtensionFileLoader(name, path)
     spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     mod = importlib.util.module_from_spec(spec)
+    entries[name] = mod
     loader.exec_module(mod)
     return mod, loader, spec
 
@@ -86,12 +88,11 @@ def _load_extension_file():
             entries["scipy"] = sys.modules["scipy"] = importlib.util.module_from_spec(scipy_spec)
         util = None if "scipy._cyutility" in sys.modules else _extension_file(bases, "", "_cyutility")
         if util is not None:
-            util_mod, loader, spec = _exec_extension_file("scipy._cyutility", util)
+            util_mod, loader, spec = _exec_extension_file("scipy._cyutility", util, entries)
             loaded.append(("scipy._cyutility", util_mod, loader, spec))
-            entries["scipy._cyutility"] = sys.modules["scipy._cyutility"] = util_mod
-        blas_mod, loader, spec = _exec_extension_file(_CYTHON_BLAS, path)
+            sys.modules["scipy._cyutility"] = util_mod
+        blas_mod, loader, spec = _exec_extension_file(_CYTHON_BLAS, path, entries)
         loaded.append((_CYTHON_BLAS, blas_mod, loader, spec))
-        entries[_CYTHON_BLAS] = blas_mod
     finally:
         # An entry put in sys.modules before its parent package was imported never becomes
         # the parent's attribute, so a later `import scipy.linalg.cython_blas` would leave
