@@ -76,8 +76,8 @@ def _load_extension_file():
     path = _extension_file(bases, "linalg", "cython_blas")
     if path is None:
         raise ImportError(f"no {_CYTHON_BLAS} extension file under {bases}")
-    # cython_blas's init imports scipy._cyutility (Cython's shared utility module, scipy >=
-    # 1.16), and importing that runs scipy/__init__ first (scipy._lib and its test
+    # cython_blas's init imports scipy._cyutility (Cython's shared utility module, in
+    # scipy builds made with Cython >= 3.1), and importing that runs scipy/__init__ first (scipy._lib and its test
     # utilities: ~1.7 MB of RSS and ~15 ms). So while cython_blas's init runs, sys.modules
     # holds the scipy package unexecuted and _cyutility loaded from its file; both entries
     # are taken out again right after.
