@@ -1080,6 +1080,47 @@ def test_thread_policy_probes_less_often_while_the_choice_holds_and_follows_load
     assert 1 in caps and all(a == 2 or b == 2 for a, b in zip(caps, caps[1:]))
 
 
+def test_thread_policy_skips_the_cold_first_chunk_and_switches_only_by_a_margin():
+    """The first timed chunk (threads starting, buffers first touched) is not used: a slow
+    one does not make the probe pick 1 thread. A probe switches only if the other count is
+    faster per sample by PROBE_MARGIN, in either direction."""
+    from fastbp import trainer as T
+    if not _engine.openmp_enabled():
+        pytest.skip("serial build: always one thread")
+
+    def run(first_chunk_s, t_n, t_1, chunks=40, start=None):
+        p = T._ThreadsPolicy()
+        p.best = start
+        caps, probes = [], []
+        for i in range(chunks):
+            if p.count == 1:
+                probes.append(i)
+            cap = p.cap_for_next_chunk(2)
+            steps = p.steps_for_next_chunk(10, 2)
+            per_sample = t_n if cap == 2 else t_1
+            seconds = first_chunk_s if i == 0 else per_sample * steps * 100
+            p.record(cap, 2, seconds, steps * 100, steps)
+            caps.append(cap)
+        return p, caps, probes
+
+    # n threads 1.4x faster; the first chunk 3x slower than 1 thread would be: not used, so
+    # the chunk after it is the first n-thread timing and only the probes run 1 thread
+    p, caps, probes = run(first_chunk_s=10 * 100 * 3.0, t_n=1.0 / 1.4, t_1=1.0)
+    assert p.best == 2 and p.times[2] < p.times[1]
+    assert probes[0] == 2 and [i for i, c in enumerate(caps) if c == 1] == probes
+    # 1 thread 5% faster (noise): stays on n threads; 30% faster: switches
+    assert 0.75 < T.PROBE_MARGIN < 0.95
+    p, caps, _ = run(1e-3, t_n=1.0, t_1=0.95)
+    assert p.best == 2 and caps[-1] == 2
+    p, caps, _ = run(1e-3, t_n=1.0, t_1=0.7)
+    assert p.best == 1 and caps[-1] == 1
+    # on 1 thread, n threads must beat it by as much
+    p, caps, _ = run(1e-3, t_n=0.95, t_1=1.0, start=1)
+    assert p.best == 1
+    p, caps, _ = run(1e-3, t_n=0.7, t_1=1.0, start=1)
+    assert p.best == 2
+
+
 def test_each_fit_starts_with_a_one_batch_timing_chunk_whatever_the_probe(monkeypatch):
     """The first compiled call of every fit runs one batch on all threads (it sizes the
     chunks and is not timed for the probe). It once took the probe's chunk length instead,

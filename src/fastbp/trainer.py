@@ -27,6 +27,7 @@ CHUNK_MIN_STEPS, CHUNK_MAX_SECONDS = 6, 1.0
 PROBE_EVERY = 4       # chunks between two probes of 1 thread against n_threads ...
 PROBE_EVERY_MAX = 80  # ... doubling while the choice holds
 PROBE_SECONDS = 0.05  # a probe's 1-thread chunk lasts about this long at the n-thread pace
+PROBE_MARGIN = 0.9    # the other thread count wins a probe only if this much faster per sample
 
 
 def _chunk_steps(per_batch, n_batches):
@@ -320,18 +321,23 @@ class _ThreadsPolicy:
 
     Every `every` chunks, one chunk runs with all threads and the next, of as many batches
     but no more than PROBE_SECONDS take at the n-thread pace, with one; the faster per
-    sample wins until the next probe. (A probe of a whole 0.2 s chunk made W3's epochs of
-    16 slow batches up to a quarter longer; at 50 ms per chunk the fixed cost of a chunk,
-    tens of microseconds, still does not count.) Each probe that confirms the
-    choice doubles the interval (PROBE_EVERY up to PROBE_EVERY_MAX), a changed choice
-    resets it, so a probe misled by a burst of load or by cold caches is soon corrected
-    while a settled choice costs little. The work is split by n_threads either way, so the
-    weights do not depend on the choice.
+    sample wins until the next probe, if it beats the current choice by PROBE_MARGIN (a
+    shared machine's chunks differ by 20% from noise alone; a busy core makes n threads
+    several times slower). (A probe of a whole 0.2 s chunk made W3's epochs of 16 slow
+    batches up to a quarter longer; at 50 ms per chunk the fixed cost of a chunk, tens of
+    microseconds, still does not count.) The first timed chunk of a Trainer is not used:
+    it pays for starting the threads and first touching the buffers (W1 at 2 threads: 14k
+    samples/s against 33k after, which made the first probes pick 1 thread for several
+    epochs). Each probe that confirms the choice doubles the interval (PROBE_EVERY up to
+    PROBE_EVERY_MAX), a changed choice resets it, so a probe misled by a burst of load is
+    soon corrected while a settled choice costs little. The work is split by n_threads
+    either way, so the weights do not depend on the choice.
     """
 
     def __init__(self):
         self.count, self.best, self.times, self.probe_steps = 0, None, {}, None
         self.every = PROBE_EVERY
+        self.warm = False
 
     def cap_for_next_chunk(self, nt):
         if nt <= 1 or not _engine.openmp_enabled():
@@ -352,6 +358,9 @@ class _ThreadsPolicy:
     def record(self, cap, nt, seconds, samples, steps):
         if nt <= 1 or (self.count == 0 and steps < 4 and seconds < 0.02):
             return        # too short to time (e.g. the first, one-batch chunk of a fit)
+        if not self.warm:
+            self.warm = True
+            return        # the cold first chunk: the next one is timed instead
         if self.count == 0:
             self.times[nt] = seconds / max(samples, 1)
             per_step = seconds / max(steps, 1)
@@ -361,7 +370,9 @@ class _ThreadsPolicy:
                 self.count = 0   # cut short by the epoch's end: the next chunk probes anew
                 return
             self.times[1] = seconds / max(samples, 1)
-            best = 1 if self.times[1] < self.times[nt] else nt
+            cur = self.best or nt
+            other = 1 if cur == nt else nt
+            best = other if self.times[other] < PROBE_MARGIN * self.times[cur] else cur
             self.every = min(2 * self.every, PROBE_EVERY_MAX) if best == self.best \
                 else PROBE_EVERY
             self.best = best
