@@ -64,7 +64,6 @@ def merge_rounds(recs):
     for k in ("samples_per_second",):
         if k in ok[0]:
             m[k] = _median([r[k] for r in ok])
-            m["per_round"] = [r[k] for r in ok]
             m["by_round"] = {r.get("round"): r[k] for r in ok}
     for k in ("samples_per_second_raw", "gflops", "call_overhead_us"):
         if k in ok[0]:

@@ -57,16 +57,16 @@ def _extension_file(bases, subdir, name):
     return None
 
 
-def _exec_extension_file(name, path, entries):
-    """Create and run extension module `name` from `path`; returns the module, its loader
-    and spec. The module goes into `entries` before its init runs (the init may enter it
-    in sys.modules, and then fail)."""
+def _exec_extension_file(name, path, made):
+    """Create and run extension module `name` from `path` and return it. made[name] gets
+    (module, loader, spec) before its init runs (which may enter the module in sys.modules,
+    and then fail)."""
     loader = importlib.machinery.ExtensionFileLoader(name, path)
     spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     mod = importlib.util.module_from_spec(spec)
-    entries[name] = mod
+    made[name] = (mod, loader, spec)
     loader.exec_module(mod)
-    return mod, loader, spec
+    return mod
 
 
 def _load_extension_file():
@@ -76,23 +76,20 @@ def _load_extension_file():
     path = _extension_file(bases, "linalg", "cython_blas")
     if path is None:
         raise ImportError(f"no {_CYTHON_BLAS} extension file under {bases}")
-    # cython_blas's init imports scipy._cyutility (Cython's shared utility module, in
-    # scipy builds made with Cython >= 3.1), and importing that runs scipy/__init__ first (scipy._lib and its test
-    # utilities: ~1.7 MB of RSS and ~15 ms). So while cython_blas's init runs, sys.modules
-    # holds the scipy package unexecuted and _cyutility loaded from its file; both entries
-    # are taken out again right after.
-    entries = {}
-    loaded = []        # (name, module, loader, spec)
+    # cython_blas's init imports scipy._cyutility (Cython's shared utility module, in scipy
+    # builds made with Cython >= 3.1), and importing that runs scipy/__init__ first
+    # (scipy._lib and its test utilities: ~1.7 MB of RSS and ~15 ms). So while cython_blas's
+    # init runs, sys.modules holds the scipy package unexecuted and _cyutility loaded from
+    # its file; both entries are taken out again right after.
+    made = {}          # name -> (module, loader, spec) of each extension loaded here
+    stub = None
     try:
         if "scipy" not in sys.modules:
-            entries["scipy"] = sys.modules["scipy"] = importlib.util.module_from_spec(scipy_spec)
+            stub = sys.modules["scipy"] = importlib.util.module_from_spec(scipy_spec)
         util = None if "scipy._cyutility" in sys.modules else _extension_file(bases, "", "_cyutility")
         if util is not None:
-            util_mod, loader, spec = _exec_extension_file("scipy._cyutility", util, entries)
-            loaded.append(("scipy._cyutility", util_mod, loader, spec))
-            sys.modules["scipy._cyutility"] = util_mod
-        blas_mod, loader, spec = _exec_extension_file(_CYTHON_BLAS, path, entries)
-        loaded.append((_CYTHON_BLAS, blas_mod, loader, spec))
+            sys.modules["scipy._cyutility"] = _exec_extension_file("scipy._cyutility", util, made)
+        blas_mod = _exec_extension_file(_CYTHON_BLAS, path, made)
     finally:
         # An entry put in sys.modules before its parent package was imported never becomes
         # the parent's attribute, so a later `import scipy.linalg.cython_blas` would leave
@@ -100,10 +97,12 @@ def _load_extension_file():
         # module the usual way, and Cython hands back this same module object (one per
         # process; checked just below), sets it as the parent's attribute and does not
         # run its init again.
-        for name, mod in entries.items():
+        if stub is not None and sys.modules.get("scipy") is stub:
+            del sys.modules["scipy"]
+        for name, (mod, _, _) in made.items():
             if sys.modules.get(name) is mod:
                 del sys.modules[name]
-    for name, mod, loader, spec in loaded:
+    for name, (mod, loader, spec) in made.items():
         if loader.create_module(spec) is not mod:
             # This Cython build would make a second module object, whose init could then
             # fail on a later import: keep ours registered instead.
