@@ -3,9 +3,11 @@
 ``logs`` holds this epoch's ``loss``, ``val_loss``, ``accuracy``, ``val_accuracy``,
 ``samples_per_second`` and ``lr`` (those that apply), and ``trainer``.
 """
+import contextlib
+
 import numpy as np
 
-__all__ = ["Callback", "EarlyStopping"]
+__all__ = ["Callback", "EarlyStopping", "check_callbacks", "running"]
 
 
 class Callback:
@@ -21,6 +23,31 @@ class Callback:
 
     def __call__(self, epoch, logs):
         return self.on_epoch_end(epoch, logs)
+
+
+def check_callbacks(callbacks, name="callbacks"):
+    """``callbacks`` (None or an iterable) as a list; TypeError naming the argument for an
+    entry that is neither a Callback nor a callable ``(epoch, logs) -> stop``."""
+    cbs = list(callbacks or [])
+    for cb in cbs:
+        if not callable(cb):
+            raise TypeError(f"{name} must be callables (epoch, logs) -> stop or "
+                            f"fastbp.callbacks.Callback objects, got {cb!r}")
+    return cbs
+
+
+@contextlib.contextmanager
+def running(callbacks, trainer):
+    """``on_train_begin(trainer)`` of each Callback on entry, ``on_train_end(trainer)`` on
+    exit however the block ends (plain callables have neither)."""
+    hooks = [cb for cb in callbacks if isinstance(cb, Callback)]
+    for cb in hooks:
+        cb.on_train_begin(trainer)
+    try:
+        yield
+    finally:
+        for cb in hooks:
+            cb.on_train_end(trainer)
 
 
 class EarlyStopping(Callback):
