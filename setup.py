@@ -14,8 +14,8 @@ from setuptools.command.build_ext import build_ext
 from Cython.Build import cythonize
 
 DEBUG = os.environ.get("FASTBP_DEBUG", "0") == "1"
-MODULES = ["_blas", "_kernels", "_engine"]
-HEADERS = ["_simd.h", "_gemm.h", "_gemm_kernel.h"]
+MODULES = ["_blas", "_kernels", "_optim", "_engine"]
+HEADERS = ["_constants.h", "_simd_common.h", "_simd.h", "_optim.h", "_gemm.h", "_gemm_kernel.h"]
 
 
 def openmp_flags(compiler):

@@ -68,7 +68,7 @@ def test_split_products_and_batch_shards_give_the_same_gradients(n_threads):
              ([100, 64, 64, 10], 512, "relu"), ([64, 512, 600], 64, "gelu"),
              ([600, 300, 10], 512, "relu")]
     # training batches of 128 through 100-64-64-10: shards at 2 threads
-    assert _engine.batch_shards(fastbp.Network([100, 64, 64, 10])._plan, 128, 2) == 2
+    assert _engine.batch_shards(fastbp.Network([100, 64, 64, 10]).plan, 128, 2) == 2
     for sizes, batch, act in cases:
         X = rng.normal(size=(batch, sizes[0]))
         y = rng.integers(0, sizes[-1], batch)
@@ -115,14 +115,14 @@ def test_batch_shards_momentum_backup_only_when_needed_and_divergence_restores()
     rng = np.random.default_rng(3)
     X = rng.normal(size=(512, 100)).astype(np.float32)
     y = rng.integers(0, 10, 512)
-    assert _engine.batch_shards(fastbp.Network([100, 64, 64, 10])._plan, 128, 2) == 2
+    assert _engine.batch_shards(fastbp.Network([100, 64, 64, 10]).plan, 128, 2) == 2
     net = fastbp.Network([100, 64, 64, 10], activation="tanh", output="softmax", dtype="float32",
                          seed=1)
     tr = fastbp.Trainer(net, momentum=0.9, batch_size=128, n_threads=2, seed=0)
     tr.fit(X, y, epochs=1)
-    tr._bufs[1][:] = np.nan
+    tr._workspace.backup[:] = np.nan
     tr.fit(X, y, epochs=2)
-    assert np.isnan(tr._bufs[1]).all() and np.isfinite(net.parameters).all()
+    assert np.isnan(tr._workspace.backup).all() and np.isfinite(net.parameters).all()
     ends = []
     for nt in (1, 2):
         net = fastbp.Network([100, 64, 64, 10], activation="tanh", output="softmax", dtype="float32",

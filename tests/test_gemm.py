@@ -194,5 +194,5 @@ def test_training_with_own_kernel_follows_blas_training(kernel, n_threads):
     # and its input gradient, 64 x 128 x 10, is below 2^18 multiply-adds) -- unless
     # FASTBP_SMALL_GEMM=always sends all 4 + 4 + 3 products of a step to the own kernel
     always = "always" in os.environ.get("FASTBP_SMALL_GEMM", "")
-    shards = _engine.batch_shards(net._plan, 64, n_threads)
+    shards = _engine.batch_shards(net.plan, 64, n_threads)
     assert calls == {"auto": (11 if always else 8) * 2 * (1024 // 64) * shards, "blas": 0}

@@ -211,6 +211,6 @@ def test_predict_with_two_alternating_buffers_matches_the_reference(sizes, acts,
     tol = 1e-12 if dtype == "float64" else 1e-5
     for chunk in (37, 8, 1):
         np.testing.assert_allclose(net.predict(X, chunk_size=chunk), ref, rtol=tol, atol=tol)
-    ws = net._workspace(37, 8, forward_only=True)
+    ws = net._workspace(37, 8, kind="predict")
     assert ws.buf.size == 8 * (2 * max(sizes[1:]) + max(
         [sizes[-1]] + [s for s, a in zip(sizes[1:-1], acts) if a in ("silu", "gelu")]))

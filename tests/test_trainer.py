@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _engine, _kernels, optimizers as O, schedules as S
+from fastbp import _engine, optimizers as O, schedules as S
 import reference as ref
 
 
@@ -158,32 +158,33 @@ def test_minibatches_match_reference(opt_id, batch_size):
     assert tr.optimizer.t == 2 * math.ceil(23 / batch_size)
 
 
-def _engine_sgd(net, X, Y, loss_code, opt, lr, batches, bs, carry, grads=None, backup=None):
-    """Train SGD on batches [first, last) of `batches` through the engine, one call each."""
-    P = net.parameters.size
-    ws = _engine.Workspace(net._plan, bs, net.dtype, gather=True)
-    grads = np.empty(P, net.dtype) if grads is None else grads
-    backup = np.empty(P, net.dtype) if backup is None else backup
-    perm = np.arange(X.shape[0], dtype=np.int64)
-    outs = []
-    for first, last in batches:
-        out = _engine.train_batches(
-            net._plan, ws, net.parameters, grads, X, Y, np.zeros(1, np.int64), False,
-            loss_code, perm, False, bs, first, last, opt.hyper(lr), *opt.state, 0.0, False,
-            backup[:1], False, 0.0, backup, 0.0, 0.0, 0.0, backup[:1], carry, 1)
-        opt.t += out[4]
-        outs.append(out)
-        if out[5] != 0:
-            break
-    return outs
+def _engine_sgd(net, X, Y, loss_code, opt, lr, batches, bs, input_bound=-1.0):
+    """A TrainState for SGD over (X, Y) without shuffling, and a function running the
+    given (first, last) batch ranges of one epoch, one engine call each, stopping at a
+    failure; it returns the BatchesResults."""
+    ws = _engine.Workspace(net.plan, bs, net.dtype, "train")
+    opt.ensure_state(net.plan.n_params, net.dtype)
+    state = _engine.TrainState(net.plan, net.parameters, ws, opt.config(), opt.state,
+                               loss_code, batch_size=bs)
+    data = _engine.Samples(X, targets=Y, input_bound=input_bound)
+
+    def epoch():
+        state.begin_epoch(data, lr, shuffle=False)
+        outs = []
+        for first, last in batches:
+            outs.append(_engine.train_batches(state, data, first, last))
+            if outs[-1].status != _engine.Status.OK:
+                break
+        return outs
+    return state, epoch
 
 
 def test_momentum_buffer_mid_epoch_is_scaled_and_bounds_hold():
     """SGD momentum adds each batch's gradient straight into the momentum buffer; between
-    the steps of an epoch (across calls too) the buffer holds mu*buf (carry[2] says so), and
-    the epoch's last step leaves the plain buffer of the reference. An unsharded run touches
-    neither the gradient nor the backup buffer, and the bounds it carries across calls stay
-    above the true max|params| and max|buffer|."""
+    the steps of an epoch (across calls too) the buffer holds mu*buf (the state says so),
+    and the epoch's last step leaves the plain buffer of the reference. An unsharded run
+    touches neither the gradient nor the backup buffer, and the bounds it carries across
+    calls stay above the true max|params| and max|buffer|."""
     net, X, Y, loss = problem("mse")
     X, Y = X[:16], Y[:16]
     mu, lr = 0.9, 0.1
@@ -195,41 +196,65 @@ def test_momentum_buffer_mid_epoch_is_scaled_and_bounds_hold():
         bufs.append(state["momentum_buffer"].copy())
         params.append(p.copy())
     opt = O.SGD(lr=lr, momentum=mu)
-    P = net.parameters.size
-    opt.ensure_state(P, net.dtype)
-    grads, backup = np.full(P, np.nan), np.full(P, np.nan)
-    carry = np.array([-1.0, -1.0, 0.0])
+    ts, _ = _engine_sgd(net, X, Y, 0, opt, lr, [], 4)
+    ts.workspace.grads[:] = np.nan
+    ts.workspace.backup[:] = np.nan
+    data = _engine.Samples(X, targets=Y)
+    ts.begin_epoch(data, lr, shuffle=False)
     for first, last in [(0, 2), (2, 3), (3, 4)]:
-        out = _engine_sgd(net, X, Y, 0, opt, lr, [(first, last)], 4, carry, grads, backup)
-        assert out[0][5] == 0
+        out = _engine.train_batches(ts, data, first, last)
+        assert out.status == _engine.Status.OK and out.steps == last - first
         scale = mu if last < 4 else 1.0
-        assert carry[2] == (last < 4)
-        np.testing.assert_allclose(opt.state[0], scale * bufs[last - 1], rtol=1e-12)
+        assert ts.momentum_scaled == (last < 4)
+        buf = opt.state["momentum_buffer"]
+        np.testing.assert_allclose(buf, scale * bufs[last - 1], rtol=1e-12)
         np.testing.assert_allclose(net.parameters, params[last - 1], rtol=1e-12)
-        assert carry[0] >= np.abs(net.parameters).max() and carry[1] >= np.abs(opt.state[0]).max()
-        assert carry[0] < 1e3
-    assert np.isnan(grads).all() and np.isnan(backup).all()
+        assert ts.param_bound >= np.abs(net.parameters).max()
+        assert ts.buffer_bound >= np.abs(buf).max()
+        assert ts.param_bound < 1e3
+    assert np.isnan(ts.workspace.grads).all() and np.isnan(ts.workspace.backup).all()
+
+
+def test_an_epoch_cut_short_leaves_the_plain_momentum_buffer():
+    """Stopped mid-epoch (Ctrl-C between calls), the state's close (or the next epoch's
+    start) turns mu*buf back into the plain buffer."""
+    net, X, Y, loss = problem("mse")
+    X, Y = X[:16], Y[:16]
+    state, p = {}, net.parameters.copy()
+    for idx in ref_batches(16, 4)[:2]:
+        _, g = ref_grad(p, net, X[idx], Y[idx], loss)
+        ref.sgd_step(p, g, state, lr=0.1, momentum=0.9)
+    for end in ("close", "begin_epoch"):
+        opt = O.SGD(lr=0.1, momentum=0.9)
+        ts, _ = _engine_sgd(net.copy(), X, Y, 0, opt, 0.1, [], 4)
+        data = _engine.Samples(X, targets=Y)
+        ts.begin_epoch(data, 0.1, shuffle=False)
+        _engine.train_batches(ts, data, 0, 2)
+        assert ts.momentum_scaled
+        ts.close() if end == "close" else ts.begin_epoch(data, 0.1, shuffle=False)
+        assert not ts.momentum_scaled
+        np.testing.assert_allclose(opt.state["momentum_buffer"], state["momentum_buffer"],
+                                   rtol=1e-12)
 
 
 def test_momentum_overflow_bound_takes_max_abs_x_from_the_caller():
-    """carry[3] = max|X| (the trainer takes it from X's finiteness check) replaces measuring
-    each batch's input: the results are bit-identical and no backup is made; a carry[3]
-    large enough for the bound to reach the float range makes every step backed up, so the
+    """Samples.input_bound = max|X| (the trainer takes it from X's finiteness check)
+    replaces measuring each batch's input: the results are bit-identical and no backup is
+    made; a bound large enough to reach the float range makes every step backed up, so the
     engine really uses it (and still gives the same parameters)."""
     ends = []
     for xmax in (None, "exact", 1e305):
         net, X, Y, loss = problem("mse")
         X, Y = X[:16], Y[:16]
         opt = O.SGD(lr=0.1, momentum=0.9)
-        P = net.parameters.size
-        opt.ensure_state(P, net.dtype)
-        grads, backup = np.full(P, np.nan), np.full(P, np.nan)
-        extra = [] if xmax is None else [np.abs(X).max() if xmax == "exact" else xmax]
-        carry = np.array([-1.0, -1.0, 0.0] + extra)
-        out = _engine_sgd(net, X, Y, 0, opt, 0.1, [(0, 4)], 4, carry, grads, backup)
-        assert out[0][5] == 0 and out[0][4] == 4
-        assert np.isnan(grads).all()
-        assert np.isnan(backup).all() == (xmax != 1e305)
+        bound = -1.0 if xmax is None else (np.abs(X).max() if xmax == "exact" else xmax)
+        ts, epoch = _engine_sgd(net, X, Y, 0, opt, 0.1, [(0, 4)], 4, bound)
+        ts.workspace.grads[:] = np.nan
+        ts.workspace.backup[:] = np.nan
+        out = epoch()
+        assert out[0].status == _engine.Status.OK and out[0].steps == 4
+        assert np.isnan(ts.workspace.grads).all()
+        assert np.isnan(ts.workspace.backup).all() == (xmax != 1e305)
         ends.append(net.parameters.copy())
     for p in ends[1:]:
         np.testing.assert_array_equal(p, ends[0])
@@ -243,11 +268,10 @@ def test_momentum_results_do_not_depend_on_how_an_epoch_is_cut_into_calls():
         net, X, Y, loss = problem("mse", dtype="float32", n=24)
         X, Y = X.astype(np.float32), Y.astype(np.float32)
         opt = O.SGD(lr=0.1, momentum=0.9)
-        opt.ensure_state(net.parameters.size, net.dtype)
-        carry = np.array([-1.0, -1.0, 0.0])
-        for epoch in range(2):
-            assert all(o[5] == 0 for o in _engine_sgd(net, X, Y, 0, opt, 0.1, cuts, 4, carry))
-        results.append((net.parameters.copy(), opt.state[0].copy()))
+        _, epoch = _engine_sgd(net, X, Y, 0, opt, 0.1, cuts, 4)
+        for _ in range(2):
+            assert all(o.status == _engine.Status.OK for o in epoch())
+        results.append((net.parameters.copy(), opt.state["momentum_buffer"].copy()))
     for p, buf in results[1:]:
         np.testing.assert_array_equal(p, results[0][0])
         np.testing.assert_array_equal(buf, results[0][1])
@@ -257,7 +281,7 @@ def test_momentum_step_that_may_overflow_is_backed_up_and_exact():
     """A parameter of 1e303 (float64) makes every step's bound too large to rule out an
     overflow: each step is then backed up (the backup buffer is written), and training
     still gives the reference's parameters; with one more update the parameters overflow
-    and are restored."""
+    and are restored, and the optimizer state is reset."""
     net, X, Y, loss = problem("mse")
     X, Y = X[:16], Y[:16]
     net.biases[0][0] = 1e303       # a saturated tanh unit: everything stays finite
@@ -267,26 +291,25 @@ def test_momentum_step_that_may_overflow_is_backed_up_and_exact():
         _, g = ref_grad(p, net, X[idx], Y[idx], loss)
         ref.sgd_step(p, g, state, lr=lr, momentum=mu)
     opt = O.SGD(lr=lr, momentum=mu)
-    P = net.parameters.size
-    opt.ensure_state(P, net.dtype)
-    grads, backup = np.full(P, np.nan), np.full(P, np.nan)
-    out = _engine_sgd(net, X, Y, 0, opt, lr, [(0, 4)], 4, np.array([-1.0, -1.0, 0.0]), grads,
-                      backup)
-    assert out[0][5] == 0 and out[0][4] == 4
+    ts, epoch = _engine_sgd(net, X, Y, 0, opt, lr, [(0, 4)], 4)
+    ts.workspace.grads[:] = np.nan
+    ts.workspace.backup[:] = np.nan
+    out = epoch()
+    assert out[0].status == _engine.Status.OK and out[0].steps == 4
     np.testing.assert_allclose(net.parameters, p, rtol=1e-12)
-    assert np.isfinite(backup).all()        # the backups were made
-    assert np.isnan(grads).all()
-    # now a weight so large that the update overflows: restored, status 2
+    assert np.isfinite(ts.workspace.backup).all()        # the backups were made
+    assert np.isnan(ts.workspace.grads).all()
+    # now a weight so large that the update overflows: restored, UPDATE_NOT_FINITE
     net.biases[0][0] = 1.7e308
     before = net.parameters.copy()
     big = O.SGD(lr=1e300, momentum=mu)
-    big.ensure_state(P, net.dtype)
-    big.state[0][:] = 1e300
+    ts, epoch = _engine_sgd(net, X, Y, 0, big, 1e300, [(0, 4)], 4)
+    big.state["momentum_buffer"][:] = 1e300
     big.t = 1
-    out = _engine_sgd(net, X, Y, 0, big, 1e300, [(0, 4)], 4, np.array([-1.0, -1.0, 0.0]),
-                      grads, backup)
-    assert out[-1][5] == 2 and out[-1][6] == 0
+    out = epoch()
+    assert out[-1].status == _engine.Status.UPDATE_NOT_FINITE and out[-1].failed_batch == 0
     np.testing.assert_array_equal(net.parameters, before)
+    assert big.t == 0 and not big.state["momentum_buffer"].any()
 
 
 def test_momentum_divergence_across_chunks():
@@ -297,16 +320,14 @@ def test_momentum_divergence_across_chunks():
     net, X, Y, loss, lr, wd, p, where = _overflowing(mu)
     assert where is not None and where[1] >= 2, where
     opt = O.SGD(lr=lr, momentum=mu, weight_decay=wd)
-    P = net.parameters.size
-    opt.ensure_state(P, net.dtype)
-    carry = np.array([-1.0, -1.0, 0.0])
+    _, epoch = _engine_sgd(net, X, Y, 2, opt, lr, [(b, b + 1) for b in range(8)], 8)
     status = None
-    for epoch in range(where[0] + 1):
-        outs = _engine_sgd(net, X, Y, 2, opt, lr, [(b, b + 1) for b in range(8)], 8, carry)
-        if outs[-1][5] != 0:
-            status = (outs[-1][5], epoch, outs[-1][6])
+    for e in range(where[0] + 1):
+        outs = epoch()
+        if outs[-1].status != _engine.Status.OK:
+            status = (outs[-1].status, e, outs[-1].failed_batch)
             break
-    assert status == (2, where[0], where[1])
+    assert status == (_engine.Status.UPDATE_NOT_FINITE, where[0], where[1])
     np.testing.assert_allclose(net.parameters, p, rtol=1e-8)
 
 
@@ -1123,15 +1144,15 @@ def test_thread_policy_skips_the_cold_first_chunk_and_switches_only_by_a_margin(
 
 def test_each_fit_starts_with_a_one_batch_timing_chunk_whatever_the_probe(monkeypatch):
     """The first compiled call of every fit runs one batch on all threads (it sizes the
-    chunks and is not timed for the probe). It once took the probe's chunk length instead,
-    so with one-epoch fits the 1-thread probe was cut short every time and never ended."""
+    chunks and is not timed for the probe), even when the probe is midway: with one-epoch
+    fits the 1-thread probe would otherwise be cut short every time and never end."""
     from fastbp import trainer as T
     calls = []
     real = T._engine.train_batches
 
-    def spy(*args):
-        calls.append((args[12], args[13], _kernels.get_run_cap()))
-        return real(*args)
+    def spy(state, data, first, last):
+        calls.append((first, last, state.run_threads))
+        return real(state, data, first, last)
 
     monkeypatch.setattr(T._engine, "train_batches", spy)
     net, X, y, loss = problem("ce", n=40)
@@ -1149,7 +1170,7 @@ def test_each_fit_starts_with_a_one_batch_timing_chunk_whatever_the_probe(monkey
     (lambda: O.SGD(lr=0.1, momentum=0.9, nesterov=True), 1),
     (lambda: O.SGD(lr=0.1, momentum=0.9, classic_momentum=True), 1),
     (lambda: O.Adam(lr=0.1), 2),
-    (lambda: O.RMSprop(lr=0.1), 1),                  # its momentum buffer unused
+    (lambda: O.RMSprop(lr=0.1), 1),
     (lambda: O.RMSprop(lr=0.1, momentum=0.9), 2)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_optimizer_state_decays_to_zero_not_to_subnormals(make, n_used, dtype):
@@ -1168,7 +1189,8 @@ def test_optimizer_state_decays_to_zero_not_to_subnormals(make, n_used, dtype):
                         seed=0)
     tr.fit(X, y, epochs=1)
     tiny = np.finfo(dtype).tiny
-    states = opt.state[:n_used]
+    states = list(opt.state.buffers.values())
+    assert len(states) == n_used
     for s in states:
         s[dead] = tiny                 # one more decay makes these subnormal, unless flushed
     tr.fit(X, y, epochs=1)

@@ -1,9 +1,14 @@
 """The compiled BP step: forward, loss, backward and update, batch after batch, nogil.
 
-A network is described by a Plan (layer sizes, parameter offsets into the flat
-buffer, activation codes); the buffers for a batch capacity live in a Workspace.
-Python calls in once per chunk of batches; nothing inside allocates.
+A network is described by a Plan (one LayerSpec per layer: sizes, parameter offsets into
+the flat buffer, activation); the buffers for a batch capacity live in a Workspace; the
+rows to train on are a Samples. A TrainState holds everything one ``fit`` carries from
+call to call (optimizer settings and state, the shuffle's RNG and permutation, the epoch's
+sums, the bounds of the overflow check). Python calls ``train_batches`` once per chunk of
+batches; nothing inside allocates.
 """
+from collections import namedtuple
+
 import numpy as np
 cimport numpy as cnp
 from cython cimport floating
@@ -15,9 +20,10 @@ from libc.math cimport isfinite, fabs
 from ._blas cimport gemm_as, small_gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
                         all_finite, maxabs, maxabs_par, needs_pre, count_correct, run_threads,
-                        optimizer_step, OptParams, accumulates_momentum, momentum_step,
-                        row_coupled, block_forward, block_backward, TANH, SIGMOID,
-                        SOFTSIGN, STEP, SOFTMAX, LECUN_TANH, SILU, GELU)
+                        thread_cap, set_thread_cap, act_bound, slope_bound, row_coupled,
+                        block_forward, block_backward)
+from ._optim cimport (OptParams, OptBuffers, OptimizerConfig, OptimizerState,
+                      optimizer_step, accumulates_momentum, momentum_step, divide_buffer)
 
 cnp.import_array()
 
@@ -53,49 +59,74 @@ def omp_max_threads():
     return fastbp_omp_max_threads()
 
 
+# ---- the network's layout -----------------------------------------------------------------
+
+cdef struct LayerSpec:
+    # one fully-connected layer: out = f(in @ W + b); a new per-layer option is a field here
+    # and a line in Plan.__cinit__
+    Py_ssize_t n_in, n_out
+    Py_ssize_t w_off          # W (n_in, n_out) in the flat parameter buffer
+    Py_ssize_t b_off          # b (n_out,)
+    int act                   # activation code (_kernels.Act)
+
+
 cdef struct Layout:
-    int L
-    Py_ssize_t* sizes     # L + 1
-    Py_ssize_t* w_off     # L
-    Py_ssize_t* b_off     # L
-    int* act              # L
-    Py_ssize_t maxw       # widest non-input layer
+    int L                     # layers
+    LayerSpec* layer          # L
+    Py_ssize_t* units         # L + 1: units[0] = inputs, units[i + 1] = layer i's outputs
+    Py_ssize_t widest         # the widest layer output
 
 
 cdef class Plan:
-    """Layer sizes, flat-buffer offsets and activation codes of one network."""
+    """The compiled description of a network: one LayerSpec per layer, in order.
+
+    ``layers``: a sequence of mappings with the keys ``n_in``, ``n_out`` and ``activation``
+    (a ``_kernels.Act`` code); parameters are laid out W_0, b_0, W_1, b_1, ...
+    """
     cdef Layout lay
     cdef readonly Py_ssize_t n_params
 
-    def __cinit__(self, sizes, acts):
-        cdef int i, L = len(sizes) - 1
-        self.lay.L = L
-        self.lay.sizes = <Py_ssize_t*>malloc((L + 1) * sizeof(Py_ssize_t))
-        self.lay.w_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
-        self.lay.b_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
-        self.lay.act = <int*>malloc(L * sizeof(int))
-        if not (self.lay.sizes and self.lay.w_off and self.lay.b_off and self.lay.act):
-            raise MemoryError()
+    def __cinit__(self, layers):
+        cdef int i, L = len(layers)
         cdef Py_ssize_t off = 0
-        self.lay.maxw = 0
-        for i in range(L + 1):
-            self.lay.sizes[i] = sizes[i]
-        for i in range(L):
-            self.lay.act[i] = acts[i]
-            self.lay.w_off[i] = off
-            off += sizes[i] * sizes[i + 1]
-            self.lay.b_off[i] = off
-            off += sizes[i + 1]
-            if sizes[i + 1] > self.lay.maxw:
-                self.lay.maxw = sizes[i + 1]
+        if L < 1:
+            raise ValueError("a plan needs at least one layer")
+        self.lay.L = L
+        self.lay.layer = <LayerSpec*>calloc(L, sizeof(LayerSpec))
+        self.lay.units = <Py_ssize_t*>calloc(L + 1, sizeof(Py_ssize_t))
+        if not (self.lay.layer and self.lay.units):
+            raise MemoryError()
+        self.lay.widest = 0
+        for i, spec in enumerate(layers):
+            unknown = set(spec) - {"n_in", "n_out", "activation"}
+            if unknown:
+                raise ValueError(f"layer {i}: unknown option(s) {sorted(unknown)}")
+            self.lay.layer[i].n_in = spec["n_in"]
+            self.lay.layer[i].n_out = spec["n_out"]
+            self.lay.layer[i].act = spec["activation"]
+            if self.lay.layer[i].n_in < 1 or self.lay.layer[i].n_out < 1:
+                raise ValueError(f"layer {i}: sizes must be >= 1")
+            if i > 0 and self.lay.layer[i].n_in != self.lay.layer[i - 1].n_out:
+                raise ValueError(f"layer {i}: n_in {spec['n_in']} != layer {i - 1}'s n_out")
+            self.lay.layer[i].w_off = off
+            off += self.lay.layer[i].n_in * self.lay.layer[i].n_out
+            self.lay.layer[i].b_off = off
+            off += self.lay.layer[i].n_out
+            self.lay.units[i + 1] = self.lay.layer[i].n_out
+            self.lay.widest = max(self.lay.widest, self.lay.layer[i].n_out)
+        self.lay.units[0] = self.lay.layer[0].n_in
         self.n_params = off
 
-    def __dealloc__(self):
-        free(self.lay.sizes)
-        free(self.lay.w_off)
-        free(self.lay.b_off)
-        free(self.lay.act)
+    @property
+    def layer_sizes(self):
+        return tuple(self.lay.units[i] for i in range(self.lay.L + 1))
 
+    def __dealloc__(self):
+        free(self.lay.layer)
+        free(self.lay.units)
+
+
+# ---- scratch buffers ----------------------------------------------------------------------
 
 cdef struct Bufs:
     void** A          # A[i]: output of layer i-1 (A[0] unused: the batch input)
@@ -108,102 +139,121 @@ cdef struct Bufs:
     Py_ssize_t cap    # batch capacity
 
 
-cdef class Workspace:
-    """Scratch buffers for batches of up to `capacity` rows (one per thread of use).
+cdef inline int alloc_bufs(Bufs* b, int L) noexcept:
+    b.A = <void**>calloc(L + 1, sizeof(void*))
+    b.P = <void**>calloc(L + 1, sizeof(void*))
+    b.G = <void**>calloc(L, sizeof(void*))
+    return b.A != NULL and b.P != NULL and b.G != NULL
 
-    With ``shards`` > 1 it also holds, per batch shard, a Bufs whose pointers address that
-    shard's rows of the same buffers (set per batch by ``point_shard``). A ``forward_only``
-    workspace (predict) keeps no gradients and only two hidden outputs, alternating.
+
+cdef inline void free_bufs(Bufs* b) noexcept:
+    free(b.A)
+    free(b.P)
+    free(b.G)
+
+
+WORKSPACE_KINDS = ("predict", "gradients", "train")
+
+
+cdef class Workspace:
+    """Scratch buffers for batches of up to ``capacity`` rows of one Plan.
+
+    ``kind``: "predict" keeps no gradients and only two hidden outputs, alternating;
+    "gradients" adds the backward's buffers (loss_and_gradients); "train" also gathers
+    shuffled batches and holds the gradient, backup and per-shard gradient buffers of a
+    training step. With ``shards`` > 1 (train) it also holds, per batch shard, a Bufs whose
+    pointers address that shard's rows of the same buffers (set per batch by point_shard).
+    The gradient and backup buffers are allocated, not touched: memory only where used.
     """
     cdef Bufs b
     cdef Bufs* sh
     cdef readonly int shards
-    cdef readonly bint forward_only
-    cdef readonly object buf, labels, dtype
+    cdef readonly str kind
+    cdef readonly object buf, labels, dtype, grads, backup, shard_grads
     cdef readonly Py_ssize_t capacity
+    cdef readonly Plan plan
 
-    def __cinit__(self, Plan plan, Py_ssize_t capacity, dtype, bint gather=False, int shards=1,
-                  bint forward_only=False):
+    def __cinit__(self, Plan plan, Py_ssize_t capacity, dtype, str kind="gradients",
+                  int shards=1):
         cdef Layout* lay = &plan.lay
         cdef int i, L = lay.L
-        cdef Py_ssize_t total = 0, off = 0, wpre = lay.sizes[L]
+        cdef Py_ssize_t total = 0, off = 0, wpre = lay.units[L], item
         cdef char* base
-        cdef Py_ssize_t item
-        self.forward_only = forward_only
-        self.shards = max(1, shards)
+        if kind not in WORKSPACE_KINDS:
+            raise ValueError(f"kind must be one of {WORKSPACE_KINDS}, got {kind!r}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.plan = plan
+        self.kind = kind
+        self.shards = max(1, shards) if kind == "train" else 1
+        if self.shards > 256:
+            raise ValueError("at most 256 shards")
         self.sh = <Bufs*>calloc(self.shards, sizeof(Bufs))
         if not self.sh:
             raise MemoryError()
         for i in range(self.shards):
-            self.sh[i].A = <void**>calloc(L + 1, sizeof(void*))
-            self.sh[i].P = <void**>calloc(L + 1, sizeof(void*))
-            self.sh[i].G = <void**>calloc(L, sizeof(void*))
-            if not (self.sh[i].A and self.sh[i].P and self.sh[i].G):
+            if not alloc_bufs(&self.sh[i], L):
                 raise MemoryError()
+        if not alloc_bufs(&self.b, L):
+            raise MemoryError()
         self.capacity = capacity
         self.dtype = np.dtype(dtype)
         item = self.dtype.itemsize
         self.b.cap = capacity
-        self.b.A = <void**>calloc(L + 1, sizeof(void*))
-        self.b.P = <void**>calloc(L + 1, sizeof(void*))
-        self.b.G = <void**>calloc(L, sizeof(void*))
-        if not (self.b.A and self.b.P and self.b.G):
-            raise MemoryError()
-        self.labels = np.zeros(1, dtype=np.int64)
+        self.labels = np.zeros(capacity if kind == "train" else 1, dtype=np.int64)
         self.b.lab = <long long*>cnp.PyArray_DATA(self.labels)
         self.b.X = self.b.T = self.b.SW = NULL
-        if forward_only:
+        self.grads = self.backup = self.shard_grads = None
+        if kind == "predict":
             # hidden outputs in two buffers, alternating; one pre-activation buffer for the
             # layers that keep theirs (SiLU, GELU) and the output layer; the output itself
             # goes to the caller's array (forward with out)
             for i in range(1, L):
-                if needs_pre(lay.act[i - 1]) and lay.sizes[i] > wpre:
-                    wpre = lay.sizes[i]
-            self.buf = np.zeros(2 * capacity * lay.maxw + capacity * wpre, dtype=self.dtype)
+                if needs_pre(lay.layer[i - 1].act) and lay.units[i] > wpre:
+                    wpre = lay.units[i]
+            self.buf = np.zeros(2 * capacity * lay.widest + capacity * wpre, dtype=self.dtype)
             base = <char*>cnp.PyArray_DATA(self.buf)
             for i in range(1, L):
-                self.b.A[i] = base + (i - 1) % 2 * capacity * lay.maxw * item
-                if needs_pre(lay.act[i - 1]):
-                    self.b.P[i] = base + 2 * capacity * lay.maxw * item
-            self.b.P[L] = base + 2 * capacity * lay.maxw * item
+                self.b.A[i] = base + (i - 1) % 2 * capacity * lay.widest * item
+                if needs_pre(lay.layer[i - 1].act):
+                    self.b.P[i] = base + 2 * capacity * lay.widest * item
+            self.b.P[L] = base + 2 * capacity * lay.widest * item
             return
         for i in range(1, L + 1):
-            total += capacity * lay.sizes[i]
-            if i == L or needs_pre(lay.act[i - 1]):
-                total += capacity * lay.sizes[i]
-        total += 2 * capacity * lay.maxw
-        if gather:
-            total += capacity * (lay.sizes[0] + lay.sizes[L] + 1)
+            total += capacity * lay.units[i]
+            if i == L or needs_pre(lay.layer[i - 1].act):
+                total += capacity * lay.units[i]
+        total += 2 * capacity * lay.widest
+        if kind == "train":
+            total += capacity * (lay.units[0] + lay.units[L] + 1)
         self.buf = np.zeros(total, dtype=self.dtype)
-        self.labels = np.zeros(capacity if gather else 1, dtype=np.int64)
         base = <char*>cnp.PyArray_DATA(self.buf)
         for i in range(1, L + 1):
             self.b.A[i] = base + off * item
-            off += capacity * lay.sizes[i]
-            if i == L or needs_pre(lay.act[i - 1]):
+            off += capacity * lay.units[i]
+            if i == L or needs_pre(lay.layer[i - 1].act):
                 self.b.P[i] = base + off * item
-                off += capacity * lay.sizes[i]
+                off += capacity * lay.units[i]
         for i in range(L):       # the backward only needs G[i] and G[i - 1] at once
-            self.b.G[i] = base + (off + (L - 1 - i) % 2 * capacity * lay.maxw) * item
-        off += 2 * capacity * lay.maxw
-        if gather:
+            self.b.G[i] = base + (off + (L - 1 - i) % 2 * capacity * lay.widest) * item
+        off += 2 * capacity * lay.widest
+        if kind == "train":
             self.b.X = base + off * item
-            off += capacity * lay.sizes[0]
+            off += capacity * lay.units[0]
             self.b.T = base + off * item
-            off += capacity * lay.sizes[L]
+            off += capacity * lay.units[L]
             self.b.SW = base + off * item
-        self.b.lab = <long long*>cnp.PyArray_DATA(self.labels)
+            self.grads = np.empty(plan.n_params, dtype=self.dtype)
+            self.backup = np.empty(plan.n_params, dtype=self.dtype)
+            self.shard_grads = np.empty(max(1, (self.shards - 1) * plan.n_params),
+                                        dtype=self.dtype)
 
     def __dealloc__(self):
         cdef int i
-        free(self.b.A)
-        free(self.b.P)
-        free(self.b.G)
+        free_bufs(&self.b)
         if self.sh:
             for i in range(self.shards):
-                free(self.sh[i].A)
-                free(self.sh[i].P)
-                free(self.sh[i].G)
+                free_bufs(&self.sh[i])
             free(self.sh)
 
 
@@ -212,9 +262,70 @@ cdef void point_shard(Layout* lay, Bufs* base, Bufs* out, Py_ssize_t r0,
     """Point ``out`` at rows r0.. of every buffer of ``base`` (like: only fixes the dtype)."""
     cdef int i
     for i in range(1, lay.L + 1):
-        out.A[i] = (<floating*>base.A[i]) + r0 * lay.sizes[i]
-        out.P[i] = (<floating*>base.P[i]) + r0 * lay.sizes[i] if base.P[i] != NULL else NULL
-        out.G[i - 1] = (<floating*>base.G[i - 1]) + r0 * lay.maxw   # whatever the width
+        out.A[i] = (<floating*>base.A[i]) + r0 * lay.units[i]
+        out.P[i] = (<floating*>base.P[i]) + r0 * lay.units[i] if base.P[i] != NULL else NULL
+        out.G[i - 1] = (<floating*>base.G[i - 1]) + r0 * lay.widest   # whatever the width
+
+
+# ---- the rows to train on ----------------------------------------------------------------
+
+cdef class Samples:
+    """Rows for training or a loss: inputs X (n, d), and either float targets (n, k) or
+    int64 class labels (n,), with optional sample weights (n,). All C-contiguous, floats in
+    one dtype; None means absent. ``input_bound`` >= max |X| when known (e.g. from X's
+    finiteness check), else -1 (then measured per batch where needed)."""
+    cdef readonly object X, targets, labels, sample_weight, dtype
+    cdef readonly Py_ssize_t n, n_features
+    cdef public double input_bound
+    cdef const void* x
+    cdef const void* t
+    cdef const long long* lab
+    cdef const void* sw
+
+    def __cinit__(self, X, targets=None, labels=None, sample_weight=None,
+                  double input_bound=-1):
+        if not isinstance(X, np.ndarray) or X.ndim != 2 or not X.flags.c_contiguous \
+                or X.dtype not in (np.float32, np.float64):
+            raise ValueError("X must be a C-contiguous 2-D float32 or float64 array")
+        if (targets is None) == (labels is None):
+            raise ValueError("give either targets or labels")
+        self.X, self.dtype = X, X.dtype
+        self.n, self.n_features = X.shape[0], X.shape[1]
+        self.x = cnp.PyArray_DATA(X)
+        self.t = self.sw = NULL
+        self.lab = NULL
+        if targets is not None:
+            if not isinstance(targets, np.ndarray) or targets.ndim != 2 \
+                    or targets.shape[0] != self.n or targets.dtype != X.dtype \
+                    or not targets.flags.c_contiguous:
+                raise ValueError("targets must be a C-contiguous (n, k) array in X's dtype")
+            self.targets = targets
+            self.t = cnp.PyArray_DATA(targets)
+        if labels is not None:
+            if not isinstance(labels, np.ndarray) or labels.shape != (self.n,) \
+                    or labels.dtype != np.int64 or not labels.flags.c_contiguous:
+                raise ValueError("labels must be a C-contiguous int64 array of n entries")
+            self.labels = labels
+            self.lab = <const long long*>cnp.PyArray_DATA(labels)
+        if sample_weight is not None:
+            if not isinstance(sample_weight, np.ndarray) or sample_weight.shape != (self.n,) \
+                    or sample_weight.dtype != X.dtype or not sample_weight.flags.c_contiguous:
+                raise ValueError("sample_weight must be a C-contiguous array of n entries "
+                                 "in X's dtype")
+            self.sample_weight = sample_weight
+            self.sw = cnp.PyArray_DATA(sample_weight)
+        self.input_bound = input_bound
+
+    cdef check(self, Plan plan, dtype):
+        cdef Py_ssize_t k = plan.lay.units[plan.lay.L]
+        if self.dtype != dtype:
+            raise ValueError(f"the samples are {self.dtype}, the network {np.dtype(dtype)}")
+        if self.n_features != plan.lay.units[0]:
+            raise ValueError(f"X has {self.n_features} columns, the network "
+                             f"{plan.lay.units[0]} inputs")
+        if self.targets is not None and self.targets.shape[1] != k:
+            raise ValueError(f"targets have {self.targets.shape[1]} columns, the network "
+                             f"{k} outputs")
 
 
 # ---- products: one thread pool ----------------------------------------------------------
@@ -306,58 +417,63 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
 
 cdef struct StepCtx:
     Layout* lay
-    Bufs* w
-    Bufs* sh
-    int S                     # batch shards (1 = none)
+    Bufs* batch               # the buffers of the whole batch
+    Bufs* shard               # per-shard views of them (shards > 1)
+    int shards                # batch shards (1 = none)
+    # the rows of this call (a Samples)
     const void* X
-    const void* T
-    const long long* labels
-    const void* sw
-    const long long* perm
-    Py_ssize_t n, d, k, batch_size, P
-    int use_labels, use_perm, use_sw, loss, count_acc, nt
-    double l2
-    void* grads               # the gradient target: the momentum buffer when `direct`
-    void* shard_grads
-    void* s1
-    void* s2
-    void* s3
-    void* backup              # the parameters before the step, where it makes a backup
-    OptParams op
-    double op_prev_loss
-    int direct                # SGD momentum: products add straight into s1 (= grads)
-    int scaled                # direct: s1 already holds mu*buf (next products use beta=1)
+    const void* targets       # NULL with labels
+    const long long* labels   # NULL with targets
+    const void* sample_weight # or NULL
+    const long long* perm     # the epoch's order of the rows, or NULL: row order
+    Py_ssize_t n_rows, n_in, n_out, batch_size, n_params
+    # what a step computes
+    int loss, count_correct, n_threads
+    double l2                 # scikit-learn's alpha: + l2 / sum_w(batch) * W
+    void* grads               # where the products write dE/dparams (direct: the buffer)
+    void* shard_grads         # shards 1..S-1's gradients, one after the other
+    void* backup              # the parameters before an update, where one is made
+    # the optimizer
+    OptParams opt
+    OptBuffers* opt_bufs
+    long long t               # steps taken
+    double last_loss          # the last batch's mean loss
+    int loss_increased        # this batch's mean loss is above the last's (iRprop+)
+    # SGD momentum, direct: the products add the gradient straight into the momentum buffer
+    int direct
+    int scaled                # direct: the buffer holds mu*buf (next products use beta=1)
     int checked               # direct, unsharded: back up only steps that could overflow
-    double pmax, bmax         # direct: max|params|, max|s1| (pmax < 0: not known)
-    double pnew, bnew         # direct: the same, of the values this step's updates wrote
-    double* zmax              # checked: max |input| of each layer in this step (bounds)
-    double xmax               # >= max |X| over all rows (carry[3]), or -1: measure per batch
-    double gout               # checked: max |dE/d(pre-activation)| of the output layer
+    double param_bound        # direct: >= max|params| (< 0: not known, measure)
+    double buffer_bound       # direct: >= max|momentum buffer|
+    double new_param_max      # direct: max |params|, |buffer| this step's updates wrote
+    double new_buffer_max
+    double* input_max         # checked: >= max |input| of each layer in this step
+    double input_bound        # >= max |X| over all rows, or -1: measure per batch
+    double output_grad_max    # checked: max |dE/d(pre-activation)| of the output layer
 
 
 cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* X,
-                  Py_ssize_t nb, floating* out, int nt, double* zmax) noexcept nogil:
+                  Py_ssize_t nb, floating* out, int nt, double* input_max) noexcept nogil:
     """Layer by layer: pre = z @ W + b, z = f(pre); the last layer writes to `out` if given.
-    With zmax, zmax[i] >= max |input of layer i| for the hidden layers i >= 1."""
+    With input_max, input_max[i] >= max |input of layer i| for the hidden layers i >= 1."""
     cdef int i, L = lay.L, track
-    cdef Py_ssize_t nin, nout
+    cdef LayerSpec* ly
     cdef const floating* src
     cdef floating* dst
     cdef floating* pre
     for i in range(L):
-        nin = lay.sizes[i]
-        nout = lay.sizes[i + 1]
+        ly = &lay.layer[i]
         src = X if i == 0 else <floating*>w.A[i]
         dst = out if (i == L - 1 and out != NULL) else <floating*>w.A[i + 1]
         pre = <floating*>w.P[i + 1] if w.P[i + 1] != NULL else dst
-        track = zmax != NULL and i < L - 1
-        if track and act_bound(lay.act[i]) >= 0:
-            zmax[i + 1] = act_bound(lay.act[i])
+        track = input_max != NULL and i < L - 1
+        if track and act_bound(ly.act) >= 0:
+            input_max[i + 1] = act_bound(ly.act)
             track = 0
-        pgemm_ep(NoTrans, NoTrans, <int>nb, <int>nout, <int>nin, <floating>1, src, <int>nin,
-                 params + lay.w_off[i], <int>nout, <floating>0, pre, <int>nout, nt,
-                 EP_FORWARD, lay.act[i], params + lay.b_off[i], dst, NULL,
-                 zmax + i + 1 if track else NULL)
+        pgemm_ep(NoTrans, NoTrans, <int>nb, <int>ly.n_out, <int>ly.n_in, <floating>1, src,
+                 <int>ly.n_in, params + ly.w_off, <int>ly.n_out, <floating>0, pre,
+                 <int>ly.n_out, nt, EP_FORWARD, ly.act, params + ly.b_off, dst, NULL,
+                 input_max + i + 1 if track else NULL)
 
 
 cdef int update_range(StepCtx* c, floating* params, floating* g, Py_ssize_t a,
@@ -365,37 +481,14 @@ cdef int update_range(StepCtx* c, floating* params, floating* g, Py_ssize_t a,
     """The optimizer's update of params[a:z] (one layer, or all); 1 if all finite.
     Direct: the old values are copied to bk if given; the others always back up."""
     if c.direct:
-        return momentum_step(&c.op, params + a, g + a, z - a, not last,
-                             bk + a if bk != NULL else NULL, c.nt, &c.pnew, &c.bnew)
-    return optimizer_step(&c.op, params + a, g + a, <floating*>c.s1 + a,
-                          <floating*>c.s2 + a, <floating*>c.s3 + a, <floating*>c.backup + a,
-                          z - a, c.nt)
+        return momentum_step(&c.opt, params + a, g + a, z - a, not last,
+                             bk + a if bk != NULL else NULL, c.n_threads, &c.new_param_max,
+                             &c.new_buffer_max)
+    return optimizer_step(&c.opt, c.opt_bufs, c.t, c.loss_increased, params, g,
+                          <floating*>c.backup, a, z, c.n_threads)
 
 
 cdef double OVERFLOW_MARGIN = 1048576.0   # 2**20: the bounds below stay this far from the max
-
-
-cdef double act_bound(int act) noexcept nogil:
-    """max |f(x)| over all x, or -1 if f is unbounded."""
-    if act == TANH or act == SIGMOID or act == SOFTSIGN or act == STEP or act == SOFTMAX:
-        return 1
-    if act == LECUN_TANH:
-        return 1.7159
-    return -1
-
-
-cdef double slope_bound(int act) noexcept nogil:
-    """A bound on |f'| as the backward pass computes it (softmax: its Jacobian-vector
-    product is at most twice the largest incoming gradient)."""
-    if act == SIGMOID:
-        return 0.26
-    if act == LECUN_TANH:
-        return 1.15
-    if act == SILU or act == GELU:
-        return 1.2
-    if act == SOFTMAX:
-        return 2
-    return 1
 
 
 cdef int may_overflow(StepCtx* c, floating* params, Py_ssize_t nb, floating beta,
@@ -411,34 +504,34 @@ cdef int may_overflow(StepCtx* c, floating* params, Py_ssize_t nb, floating beta
     measured once per call, then kept exact by the update passes.
     """
     cdef int i
-    cdef double gb = 0, g = c.gout, v, d
-    cdef double wd = fabs(c.op.weight_decay), l2 = fabs(<double>l2coef)
+    cdef double gb = 0, g = c.output_grad_max, v, d
+    cdef double wd = fabs(c.opt.weight_decay), l2 = fabs(<double>l2coef)
     cdef Layout* lay = c.lay
     measure_bounds(c, params)
     for i in range(lay.L - 1, -1, -1):
-        v = nb * max(c.zmax[i], 1.0) * g + l2 * c.pmax
+        v = nb * max(c.input_max[i], 1.0) * g + l2 * c.param_bound
         if not v <= gb:          # also NaN
             gb = v
         if i > 0:
-            g = g * lay.sizes[i + 1] * c.pmax * slope_bound(lay.act[i - 1])
-    d = gb + wd * c.pmax + (beta * c.bmax if beta != 0 else 0)
+            g = g * lay.layer[i].n_out * c.param_bound * slope_bound(lay.layer[i - 1].act)
+    d = gb + wd * c.param_bound + (beta * c.buffer_bound if beta != 0 else 0)
     return beyond_limit(c, params, d)
 
 
 cdef int update_may_overflow(StepCtx* c, floating* params, double gsum,
                              double l2coef) noexcept nogil:
-    """1 unless the momentum update of the summed gradient (sharded step: s1 holds
-    mu*buf + g, max |s1| <= gsum) provably stays finite: d = s1 + (l2coef + wd) * p."""
+    """1 unless the momentum update of the summed gradient (sharded step: the buffer holds
+    mu*buf + g, max |buffer| <= gsum) provably stays finite: d = buf + (l2coef + wd) * p."""
     measure_bounds(c, params)
     return beyond_limit(c, params,
-                        gsum + (fabs(l2coef) + fabs(c.op.weight_decay)) * c.pmax)
+                        gsum + (fabs(l2coef) + fabs(c.opt.weight_decay)) * c.param_bound)
 
 
 cdef inline void measure_bounds(StepCtx* c, floating* params) noexcept nogil:
-    """max|params| and max|s1| into c.pmax, c.bmax, unless known (c.pmax >= 0)."""
-    if c.pmax < 0:
-        c.pmax = maxabs_par(params, c.P, c.nt)
-        c.bmax = maxabs_par(<floating*>c.s1, c.P, c.nt)
+    """max|params| and max|buffer| into c.param_bound, c.buffer_bound, unless known."""
+    if c.param_bound < 0:
+        c.param_bound = maxabs_par(params, c.n_params, c.n_threads)
+        c.buffer_bound = maxabs_par(<floating*>c.grads, c.n_params, c.n_threads)
 
 
 cdef inline int beyond_limit(StepCtx* c, floating* like, double d) noexcept nogil:
@@ -449,17 +542,17 @@ cdef inline int beyond_limit(StepCtx* c, floating* like, double d) noexcept nogi
         lim = 3.4028234663852886e38 / OVERFLOW_MARGIN
     else:
         lim = 1.7976931348623157e308 / OVERFLOW_MARGIN
-    return not (d < lim and c.pmax + fabs(c.op.lr) * d < lim)
+    return not (d < lim and c.param_bound + fabs(c.opt.lr) * d < lim)
 
 
 cdef inline void input_grad(Layout* lay, Bufs* w, const floating* params, Py_ssize_t nb,
                             int i, int nt) noexcept nogil:
     """G[i-1] = (G[i] W_i^T) * f'(layer i-1's pre-activation), for i >= 1."""
-    cdef Py_ssize_t nin = lay.sizes[i], nout = lay.sizes[i + 1]
-    pgemm_ep(NoTrans, Trans, <int>nb, <int>nin, <int>nout, <floating>1, <floating*>w.G[i],
-             <int>nout, params + lay.w_off[i], <int>nout, <floating>0, <floating*>w.G[i - 1],
-             <int>nin, nt, EP_BACKWARD, lay.act[i - 1], NULL, <floating*>w.A[i],
-             <floating*>w.P[i], NULL)
+    cdef LayerSpec* ly = &lay.layer[i]
+    pgemm_ep(NoTrans, Trans, <int>nb, <int>ly.n_in, <int>ly.n_out, <floating>1,
+             <floating*>w.G[i], <int>ly.n_out, params + ly.w_off, <int>ly.n_out, <floating>0,
+             <floating*>w.G[i - 1], <int>ly.n_in, nt, EP_BACKWARD, lay.layer[i - 1].act, NULL,
+             <floating*>w.A[i], <floating*>w.P[i], NULL)
 
 
 cdef inline int layer_grads(Layout* lay, Bufs* w, floating* params, floating* grads,
@@ -467,18 +560,19 @@ cdef inline int layer_grads(Layout* lay, Bufs* w, floating* params, floating* gr
                             StepCtx* c, floating l2coef, floating* bk, int last) noexcept nogil:
     """dW_i = z^T G[i], db_i = sum G[i] (beta = 1 accumulates into grads); with a training
     step c, + l2coef * W_i, then the layer's update. Returns 1 if it left all finite."""
-    cdef Py_ssize_t nin = lay.sizes[i], nout = lay.sizes[i + 1], j
+    cdef LayerSpec* ly = &lay.layer[i]
+    cdef Py_ssize_t j
     cdef const floating* src = X if i == 0 else <floating*>w.A[i]
-    cdef floating* dw = grads + lay.w_off[i]
-    pgemm(Trans, NoTrans, <int>nin, <int>nout, <int>nb, <floating>1, src, <int>nin,
-          <floating*>w.G[i], <int>nout, beta, dw, <int>nout, nt)
-    column_sums(<floating*>w.G[i], nb, nout, grads + lay.b_off[i], beta, nt)
+    cdef floating* dw = grads + ly.w_off
+    pgemm(Trans, NoTrans, <int>ly.n_in, <int>ly.n_out, <int>nb, <floating>1, src,
+          <int>ly.n_in, <floating*>w.G[i], <int>ly.n_out, beta, dw, <int>ly.n_out, nt)
+    column_sums(<floating*>w.G[i], nb, ly.n_out, grads + ly.b_off, beta, nt)
     if c == NULL:
         return 1
     if l2coef != 0:
-        for j in range(nin * nout):
-            dw[j] = dw[j] + l2coef * params[lay.w_off[i] + j]
-    return update_range(c, params, grads, lay.w_off[i], lay.b_off[i] + nout, bk, last)
+        for j in range(ly.n_in * ly.n_out):
+            dw[j] = dw[j] + l2coef * params[ly.w_off + j]
+    return update_range(c, params, grads, ly.w_off, ly.b_off + ly.n_out, bk, last)
 
 
 cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
@@ -495,6 +589,7 @@ cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
     is finite (-1: not, and no backup was made; cannot happen if may_overflow is right).
     """
     cdef int i, L = lay.L, ok = 1
+    cdef LayerSpec* first = &lay.layer[0]
     cdef floating* bk = NULL
     if c != NULL and (not c.checked or may_overflow(c, params, nb, beta, l2coef)):
         bk = <floating*>c.backup
@@ -502,9 +597,9 @@ cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
         if i > 0:
             input_grad(lay, w, params, nb, i, nt)
         elif dX != NULL:
-            pgemm(NoTrans, Trans, <int>nb, <int>lay.sizes[0], <int>lay.sizes[1], <floating>1,
-                  <floating*>w.G[0], <int>lay.sizes[1], params + lay.w_off[0],
-                  <int>lay.sizes[1], <floating>0, dX, <int>lay.sizes[0], nt)
+            pgemm(NoTrans, Trans, <int>nb, <int>first.n_in, <int>first.n_out, <floating>1,
+                  <floating*>w.G[0], <int>first.n_out, params + first.w_off,
+                  <int>first.n_out, <floating>0, dX, <int>first.n_in, nt)
         ok &= layer_grads(lay, w, params, grads, X, nb, beta, nt, i, c, l2coef, bk, last)
     if c != NULL and not ok and bk == NULL:
         return -1
@@ -514,11 +609,10 @@ cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
 cdef void add_l2(Layout* lay, const floating* params, floating* grads, floating coef) noexcept nogil:
     """dW_l += coef * W_l for every layer (weights only, not biases)."""
     cdef int i
-    cdef Py_ssize_t j, off, m
+    cdef Py_ssize_t j, off
     for i in range(lay.L):
-        off = lay.w_off[i]
-        m = lay.sizes[i] * lay.sizes[i + 1]
-        for j in range(off, off + m):
+        off = lay.layer[i].w_off
+        for j in range(off, off + lay.layer[i].n_in * lay.layer[i].n_out):
             grads[j] = grads[j] + coef * params[j]
 
 
@@ -547,7 +641,7 @@ def batch_shards(Plan plan, Py_ssize_t batch, int nt):
     if nt <= 1:
         return 1
     for i in range(lay.L):
-        f = 2.0 * batch * lay.sizes[i] * lay.sizes[i + 1]
+        f = 2.0 * batch * lay.layer[i].n_in * lay.layer[i].n_out
         step += 3 * f
         if f > biggest:
             biggest = f
@@ -563,10 +657,11 @@ cdef double shard_step(Layout* lay, Bufs* sb, const floating* params, floating* 
     """Forward, loss and backward of one shard's rows into g (g := beta*g + its gradient)."""
     cdef double e
     cdef int L = lay.L
-    cdef Py_ssize_t k = lay.sizes[L]
+    cdef Py_ssize_t k = lay.units[L]
     forward(lay, sb, params, xb, rows, NULL, 1, NULL)
-    e = loss_and_output_grad(loss, lay.act[L - 1], <floating*>sb.A[L], <floating*>sb.P[L],
-                             tb, lb, swb, rows, k, scale, <floating*>sb.G[L - 1], 1)
+    e = loss_and_output_grad(loss, lay.layer[L - 1].act, <floating*>sb.A[L],
+                             <floating*>sb.P[L], tb, lb, swb, rows, k, scale,
+                             <floating*>sb.G[L - 1], 1)
     if count_acc:
         correct[0] = count_correct(loss, <floating*>sb.A[L], tb, lb, rows, k)
     backward(lay, sb, <floating*>params, g, xb, rows, NULL, beta, 1, NULL, 0, 0)
@@ -605,13 +700,28 @@ cdef inline double _sum_block(floating* grads, const floating* others, int n_oth
     return maxabs(grads + a, 1, z - a, z - a)
 
 
-# ---- entry points (called once per call / per chunk of batches) -------------------------
+# ---- entry points: predict and gradients --------------------------------------------------
+
+cdef check_workspace(Plan plan, Workspace ws, params, str kind):
+    if ws.plan is not plan:
+        raise ValueError("the workspace was made for another plan")
+    if kind == "gradients" and ws.kind == "predict":
+        raise ValueError("gradients need a workspace made with kind 'gradients' or 'train'")
+    if kind == "train" and ws.kind != "train":
+        raise ValueError("training needs a workspace made with kind 'train'")
+    if params.dtype != ws.dtype or params.shape[0] != plan.n_params:
+        raise ValueError(f"params must be {plan.n_params} entries of the workspace's dtype "
+                         f"{ws.dtype}")
+
 
 def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[:, ::1] X,
             floating[:, ::1] out, int nt):
     """out = network(X), in chunks of the workspace capacity."""
     cdef Py_ssize_t n = X.shape[0], s, nb, cap = ws.capacity
     cdef Py_ssize_t d = X.shape[1], k = out.shape[1]
+    check_workspace(plan, ws, np.asarray(params), "predict")
+    if d != plan.lay.units[0] or k != plan.lay.units[plan.lay.L] or out.shape[0] != n:
+        raise ValueError("X and out must have the network's inputs and outputs as columns")
     if n == 0:
         return
     with nogil:
@@ -624,42 +734,54 @@ def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[
 
 
 def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
-                       floating[::1] grads, const floating[:, ::1] X,
-                       const floating[:, ::1] T, const cnp.int64_t[::1] labels,
-                       int use_labels, int loss, floating[:, ::1] dX, int want_dx,
-                       const floating[::1] sw, int use_sw, double l2, int nt):
-    """Mean loss over all rows of X and its gradients (accumulated over chunks).
+                       floating[::1] grads, Samples data, int loss, floating[:, ::1] dX=None,
+                       double l2=0, int nt=1):
+    """Mean loss over all rows of ``data`` and its gradients into ``grads`` (accumulated
+    over chunks of the workspace capacity), and dE/dX into dX if given.
 
     With sample weights the mean is weighted (divided by the sum of weights); l2 adds
     ``l2 / sum_w * W`` to the weight gradients only (scikit-learn's alpha).
     """
     cdef Layout* lay = &plan.lay
-    cdef Py_ssize_t n = X.shape[0], s = 0, nb, cap = ws.capacity
-    cdef Py_ssize_t d = X.shape[1], k = lay.sizes[lay.L]
-    cdef double wsum
-    if ws.forward_only:
-        raise ValueError("gradients need a workspace made without forward_only")
-    wsum = weight_sum(&sw[0], n) if use_sw else <double>n
-    cdef floating scale = <floating>(1.0 / wsum)
-    cdef double total = 0
+    cdef Py_ssize_t n = data.n, s = 0, nb, cap = ws.capacity
+    cdef Py_ssize_t d = lay.units[0], k = lay.units[lay.L]
+    cdef double wsum, total = 0
     cdef floating beta = 0
+    cdef const floating* X = <const floating*>data.x
+    cdef const floating* T = <const floating*>data.t
+    cdef const floating* sw = <const floating*>data.sw
+    cdef floating* dxp = NULL
+    check_workspace(plan, ws, np.asarray(params), "gradients")
+    data.check(plan, ws.dtype)
+    if grads.shape[0] != plan.n_params:
+        raise ValueError("grads must have one entry per parameter")
+    if dX is not None:
+        if dX.shape[0] != n or dX.shape[1] != d:
+            raise ValueError("dX must have the shape of X")
+        dxp = &dX[0, 0]
+    if n == 0:
+        raise ValueError("no rows")
+    wsum = weight_sum(sw, n) if sw != NULL else <double>n
+    cdef floating scale = <floating>(1.0 / wsum)
     with nogil:
         while s < n:
             nb = min(cap, n - s)
-            forward(lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, NULL, nt, NULL)
+            forward(lay, &ws.b, &params[0], X + s * d, nb, NULL, nt, NULL)
             total += loss_and_output_grad(
-                loss, lay.act[lay.L - 1], <floating*>ws.b.A[lay.L], <floating*>ws.b.P[lay.L],
-                NULL if use_labels else &T[0, 0] + s * k,
-                <long long*>&labels[0] + s if use_labels else NULL,
-                &sw[0] + s if use_sw else NULL, nb, k, scale, <floating*>ws.b.G[lay.L - 1], nt)
-            backward(lay, &ws.b, <floating*>&params[0], &grads[0], &X[0, 0] + s * d, nb,
-                     &dX[0, 0] + s * d if want_dx else NULL, beta, nt, NULL, 0, 0)
+                loss, lay.layer[lay.L - 1].act, <floating*>ws.b.A[lay.L],
+                <floating*>ws.b.P[lay.L], T + s * k if T != NULL else NULL,
+                data.lab + s if data.lab != NULL else NULL, sw + s if sw != NULL else NULL,
+                nb, k, scale, <floating*>ws.b.G[lay.L - 1], nt)
+            backward(lay, &ws.b, <floating*>&params[0], &grads[0], X + s * d, nb,
+                     dxp + s * d if dxp != NULL else NULL, beta, nt, NULL, 0, 0)
             beta = 1
             s += nb
         if l2 != 0:
             add_l2(lay, &params[0], &grads[0], <floating>(l2 / wsum))
     return total / wsum
 
+
+# ---- shuffling --------------------------------------------------------------------------
 
 cdef inline unsigned long long splitmix64(unsigned long long* state) noexcept nogil:
     cdef unsigned long long z
@@ -670,8 +792,13 @@ cdef inline unsigned long long splitmix64(unsigned long long* state) noexcept no
     return z ^ (z >> 31)
 
 
-def shuffle(cnp.int64_t[::1] perm, cnp.uint64_t[::1] state):
-    """perm := a uniformly random permutation of range(len(perm)) (Fisher-Yates, SplitMix64)."""
+def shuffle(perm, state):
+    """perm := a uniformly random permutation of range(len(perm)) (Fisher-Yates, SplitMix64
+    from the uint64 state[0], which advances)."""
+    shuffle_rows(perm, state)
+
+
+cdef shuffle_rows(cnp.int64_t[::1] perm, cnp.uint64_t[::1] state):
     cdef Py_ssize_t i, j, n = perm.shape[0]
     cdef unsigned long long* st = <unsigned long long*>&state[0]
     cdef cnp.int64_t t
@@ -685,36 +812,204 @@ def shuffle(cnp.int64_t[::1] perm, cnp.uint64_t[::1] state):
             perm[j] = t
 
 
+# ---- training -----------------------------------------------------------------------------
+
+cpdef enum Status:
+    OK = 0
+    LOSS_NOT_FINITE = 1       # the batch loss was NaN/inf: nothing applied
+    UPDATE_NOT_FINITE = 2     # the update gave a non-finite parameter: undone from the backup
+    UNGUARDED_OVERFLOW = 3    # ... where no backup was made (an internal error)
+
+BatchesResult = namedtuple("BatchesResult", "steps samples status failed_batch")
+BatchesResult.__doc__ = """What one ``train_batches`` call did: steps (updates applied),
+samples (rows trained on), status (a Status) and failed_batch (its index, or -1)."""
+
+
+cdef class TrainState:
+    """What one ``fit`` carries from one ``train_batches`` call to the next.
+
+    It holds the network's plan and parameters, the training workspace, the optimizer's
+    settings (``OptimizerConfig``; ``begin_epoch`` sets the learning rate) and state
+    (``OptimizerState``, kept in step with every update), the loss and its options, the
+    shuffle's RNG state (a uint64 array, shared with the caller so it carries over fits)
+    and permutation, the sums of the current epoch, and the bounds of the overflow check.
+
+    SGD with heavy-ball momentum keeps no gradient buffer: the products add the gradient
+    straight into the momentum buffer, which between the steps of an epoch holds mu*buf (the
+    next products then add with beta=1, saving a pass; the epoch's last step leaves the
+    plain buffer, so how an epoch is cut into calls never changes the arithmetic). ``close``
+    (or the next ``begin_epoch``) brings an epoch cut short back to the plain buffer.
+    Unsharded, such a step is backed up only if a bound cannot rule out an overflow: from
+    bounds on max|params| and max|buffer| kept across calls (``parameters_changed`` drops
+    them when Python code may have changed the parameters) and ``Samples.input_bound``.
+
+    ``n_threads`` splits the work; ``run_threads`` (<= n_threads, settable between calls)
+    is how many threads run it: results do not depend on it.
+    """
+    cdef StepCtx ctx
+    cdef readonly Plan plan
+    cdef readonly object params
+    cdef readonly Workspace workspace
+    cdef readonly OptimizerConfig optimizer
+    cdef readonly OptimizerState optimizer_state
+    cdef readonly object rng, perm
+    cdef readonly Py_ssize_t batch_size
+    cdef readonly int n_threads
+    cdef public int run_threads
+    cdef readonly double loss_sum, weight_sum, correct
+    cdef readonly Py_ssize_t samples
+    cdef readonly bint shuffled
+
+    def __cinit__(self, Plan plan, params, Workspace workspace, OptimizerConfig optimizer,
+                  OptimizerState optimizer_state, int loss, *, Py_ssize_t batch_size,
+                  int n_threads=1, bint count_correct=False, double l2=0, rng=None):
+        cdef StepCtx* c = &self.ctx
+        check_workspace(plan, workspace, params, "train")
+        if not params.flags.c_contiguous or not params.flags.writeable:
+            raise ValueError("params must be a writeable C-contiguous array")
+        if not 1 <= batch_size <= workspace.capacity:
+            raise ValueError(f"batch_size must be in [1, {workspace.capacity}] (the "
+                             f"workspace capacity), got {batch_size}")
+        if optimizer_state.size != plan.n_params or optimizer_state.dtype != workspace.dtype:
+            raise ValueError("the optimizer state must have one entry per parameter, in the "
+                             "parameters' dtype")
+        self.plan, self.params, self.workspace = plan, params, workspace
+        self.optimizer, self.optimizer_state = optimizer, optimizer_state
+        self.rng = np.zeros(1, np.uint64) if rng is None else rng
+        if not (isinstance(self.rng, np.ndarray) and self.rng.dtype == np.uint64
+                and self.rng.shape == (1,)):
+            raise ValueError("rng must be a uint64 array of one entry")
+        self.perm = None
+        self.batch_size = batch_size
+        self.n_threads = max(1, n_threads)
+        self.run_threads = self.n_threads
+        c.lay = &plan.lay
+        c.batch = &workspace.b
+        c.shard = workspace.sh
+        c.shards = workspace.shards
+        c.n_in = plan.lay.units[0]
+        c.n_out = plan.lay.units[plan.lay.L]
+        c.batch_size = batch_size
+        c.n_params = plan.n_params
+        c.loss = loss
+        c.count_correct = count_correct
+        c.n_threads = self.n_threads
+        c.l2 = l2
+        c.opt = optimizer.params
+        c.opt_bufs = &optimizer_state.buf
+        c.direct = accumulates_momentum(&c.opt)
+        c.checked = c.direct and c.shards == 1
+        self._check_buffers()
+        c.grads = (optimizer_state.buf.momentum_buffer if c.direct
+                   else cnp.PyArray_DATA(workspace.grads))
+        c.shard_grads = cnp.PyArray_DATA(workspace.shard_grads)
+        c.backup = cnp.PyArray_DATA(workspace.backup)
+        c.scaled = 0
+        c.param_bound = -1
+        c.buffer_bound = -1
+        c.input_max = <double*>calloc(plan.lay.L, sizeof(double))
+        if c.input_max == NULL:
+            raise MemoryError()
+
+    cdef _check_buffers(self):
+        """The buffers the optimizer's update reads are there."""
+        cdef OptParams* op = &self.ctx.opt
+        need = {0: ("momentum_buffer",) if op.momentum != 0 else (),
+                1: ("exp_avg", "exp_avg_sq"),
+                2: ("square_avg",) + (("momentum_buffer",) if op.momentum != 0 else ()),
+                3: ("prev_grad", "step_size", "prev_step"),
+                4: ("prev_step", "prev_slope")}.get(op.kind)
+        if need is None:
+            raise ValueError(f"unknown optimizer kind {op.kind}")
+        missing = [name for name in need if name not in self.optimizer_state]
+        if missing:
+            raise ValueError(f"the optimizer state lacks the buffer(s) {missing}")
+
+    def __dealloc__(self):
+        free(self.ctx.input_max)
+
+    def begin_epoch(self, Samples data, double lr, bint shuffle=True):
+        """Start an epoch over ``data``: learning rate ``lr``, the rows in a new random
+        order (from the RNG) if ``shuffle``, else in order; the epoch's sums back to 0."""
+        self._settle()
+        self.ctx.opt.lr = lr
+        self.loss_sum = self.weight_sum = self.correct = 0
+        self.samples = 0
+        self.shuffled = shuffle
+        if shuffle:
+            if self.perm is None or self.perm.shape[0] != data.n:
+                self.perm = np.empty(data.n, dtype=np.int64)
+            shuffle_rows(self.perm, self.rng)
+
+    def parameters_changed(self):
+        """The parameters (or the momentum buffer) may have been changed outside the engine:
+        measure their bounds again before relying on them."""
+        self.ctx.param_bound = -1
+
+    def close(self):
+        """End the fit: an epoch cut short leaves the plain momentum buffer (not mu*buf)."""
+        self._settle()
+
+    cdef _settle(self):
+        cdef StepCtx* c = &self.ctx
+        if not c.scaled:
+            return
+        cdef bint f32 = self.workspace.dtype == np.float32
+        with nogil:
+            if f32:
+                divide_buffer(<float*>c.grads, c.n_params, c.opt.momentum, c.n_threads)
+            else:
+                divide_buffer(<double*>c.grads, c.n_params, c.opt.momentum, c.n_threads)
+        c.scaled = 0
+        c.param_bound = -1
+
+    @property
+    def momentum_scaled(self):
+        """True mid-epoch when the momentum buffer holds mu*buf."""
+        return bool(self.ctx.scaled)
+
+    @property
+    def param_bound(self):
+        """>= max |params| (SGD momentum), or < 0 when not known."""
+        return self.ctx.param_bound
+
+    @property
+    def buffer_bound(self):
+        """>= max |momentum buffer| when param_bound >= 0."""
+        return self.ctx.buffer_bound
+
+    @property
+    def lr(self):
+        return self.ctx.opt.lr
+
+
 cdef inline void gather_row(StepCtx* c, const floating* X, const floating* T,
                             const floating* sw, floating* xg, floating* tg, floating* swg,
                             long long* lab, Py_ssize_t s, Py_ssize_t r) noexcept nogil:
     """Row r of the batch starting at position s of the permutation into the buffers."""
-    cdef Py_ssize_t row = c.perm[s + r], d = c.d, k = c.k
+    cdef Py_ssize_t row = c.perm[s + r], d = c.n_in, k = c.n_out
     memcpy(xg + r * d, X + row * d, d * sizeof(floating))
-    if c.use_labels:
+    if c.labels != NULL:
         lab[r] = c.labels[row]
     else:
         memcpy(tg + r * k, T + row * k, k * sizeof(floating))
-    if c.use_sw:
+    if sw != NULL:
         swg[r] = sw[row]
 
 
 cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_out,
                     double* wsum_out, double* correct_out, Py_ssize_t* nb_out) noexcept nogil:
-    """Gather, forward, loss, backward and update of batch bi.
-
-    Returns -1 if the batch is empty, 0 if done, 1 if the loss is not finite (nothing
-    applied), 2 if the update gave a non-finite parameter (undone from c.backup), 3 if it
-    did where no backup was made (an internal error: may_overflow is wrong). A direct
-    step leaves the plain buffer (not mu*buf) at the end of the epoch.
+    """Gather, forward, loss, backward and update of batch bi; returns a Status, or -1 if
+    the batch is empty. Status UPDATE_NOT_FINITE: undone from c.backup. A direct step
+    leaves the plain buffer (not mu*buf) at the end of the epoch.
     """
     cdef Layout* lay = c.lay
-    cdef Bufs* w = c.w
-    cdef Py_ssize_t d = c.d, k = c.k, P = c.P, s, nb, r, r0, r1
-    cdef int S = c.S, t, L = lay.L
+    cdef Bufs* w = c.batch
+    cdef Py_ssize_t d = c.n_in, k = c.n_out, P = c.n_params, s, nb, r, r0, r1
+    cdef int S = c.shards, t, L = lay.L
     cdef floating* X = <floating*>c.X
-    cdef floating* T = <floating*>c.T
-    cdef floating* sw = <floating*>c.sw
+    cdef floating* T = <floating*>c.targets
+    cdef floating* sw = <floating*>c.sample_weight
     cdef floating* g = <floating*>c.grads
     cdef floating* sg = <floating*>c.shard_grads
     cdef floating* gt
@@ -729,47 +1024,45 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
     cdef double shard_loss[256]
     cdef double shard_correct[256]
     cdef floating scale, beta = 0
-    cdef floating* bk
+    cdef floating* bk = NULL
     cdef double gsum = 0
     cdef int ok, last, sharded
     s = bi * c.batch_size
-    nb = min(c.batch_size, c.n - s)
+    nb = min(c.batch_size, c.n_rows - s)
     nb_out[0] = nb
     if nb <= 0:
         return -1
-    if c.use_perm:
-        # (split over threads it was no faster: memory bound.) The rows of the next batch
-        # are requested now, to arrive while this one computes.
+    if c.perm != NULL:
+        # the rows of the next batch are requested now, to arrive while this one computes
         for r in range(nb):
-            if s + nb + r < c.n:
+            if s + nb + r < c.n_rows:
                 fastbp_prefetch_row(X + c.perm[s + nb + r] * d, d * sizeof(floating))
             gather_row(c, X, T, sw, xg, tg, swg, w.lab, s, r)
         xb = xg
-        tb = tg
-        lb = w.lab
-        swb = swg
+        tb = tg if c.labels == NULL else NULL
+        lb = w.lab if c.labels != NULL else NULL
+        swb = swg if sw != NULL else NULL
     else:
         xb = X + s * d
-        tb = NULL if c.use_labels else T + s * k
-        lb = c.labels + s if c.use_labels else NULL
-        swb = sw + s if c.use_sw else NULL
-    wsum = weight_sum(swb, nb) if c.use_sw else <double>nb
+        tb = T + s * k if c.labels == NULL else NULL
+        lb = c.labels + s if c.labels != NULL else NULL
+        swb = sw + s if sw != NULL else NULL
+    wsum = weight_sum(swb, nb) if swb != NULL else <double>nb
     scale = <floating>(1.0 / wsum)
-    if c.direct and c.op.t > 0:
-        beta = 1 if c.scaled else <floating>c.op.momentum
+    if c.direct and c.t > 0:
+        beta = 1 if c.scaled else <floating>c.opt.momentum
     sharded = S > 1 and nb >= S * SHARD_MIN_ROWS
     if sharded:
         for t in prange(S, num_threads=run_threads(S), schedule="static"):
             r0 = nb * t // S
             r1 = nb * (t + 1) // S
-            point_shard(lay, w, &c.sh[t], r0, params)
+            point_shard(lay, w, &c.shard[t], r0, params)
             gt = g if t == 0 else sg + (t - 1) * P
             shard_correct[t] = 0
             shard_loss[t] = shard_step(
-                lay, &c.sh[t], params, gt, xb + r0 * d,
-                NULL if c.use_labels else tb + r0 * k,
-                lb + r0 if c.use_labels else NULL,
-                swb + r0 if c.use_sw else NULL, r1 - r0, scale, c.loss, c.count_acc,
+                lay, &c.shard[t], params, gt, xb + r0 * d,
+                tb + r0 * k if tb != NULL else NULL, lb + r0 if lb != NULL else NULL,
+                swb + r0 if swb != NULL else NULL, r1 - r0, scale, c.loss, c.count_correct,
                 &shard_correct[t], beta if t == 0 else <floating>0)
         bl = 0
         for t in range(S):
@@ -777,31 +1070,29 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
             correct += shard_correct[t]
         if not isfinite(bl):
             loss_out[0] = bl
-            return 1
-        gsum = sum_shards(g, sg, S - 1, P, c.nt)
+            return LOSS_NOT_FINITE
+        gsum = sum_shards(g, sg, S - 1, P, c.n_threads)
     else:
-        forward(lay, w, params, xb, nb, NULL, c.nt, c.zmax if c.checked else NULL)
-        bl = loss_and_output_grad(c.loss, lay.act[L - 1], <floating*>w.A[L],
-                                  <floating*>w.P[L], NULL if c.use_labels else tb,
-                                  lb if c.use_labels else NULL,
-                                  swb if c.use_sw else NULL, nb, k, scale,
-                                  <floating*>w.G[L - 1], c.nt)
+        forward(lay, w, params, xb, nb, NULL, c.n_threads, c.input_max if c.checked else NULL)
+        bl = loss_and_output_grad(c.loss, lay.layer[L - 1].act, <floating*>w.A[L],
+                                  <floating*>w.P[L], tb, lb, swb, nb, k, scale,
+                                  <floating*>w.G[L - 1], c.n_threads)
         if not isfinite(bl):
             loss_out[0] = bl
-            return 1
-        if c.count_acc:
+            return LOSS_NOT_FINITE
+        if c.count_correct:
             correct = count_correct(c.loss, <floating*>w.A[L], tb, lb, nb, k)
         if c.checked:
-            c.zmax[0] = c.xmax if c.xmax >= 0 else maxabs(xb, nb, d, d)
-            c.gout = maxabs(<floating*>w.G[L - 1], nb, k, k)
+            c.input_max[0] = c.input_bound if c.input_bound >= 0 else maxabs(xb, nb, d, d)
+            c.output_grad_max = maxabs(<floating*>w.G[L - 1], nb, k, k)
     loss_out[0] = bl
     wsum_out[0] = wsum
     correct_out[0] = correct
-    c.op.loss_increased = (bl / wsum) > c.op_prev_loss
-    c.op_prev_loss = bl / wsum
-    last = s + nb >= c.n
-    c.pnew = 0
-    c.bnew = 0
+    c.loss_increased = (bl / wsum) > c.last_loss
+    c.last_loss = bl / wsum
+    last = s + nb >= c.n_rows
+    c.new_param_max = 0
+    c.new_buffer_max = 0
     if sharded:
         if c.l2 != 0:
             add_l2(lay, params, g, <floating>(c.l2 / wsum))
@@ -810,150 +1101,86 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
             bk = NULL
         ok = update_range(c, params, g, 0, P, bk, last)
     else:
-        ok = backward(lay, w, params, g, xb, nb, NULL, beta, c.nt, c,
+        ok = backward(lay, w, params, g, xb, nb, NULL, beta, c.n_threads, c,
                       <floating>(c.l2 / wsum), last)
     if c.direct:
         c.scaled = not last
     if ok < 0 or (sharded and not ok and bk == NULL):
-        return 3
+        return UNGUARDED_OVERFLOW
     if not ok:
         memcpy(params, c.backup, P * sizeof(floating))
-        return 2
+        return UPDATE_NOT_FINITE
     if c.direct:
-        c.pmax = c.pnew
-        c.bmax = c.bnew
-    c.op.t += 1
-    return 0
+        c.param_bound = c.new_param_max
+        c.buffer_bound = c.new_buffer_max
+    c.t += 1
+    return OK
 
 
-def train_batches(Plan plan, Workspace ws, floating[::1] params, floating[::1] grads,
-                  const floating[:, ::1] X, const floating[:, ::1] T,
-                  const cnp.int64_t[::1] labels, int use_labels, int loss,
-                  const cnp.int64_t[::1] perm, int use_perm, Py_ssize_t batch_size,
-                  Py_ssize_t first_batch, Py_ssize_t last_batch, dict hyper,
-                  floating[::1] s1, floating[::1] s2, floating[::1] s3,
-                  double prev_loss, int count_acc, const floating[::1] sw, int use_sw,
-                  double l2, floating[::1] backup, double total, double wtotal,
-                  double correct, floating[::1] shard_grads, double[::1] carry, int nt):
-    """Train on batches [first_batch, last_batch) of one epoch.
+def train_batches(TrainState state, Samples data, Py_ssize_t first_batch,
+                  Py_ssize_t last_batch):
+    """Train on batches [first_batch, last_batch) of the epoch that ``state.begin_epoch``
+    started over ``data``; returns a BatchesResult.
 
-    With sample weights each batch's loss and gradient are weighted means; l2 adds
-    ``l2 / sum_w(batch) * W`` to the weight gradients (scikit-learn's alpha).
-    total, wtotal and correct are running sums carried across calls (so an epoch's sums do
-    not depend on how it was cut into chunks). Returns (summed (weighted) sample loss,
-    summed weights, correct predictions (if count_acc), samples seen, steps taken, status,
-    failing batch, last batch loss) with status 0 = ok, 1 = non-finite loss, 2 = the update
-    gave a non-finite parameter. Either way the parameters are those before the failing
-    batch: its update was never applied (status 1) or was undone (status 2); the optimizer
-    state may hold the failed step.
-
-    SGD with heavy-ball momentum needs no gradient buffer: the products add the gradient
-    straight into the momentum buffer s1, which between the steps of an epoch holds mu*buf
-    (carry[2] = 1; the products then add with beta=1, saving a pass; the epoch's last step
-    leaves the plain buffer, so how an epoch is cut into calls never changes the
-    arithmetic). Unsharded, it needs no per-step backup either: a step is backed up only if
-    may_overflow cannot rule out an overflow, from carry[0] >= max|params| and
-    carry[1] >= max|s1| carried across calls (negative: measure them; set carry[0] = -1
-    whenever the parameters or the buffer may have been changed outside). ``grads`` and
-    ``backup`` are then left untouched in the usual case. An optional carry[3] >= max|X|
-    (taken once, e.g. by the finiteness check of X) spares measuring every batch's input.
+    Each batch's loss and gradient are (sample-weighted) means over its rows; the epoch's
+    sums (``state.loss_sum``, ``weight_sum``, ``correct``, ``samples``) grow batch by batch,
+    so they do not depend on how the epoch is cut into calls. On a status other than OK the
+    parameters are those before the failing batch (its update was never applied, or was
+    undone) and the optimizer state is reset (it may hold the failed step).
     """
-    cdef StepCtx c
-    cdef Py_ssize_t n = X.shape[0], P = params.shape[0], bi, nb
-    cdef Py_ssize_t seen = 0, steps = 0, bad = -1
-    cdef double bl = prev_loss, wsum, corr
-    cdef int status = 0, st, L = plan.lay.L
-    c.lay = &plan.lay
-    c.w = &ws.b
-    c.sh = ws.sh
-    c.S = ws.shards
-    c.op.kind = hyper["kind"]
-    c.op.lr = hyper["lr"]
-    c.op.momentum = hyper["momentum"]
-    c.op.weight_decay = hyper["weight_decay"]
-    c.op.nesterov = hyper["nesterov"]
-    c.op.beta1 = hyper["beta1"]
-    c.op.beta2 = hyper["beta2"]
-    c.op.eps = hyper["eps"]
-    c.op.alpha = hyper["alpha"]
-    c.op.eta_minus = hyper["eta_minus"]
-    c.op.eta_plus = hyper["eta_plus"]
-    c.op.step_min = hyper["step_min"]
-    c.op.step_max = hyper["step_max"]
-    c.op.mu = hyper["mu"]
-    c.op.plus = hyper["plus"]
-    c.op.eps_raw = hyper.get("eps_raw", 0)
-    c.op.velocity = hyper.get("velocity", 0)
-    c.op.t = hyper["t"]
-    c.op.loss_increased = 0
-    c.op_prev_loss = prev_loss
-    c.direct = accumulates_momentum(&c.op)
-    c.checked = c.direct and c.S == 1
-    if backup.shape[0] != P or grads.shape[0] != P:
-        raise ValueError("grads and backup must have one entry per parameter")
-    if c.direct and s1.shape[0] != P:
-        raise ValueError("the momentum buffer must have one entry per parameter")
-    if c.S > 256 or (c.S > 1 and shard_grads.shape[0] < (c.S - 1) * P):
-        raise ValueError("shard_grads must hold (shards - 1) gradient buffers (shards <= 256)")
-    if batch_size > ws.capacity or ws.forward_only:
-        raise ValueError("batch_size exceeds the workspace capacity, or it is forward-only")
-    if use_perm and (ws.b.X == NULL or perm.shape[0] != n):
-        raise ValueError("shuffled training needs a gathering workspace and a full permutation")
-    if carry.shape[0] not in (3, 4):
-        raise ValueError("carry must hold 3 or 4 values")
-    c.X = &X[0, 0]
-    c.T = &T[0, 0]
-    c.labels = <const long long*>&labels[0]
-    c.sw = &sw[0]
-    c.perm = <const long long*>&perm[0]
-    c.n = n
-    c.d = X.shape[1]
-    c.k = plan.lay.sizes[plan.lay.L]
-    c.batch_size = batch_size
-    c.P = P
-    c.use_labels = use_labels
-    c.use_perm = use_perm
-    c.use_sw = use_sw
-    c.loss = loss
-    c.count_acc = count_acc
-    c.nt = nt
-    c.l2 = l2
-    c.shard_grads = &shard_grads[0]
-    c.s1 = &s1[0]
-    c.s2 = &s2[0]
-    c.s3 = &s3[0]
-    c.backup = &backup[0]
-    c.grads = &s1[0] if c.direct else &grads[0]
-    c.pmax = carry[0]
-    c.bmax = carry[1]
-    c.scaled = c.direct and carry[2] != 0
-    c.xmax = carry[3] if carry.shape[0] == 4 else -1
-    c.zmax = <double*>malloc(L * sizeof(double))
-    if c.zmax == NULL:
-        raise MemoryError()
+    cdef StepCtx* c = &state.ctx
+    cdef Py_ssize_t bi, nb, steps = 0, seen = 0, bad = -1
+    cdef double bl, wsum, corr
+    cdef double total = state.loss_sum, wtotal = state.weight_sum, correct = state.correct
+    cdef int status = OK, st, saved_cap
+    cdef bint f32 = state.workspace.dtype == np.float32
+    cdef float* p32 = <float*>cnp.PyArray_DATA(state.params)
+    cdef double* p64 = <double*>cnp.PyArray_DATA(state.params)
+    data.check(state.plan, state.workspace.dtype)
+    if state.shuffled and (state.perm is None or state.perm.shape[0] != data.n):
+        raise ValueError("begin_epoch was called with other samples")
+    c.X = data.x
+    c.targets = data.t
+    c.labels = data.lab
+    c.sample_weight = data.sw
+    c.perm = <const long long*>cnp.PyArray_DATA(state.perm) if state.shuffled else NULL
+    c.n_rows = data.n
+    c.input_bound = data.input_bound
+    c.t = state.optimizer_state.t
+    c.last_loss = state.optimizer_state.last_loss
+    saved_cap = thread_cap()
+    set_thread_cap(min(state.run_threads, state.n_threads))
     with nogil:
         for bi in range(first_batch, last_batch):
-            st = train_step(&c, bi, &params[0], &bl, &wsum, &corr, &nb)
+            if f32:
+                st = train_step(c, bi, p32, &bl, &wsum, &corr, &nb)
+            else:
+                st = train_step(c, bi, p64, &bl, &wsum, &corr, &nb)
             if st < 0:
                 break
-            if st > 0:
+            if st != OK:
                 status = st
                 bad = bi
-                c.pmax = -1
                 break
             total += bl
             wtotal += wsum
             correct += corr
             seen += nb
             steps += 1
-    free(c.zmax)
-    carry[0] = c.pmax
-    carry[1] = c.bmax
-    carry[2] = c.scaled
-    if status == 3:
+    set_thread_cap(saved_cap)
+    state.loss_sum, state.weight_sum, state.correct = total, wtotal, correct
+    state.samples += seen
+    if status == OK:
+        state.optimizer_state.t = c.t
+        state.optimizer_state.last_loss = c.last_loss
+    else:
+        state.optimizer_state.reset()
+        c.scaled = 0
+        c.param_bound = -1
+    if status == UNGUARDED_OVERFLOW:
         raise RuntimeError("fastbp internal error: an update overflowed where the overflow "
                            "check ruled that out, and no backup was made; please report")
-    return total, wtotal, correct, seen, steps, status, bad, c.op_prev_loss
+    return BatchesResult(steps, seen, Status(status), bad)
 
 
 def max_abs(const floating[::1] x, int nt=1):

@@ -20,8 +20,15 @@ cpdef enum Loss:
     CROSS_ENTROPY = 1
     BINARY_CROSS_ENTROPY = 2
 
+cdef enum:
+    PARALLEL_MIN = 32768          # elements below which elementwise loops stay serial
+
 cdef int needs_pre(int act) noexcept nogil
 cdef int run_threads(int want) noexcept nogil
+cdef int thread_cap() noexcept nogil
+cdef void set_thread_cap(int n) noexcept nogil
+cdef double act_bound(int act) noexcept nogil
+cdef double slope_bound(int act) noexcept nogil
 
 cdef void bias_act_forward(int act, floating* pre, floating* out, const floating* b,
                            Py_ssize_t n, Py_ssize_t k, int nt) noexcept nogil
@@ -52,36 +59,6 @@ cdef int all_finite(const floating* x, Py_ssize_t n, int nt) noexcept nogil
 cdef double maxabs(const floating* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld) noexcept nogil
 
 cdef double maxabs_par(const floating* x, Py_ssize_t n, int nt) noexcept nogil
-
-cpdef enum Opt:
-    SGD = 0
-    ADAM = 1
-    RMSPROP = 2
-    RPROP = 3
-    QUICKPROP = 4
-
-cdef struct OptParams:
-    int kind
-    double lr, momentum, weight_decay
-    int nesterov
-    double beta1, beta2, eps, alpha
-    double eta_minus, eta_plus, step_min, step_max
-    double mu
-    int plus              # Rprop: iRprop+ backtracking
-    int eps_raw           # Adam: eps added to sqrt(v) before bias correction (scikit-learn)
-    int velocity          # SGD: classic momentum v = mu*v - lr*g, w += v (scikit-learn)
-    int loss_increased    # Rprop+: E(t) > E(t-1)
-    long long t           # steps taken so far (before this one)
-
-cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,
-                        floating* s2, floating* s3, floating* backup, Py_ssize_t n,
-                        int nt) noexcept nogil
-
-cdef int accumulates_momentum(OptParams* op) noexcept nogil
-
-cdef int momentum_step(OptParams* op, floating* p, floating* buf, Py_ssize_t n,
-                       int scale_next, floating* bk, int nt, double* pmax,
-                       double* bmax) noexcept nogil
 
 cdef double count_correct(int loss, const floating* out, const floating* T,
                           const long long* labels, Py_ssize_t n, Py_ssize_t k) noexcept nogil

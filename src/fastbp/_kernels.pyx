@@ -1,13 +1,13 @@
-"""nogil elementwise kernels: bias + activation, activation backward, losses.
+"""nogil elementwise kernels: bias + activation, activation backward, losses, reductions.
 
 Row loops run under OpenMP when the work is large enough to pay for it.
 Derivatives use the stored output wherever the function allows; only SiLU,
-GELU and the output layer keep their pre-activations.
+GELU and the output layer keep their pre-activations. The optimizers' update passes
+are in _optim.pyx.
 """
 from cython cimport floating
-from cython.parallel cimport prange, threadid
-from libc.string cimport memcpy
-from libc.math cimport INFINITY, exp, expf, expm1, log, log1p, tanh, fabs, sqrt, sqrtf
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, exp, expf, expm1, log, log1p, tanh, fabs
 
 cdef extern from "_simd.h" nogil:
     float fbp_tanhf(float x)
@@ -23,59 +23,52 @@ cdef extern from "_simd.h" nogil:
     void fbp_relu_backward(float* g, const float* y, Py_ssize_t k, float slope)
     void fbp_colsum_f32(const float* g, Py_ssize_t n, Py_ssize_t ld, float* out, Py_ssize_t k,
                         float beta)
-    int fbp_adam_f32(float* p, const float* g, float* m, float* v, float* bk, Py_ssize_t n,
-                     float step, float wd, float b1, float b2, float bc2s, float eps)
-    int fbp_adam_f64(double* p, const double* g, double* m, double* v, double* bk,
-                     Py_ssize_t n, double step, double wd, double b1, double b2, double bc2s,
-                     double eps)
-    int fbp_sgd_f32(float* p, const float* g, float* s, float* bk, Py_ssize_t n, float lr,
-                    float wd, float mu, int mode, int nesterov)
-    int fbp_sgd_f64(double* p, const double* g, double* s, double* bk, Py_ssize_t n,
-                    double lr, double wd, double mu, int mode, int nesterov)
-    int fbp_velocity_f32(float* p, const float* g, float* v, float* bk, Py_ssize_t n,
-                         float lr, float wd, float mu, int nesterov)
-    int fbp_velocity_f64(double* p, const double* g, double* v, double* bk, Py_ssize_t n,
-                         double lr, double wd, double mu, int nesterov)
-    int fbp_rmsprop_f32(float* p, const float* g, float* s, float* b, float* bk, Py_ssize_t n,
-                        float lr, float wd, float alpha, float eps, float mu)
-    int fbp_rmsprop_f64(double* p, const double* g, double* s, double* b, double* bk,
-                        Py_ssize_t n, double lr, double wd, double alpha, double eps,
-                        double mu)
-    int fbp_momentum_f32(float* p, float* buf, Py_ssize_t n, float lr, float wd, float keep,
-                         unsigned int* pmax, unsigned int* bmax)
-    int fbp_momentum_f64(double* p, double* buf, Py_ssize_t n, double lr, double wd,
-                         double keep, unsigned long long* pmax, unsigned long long* bmax)
-    double fbp_bits_f32(unsigned int b)
-    double fbp_bits_f64(unsigned long long b)
     double fbp_maxabs_f32(const float* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld)
     double fbp_maxabs_f64(const double* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld)
 
-cdef Py_ssize_t PARALLEL_MIN = 32768   # elements below which loops stay serial
-cdef double SQRT_2_OVER_PI = 0.7978845608028654
-cdef double GELU_C = 0.044715
-cdef double LECUN_A = 1.7159
-cdef double LECUN_B = 2.0 / 3.0
-cdef double LEAKY = 0.01
+cdef extern from "_constants.h":
+    double SQRT_2_OVER_PI "FBP_SQRT_2_OVER_PI"
+    double GELU_C "FBP_GELU_C"
+    double LECUN_A "FBP_LECUN_A"
+    double LECUN_B "FBP_LECUN_B"
+    double LEAKY "FBP_LEAKY_SLOPE"
+
+# the activations' constants for Python (fastbp.activations), from the one header
+LECUN_SCALE, LECUN_SLOPE, LEAKY_SLOPE = LECUN_A, LECUN_B, LEAKY
+GELU_CUBIC, GELU_SCALE = GELU_C, SQRT_2_OVER_PI
+
+cdef extern from *:
+    """
+    /* The most threads a parallel region of this Python thread runs (the trainer lowers
+     * it to 1 while other processes hold the cores). Work is always split by the
+     * requested count, so results do not depend on it. Thread-local: it never limits
+     * another Python thread's calls. */
+    #if defined(_MSC_VER)
+    static __declspec(thread) int fbp_thread_cap = 1 << 20;
+    #else
+    static __thread int fbp_thread_cap = 1 << 20;
+    #endif
+    """
+    int fbp_thread_cap
 
 
-# Upper bound on the threads that actually run (the Trainer lowers it to 1 when the cores
-# are busy with other work). Work is always split by the requested count, so results
-# do not depend on it.
-cdef int RUN_CAP = 1 << 20
+cdef int thread_cap() noexcept nogil:
+    return fbp_thread_cap
 
 
-def set_run_cap(int n):
-    """Run at most n threads (splitting of the work is unchanged)."""
-    global RUN_CAP
-    RUN_CAP = max(1, n)
+cdef void set_thread_cap(int n) noexcept nogil:
+    """At most n threads run in this Python thread's parallel regions (n >= 1)."""
+    global fbp_thread_cap
+    fbp_thread_cap = n if n >= 1 else 1
 
 
-def get_run_cap():
-    return RUN_CAP
+def thread_cap_now():
+    """The thread cap of this Python thread's parallel regions now (for tests)."""
+    return fbp_thread_cap
 
 
 cdef int run_threads(int want) noexcept nogil:
-    return want if want < RUN_CAP else RUN_CAP
+    return want if want < fbp_thread_cap else fbp_thread_cap
 
 
 cdef inline int threads_for(Py_ssize_t work, int nt) noexcept nogil:
@@ -84,6 +77,29 @@ cdef inline int threads_for(Py_ssize_t work, int nt) noexcept nogil:
 
 cdef int needs_pre(int act) noexcept nogil:
     return act == SILU or act == GELU
+
+
+cdef double act_bound(int act) noexcept nogil:
+    """max |f(x)| over all x, or -1 if f is unbounded."""
+    if act == TANH or act == SIGMOID or act == SOFTSIGN or act == STEP or act == SOFTMAX:
+        return 1
+    if act == LECUN_TANH:
+        return LECUN_A
+    return -1
+
+
+cdef double slope_bound(int act) noexcept nogil:
+    """A bound on |f'| as the backward pass computes it (softmax: its Jacobian-vector
+    product is at most twice the largest incoming gradient)."""
+    if act == SIGMOID:
+        return 0.26
+    if act == LECUN_TANH:
+        return 1.15         # A * B = 1.1439
+    if act == SILU or act == GELU:
+        return 1.2
+    if act == SOFTMAX:
+        return 2
+    return 1
 
 
 cdef inline floating fast_tanh(floating x) noexcept nogil:
@@ -99,13 +115,6 @@ cdef inline floating fexp(floating x) noexcept nogil:
         return expf(x)
     else:
         return exp(x)
-
-
-cdef inline floating fsqrt(floating x) noexcept nogil:
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
 
 
 cdef inline floating sigmoid(floating x) noexcept nogil:
@@ -506,209 +515,3 @@ def act_backward_py(int act, floating[:, ::1] g, const floating[:, ::1] out,
                     const floating[:, ::1] pre, int nt=1):
     with nogil:
         act_backward(act, &g[0, 0], &out[0, 0], &pre[0, 0], g.shape[0], g.shape[1], nt)
-
-
-# ---- optimizers: one fused pass over the flat parameter buffer --------------------------
-
-cdef inline floating sign(floating x) noexcept nogil:
-    return (x > 0) - (x < 0)
-
-
-cdef int _fused_block(OptParams* op, floating* p, const floating* g, floating* s1,
-                      floating* s2, floating* bk, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
-    """SGD, Adam and RMSprop in one pass each (vectorized C in _simd.h): back up p, update,
-    flag non-finite results. Returns 1 if some new parameter is not finite."""
-    cdef floating lr = op.lr, wd = op.weight_decay, mom = op.momentum
-    cdef floating b1 = op.beta1, b2 = op.beta2, eps = op.eps, alpha = op.alpha
-    cdef floating step, bc1, bc2s
-    cdef bint first = op.t == 0
-    cdef int bad = 0
-    cdef int mode
-    if op.kind == SGD and op.velocity and mom != 0:
-        # v = mu*v - lr*g; w += v (Nesterov: w += mu*v - lr*g); v starts at 0
-        if floating is float:
-            bad = not fbp_velocity_f32(p + a, g + a, s1 + a, bk + a, z - a, lr, wd, mom,
-                                       op.nesterov)
-        else:
-            bad = not fbp_velocity_f64(p + a, g + a, s1 + a, bk + a, z - a, lr, wd, mom,
-                                       op.nesterov)
-    elif op.kind == SGD:
-        mode = 0 if mom == 0 else (1 if first else 2)
-        if floating is float:
-            bad = not fbp_sgd_f32(p + a, g + a, s1 + a, bk + a, z - a, lr, wd, mom, mode,
-                                  op.nesterov)
-        else:
-            bad = not fbp_sgd_f64(p + a, g + a, s1 + a, bk + a, z - a, lr, wd, mom, mode,
-                                  op.nesterov)
-    elif op.kind == ADAM:
-        bc1 = 1 - b1 ** (op.t + 1)
-        bc2s = sqrt(1 - b2 ** (op.t + 1))
-        step = lr / bc1
-        if op.eps_raw:
-            eps = eps / bc2s
-        if floating is float:
-            bad = not fbp_adam_f32(p + a, g + a, s1 + a, s2 + a, bk + a, z - a, step, wd, b1,
-                                   b2, bc2s, eps)
-        else:
-            bad = not fbp_adam_f64(p + a, g + a, s1 + a, s2 + a, bk + a, z - a, step, wd, b1,
-                                   b2, bc2s, eps)
-    else:  # RMSPROP
-        if floating is float:
-            bad = not fbp_rmsprop_f32(p + a, g + a, s1 + a, s2 + a, bk + a, z - a, lr, wd,
-                                      alpha, eps, mom)
-        else:
-            bad = not fbp_rmsprop_f64(p + a, g + a, s1 + a, s2 + a, bk + a, z - a, lr, wd,
-                                      alpha, eps, mom)
-    return bad
-
-
-cdef void _opt_block(OptParams* op, floating* p, const floating* g, floating* s1,
-                     floating* s2, floating* s3, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
-    """Rprop and Quickprop (branchy, full-batch methods)."""
-    cdef Py_ssize_t i
-    cdef floating lr = op.lr, wd = op.weight_decay
-    cdef floating gi, step, s, prev, dw, sf
-    cdef floating emin = op.eta_minus, eplus = op.eta_plus
-    cdef floating smin = op.step_min, smax = op.step_max, mu = op.mu
-    cdef bint first = op.t == 0
-    if False:
-        pass
-    elif op.kind == RPROP:
-        # s1: previous gradient, s2: step sizes, s3: last weight change (iRprop+)
-        for i in range(a, z):
-            gi = g[i] + wd * p[i]
-            if first:
-                s2[i] = lr
-            s = sign(gi * s1[i])
-            if s > 0:
-                step = s2[i] * eplus
-                s2[i] = step if step < smax else smax
-            elif s < 0:
-                step = s2[i] * emin
-                s2[i] = step if step > smin else smin
-                if op.plus and op.loss_increased:
-                    p[i] = p[i] - s3[i]
-                s3[i] = 0
-                s1[i] = 0
-                continue
-            dw = -sign(gi) * s2[i]
-            p[i] = p[i] + dw
-            s3[i] = dw
-            s1[i] = gi
-    elif op.kind == QUICKPROP:
-        # Fahlman (1988): s1 previous step dw, s2 previous slope; slope = -(dE/dw + decay*w)
-        sf = mu / (1 + mu)
-        for i in range(a, z):
-            s = -(g[i] + wd * p[i])
-            prev = s1[i]
-            dw = 0
-            if prev > 0:
-                if s > 0:
-                    dw = lr * s
-                if s > sf * s2[i]:
-                    dw = dw + mu * prev
-                elif s2[i] != s:
-                    dw = dw + prev * s / (s2[i] - s)
-            elif prev < 0:
-                if s < 0:
-                    dw = lr * s
-                if s < sf * s2[i]:
-                    dw = dw + mu * prev
-                elif s2[i] != s:
-                    dw = dw + prev * s / (s2[i] - s)
-            else:
-                dw = lr * s
-            s1[i] = dw
-            s2[i] = s
-            p[i] = p[i] + dw
-
-
-cdef int accumulates_momentum(OptParams* op) noexcept nogil:
-    """1 for SGD with (heavy-ball, non-Nesterov) momentum: the products then add the gradient
-    straight into the momentum buffer (see momentum_step), with no gradient buffer."""
-    return op.kind == SGD and op.momentum != 0 and not op.nesterov and not op.velocity
-
-
-cdef int momentum_step(OptParams* op, floating* p, floating* buf, Py_ssize_t n,
-                       int scale_next, floating* bk, int nt, double* pmax,
-                       double* bmax) noexcept nogil:
-    """SGD momentum update when the products already left buf = mu*buf + g.
-
-    d = buf + wd*p; p -= lr*d; buf = mu*d if scale_next (the next step's products then add
-    with beta=1, saving a pass) else d. With bk given, the old p is copied there in the same
-    pass. Raises pmax[0], bmax[0] to the largest new |p| and |buf| (inf if not finite).
-    Returns 1 if every new p is finite.
-    """
-    cdef Py_ssize_t c, nchunks, CH = 16384
-    cdef int t = min(run_threads(nt), 64) if n >= 4 * PARALLEL_MIN else 1
-    cdef int bad = 0, tid
-    cdef double pp[64]
-    cdef double bb[64]
-    nchunks = (n + CH - 1) // CH
-    if t > 1 and nchunks > 1:
-        for tid in range(t):
-            pp[tid] = 0
-            bb[tid] = 0
-        for c in prange(nchunks, num_threads=t, schedule="static"):
-            tid = threadid()
-            bad += _momentum_block(op, p, buf, scale_next, bk, c * CH, min(n, (c + 1) * CH),
-                                   &pp[tid], &bb[tid])
-        for tid in range(t):
-            pmax[0] = max(pmax[0], pp[tid])
-            bmax[0] = max(bmax[0], bb[tid])
-    else:
-        bad = _momentum_block(op, p, buf, scale_next, bk, 0, n, pmax, bmax)
-    return bad == 0
-
-
-cdef inline int _momentum_block(OptParams* op, floating* p, floating* buf, int scale_next,
-                                floating* bk, Py_ssize_t a, Py_ssize_t z, double* pmax,
-                                double* bmax) noexcept nogil:
-    cdef floating lr = op.lr, wd = op.weight_decay
-    cdef floating keep = op.momentum if scale_next else 1
-    cdef unsigned int pb32 = 0, bb32 = 0
-    cdef unsigned long long pb64 = 0, bb64 = 0
-    cdef int ok
-    if bk != NULL:
-        memcpy(bk + a, p + a, (z - a) * sizeof(floating))
-    if floating is float:
-        ok = fbp_momentum_f32(p + a, buf + a, z - a, lr, wd, keep, &pb32, &bb32)
-        pmax[0] = max(pmax[0], fbp_bits_f32(pb32))
-        bmax[0] = max(bmax[0], fbp_bits_f32(bb32))
-    else:
-        ok = fbp_momentum_f64(p + a, buf + a, z - a, lr, wd, keep, &pb64, &bb64)
-        pmax[0] = max(pmax[0], fbp_bits_f64(pb64))
-        bmax[0] = max(bmax[0], fbp_bits_f64(bb64))
-    return not ok
-
-
-cdef int optimizer_step(OptParams* op, floating* p, const floating* g, floating* s1,
-                        floating* s2, floating* s3, floating* backup, Py_ssize_t n,
-                        int nt) noexcept nogil:
-    """Apply one optimizer update to the n parameters p given gradient g (see optimizers.py).
-
-    Each block of p is copied to ``backup`` first (while it is in cache) and checked after
-    its update. Returns 1 if every new parameter is finite; else 0 and the caller restores
-    p from backup (the optimizer state then holds the failed step).
-    """
-    cdef Py_ssize_t c, nchunks, CH = 16384
-    cdef int t = run_threads(nt) if n >= 4 * PARALLEL_MIN else 1
-    cdef int bad = 0
-    nchunks = (n + CH - 1) // CH
-    if t > 1 and nchunks > 1:
-        for c in prange(nchunks, num_threads=t, schedule="static"):
-            bad += _checked_block(op, p, g, s1, s2, s3, backup, c * CH, min(n, (c + 1) * CH))
-    else:
-        bad = _checked_block(op, p, g, s1, s2, s3, backup, 0, n)
-    return bad == 0
-
-
-cdef inline int _checked_block(OptParams* op, floating* p, const floating* g, floating* s1,
-                               floating* s2, floating* s3, floating* backup, Py_ssize_t a,
-                               Py_ssize_t z) noexcept nogil:
-    """Back up, update and check p[a:z]; 1 if a new value is not finite."""
-    if op.kind == SGD or op.kind == ADAM or op.kind == RMSPROP:
-        return _fused_block(op, p, g, s1, s2, backup, a, z)
-    memcpy(backup + a, p + a, (z - a) * sizeof(floating))
-    _opt_block(op, p, g, s1, s2, s3, a, z)
-    return not all_finite(p + a, z - a, 1)

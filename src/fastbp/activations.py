@@ -14,9 +14,10 @@ from . import _kernels
 
 __all__ = ["Activation", "get", "names"]
 
-LECUN_A, LECUN_B = 1.7159, 2.0 / 3.0
-LEAKY_SLOPE = 0.01
-_GELU_C = np.sqrt(2.0 / np.pi)
+# the compiled kernels' constants (src/fastbp/_constants.h), so both sides agree
+LECUN_A, LECUN_B = _kernels.LECUN_SCALE, _kernels.LECUN_SLOPE   # f(x) = A tanh(B x)
+LEAKY_SLOPE = _kernels.LEAKY_SLOPE
+GELU_C, GELU_SCALE = _kernels.GELU_CUBIC, _kernels.GELU_SCALE   # C x^3, sqrt(2/pi)
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,12 @@ def _step_derivative(x):
 
 
 def _gelu(x):
-    return 0.5 * x * (1 + np.tanh(_GELU_C * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + np.tanh(GELU_SCALE * (x + GELU_C * x ** 3)))
 
 
 def _gelu_derivative(x):
-    t = np.tanh(_GELU_C * (x + 0.044715 * x ** 3))
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * x * x)
+    t = np.tanh(GELU_SCALE * (x + GELU_C * x ** 3))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_SCALE * (1 + 3 * GELU_C * x * x)
 
 
 _K = _kernels.Act

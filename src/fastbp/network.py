@@ -82,7 +82,8 @@ class Network:
         self._sizes = sizes
         self._acts = tuple(acts)
         self._dtype = check_dtype(dtype)
-        self._plan = _engine.Plan(list(sizes), [int(a.code) for a in acts])
+        self._plan = _engine.Plan([{"n_in": n_in, "n_out": n_out, "activation": int(a.code)}
+                                   for n_in, n_out, a in zip(sizes[:-1], sizes[1:], acts)])
         self._params = np.zeros(self._plan.n_params, dtype=self._dtype)
         self._bind_views()
         self.initialize(init, seed=seed)
@@ -125,6 +126,8 @@ class Network:
     parameters = property(lambda self: self._params, doc="The flat parameter buffer (live).")
     activations = property(lambda self: tuple(a.name for a in self._acts),
                            doc="Activation name of each layer, hidden layers then output.")
+    plan = property(lambda self: self._plan,
+                    doc="The compiled layout of the layers that fastbp's engine runs.")
     n_inputs = property(lambda self: self._sizes[0])
     n_outputs = property(lambda self: self._sizes[-1])
 
@@ -134,9 +137,8 @@ class Network:
                 f"dtype={self._dtype.name}, params={self._params.size})")
 
     # ---- compute -----------------------------------------------------------------------
-    def _workspace(self, n_rows, chunk=PREDICT_CHUNK, forward_only=False):
-        return _engine.Workspace(self._plan, max(1, min(n_rows, chunk)), self._dtype,
-                                 forward_only=forward_only)
+    def _workspace(self, n_rows, chunk=PREDICT_CHUNK, kind="gradients"):
+        return _engine.Workspace(self._plan, max(1, min(n_rows, chunk)), self._dtype, kind)
 
     def predict(self, X, chunk_size=PREDICT_CHUNK):
         """Output activations for X (n, n_inputs) -> (n, n_outputs), in the network's dtype.
@@ -147,7 +149,7 @@ class Network:
         X = as_float_matrix(X, self._dtype, "X", n_columns=self._sizes[0], allow_empty=True)
         out = np.empty((X.shape[0], self._sizes[-1]), dtype=self._dtype)
         if X.shape[0]:
-            ws = self._workspace(X.shape[0], chunk_size, forward_only=True)
+            ws = self._workspace(X.shape[0], chunk_size, kind="predict")
             with blas_single_threaded():
                 _engine.predict(self._plan, ws, self._params, X, out, get_num_threads())
         return out
@@ -184,18 +186,14 @@ class Network:
         sw = check_sample_weight(sample_weight, X.shape[0], self._dtype)
         l2 = check_number(l2, "l2", low=0)
         flat = np.zeros_like(self._params)
-        dX = np.zeros(X.shape if inputs else (1, 1), dtype=self._dtype)
+        dX = np.zeros(X.shape, dtype=self._dtype) if inputs else None
+        data = _engine.Samples(X, targets=T, labels=labels, sample_weight=sw)
         ws = self._workspace(X.shape[0], chunk_size)
         with blas_single_threaded():
-            value = _engine.loss_and_gradients(
-                self._plan, ws, self._params, flat, X,
-                T if T is not None else np.zeros((1, 1), self._dtype),
-                labels if labels is not None else np.zeros(1, np.int64),
-                labels is not None, _losses.get(name), dX, bool(inputs),
-                sw if sw is not None else np.ones(1, self._dtype), sw is not None, l2,
-                get_num_threads())
+            value = _engine.loss_and_gradients(self._plan, ws, self._params, flat, data,
+                                               _losses.get(name), dX, l2, get_num_threads())
         gw, gb = _layer_views(flat, self._sizes)
-        return float(value), Gradients(gw, gb, dX if inputs else None, flat)
+        return float(value), Gradients(gw, gb, dX, flat)
 
     def loss(self, X, Y, loss="mse", sample_weight=None):
         """Mean loss over the rows of X (weighted mean with ``sample_weight``)."""

@@ -1,6 +1,9 @@
 """Optimizers: hyperparameters and state for the compiled update over the flat buffer.
 
-The update rules (``_kernels.optimizer_step``) follow ``torch.optim`` step for step
+Each optimizer gives the engine its settings (``config``, an ``OptimizerConfig``) and keeps
+its per-parameter state in ``state`` (an ``OptimizerState``: named buffers such as
+``state["momentum_buffer"]``, the step count ``t``), which carries over from one ``fit`` to
+the next. The update rules (``_optim.optimizer_step``) follow ``torch.optim`` step for step
 where PyTorch has the optimizer:
 
 - SGD (momentum, Nesterov, dampening 0): ``g += wd*w; b = mu*b + g (b = g at step 1);
@@ -18,59 +21,63 @@ where PyTorch has the optimizer:
   sign of the previous step, and plain ``lr*S`` when the previous step was zero
   (S = -(dE/dw + weight_decay*w)). Rprop and Quickprop are full-batch methods.
 """
-import numpy as np
-
-from . import _kernels
+from . import _optim
 from ._validation import check_number
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Rprop", "Quickprop", "get", "names"]
 
 
 class Optimizer:
-    """Base: hyperparameters for the kernel, state buffers sized to the parameters."""
+    """Base: hyperparameters for the compiled update, and the state it carries."""
     kind = None
-    n_state = 0
 
     def __init__(self, lr, weight_decay=0.0):
         self.lr = check_number(lr, "lr", low=0, low_open=True)
         self.weight_decay = check_number(weight_decay, "weight_decay", low=0)
-        self.t = 0                # steps taken
-        self.prev_loss = np.inf   # last batch loss (iRprop+)
-        self.state = None
+        self.state = None         # an OptimizerState once training starts
 
-    def reset(self, n_params, dtype):
-        """Zero the state for ``n_params`` parameters (called when training starts)."""
-        self.t = 0
-        self.prev_loss = np.inf
-        self.state = [np.zeros(n_params if i < self.n_state else 1, dtype=dtype)
-                      for i in range(3)]
+    def buffer_names(self):
+        """The per-parameter state buffers this optimizer's update reads and writes."""
+        return ()
 
-    def ensure_state(self, n_params, dtype):
-        if (self.state is None or self.state[0].dtype != np.dtype(dtype)
-                or (self.n_state and self.state[0].size != n_params)):
-            self.reset(n_params, dtype)
+    def config(self, lr=None):
+        """The settings as the engine reads them (``lr`` overrides ``self.lr``)."""
+        return _optim.OptimizerConfig(kind=int(self.kind), lr=self.lr if lr is None else lr,
+                                      weight_decay=self.weight_decay, **self._settings())
 
-    def hyper(self, lr=None):
-        h = dict(kind=int(self.kind), lr=self.lr if lr is None else lr, momentum=0.0,
-                 weight_decay=self.weight_decay, nesterov=0, beta1=0.0, beta2=0.0, eps=0.0,
-                 alpha=0.0, eta_minus=0.0, eta_plus=0.0, step_min=0.0, step_max=0.0, mu=0.0,
-                 plus=0, t=self.t)
-        h.update(self._hyper())
-        return h
-
-    def _hyper(self):
+    def _settings(self):
         return {}
 
+    def reset(self, n_params, dtype):
+        """Fresh, zeroed state for ``n_params`` parameters (step count 0)."""
+        self.state = _optim.OptimizerState(self.buffer_names(), n_params, dtype)
+
+    def ensure_state(self, n_params, dtype):
+        """Keep the state if it fits these parameters and settings, else start afresh."""
+        s = self.state
+        if (s is None or s.size != n_params or s.dtype != dtype
+                or set(s.names) != set(self.buffer_names())):
+            self.reset(n_params, dtype)
+
+    @property
+    def t(self):
+        """Steps taken (0 before training)."""
+        return 0 if self.state is None else self.state.t
+
+    @t.setter
+    def t(self, value):
+        if self.state is None:
+            raise ValueError("the optimizer has no state yet (it is made when training starts)")
+        self.state.t = value
+
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items()
-                         if k not in ("t", "prev_loss", "state"))
+        args = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if k != "state")
         return f"{type(self).__name__}({args})"
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum and Nesterov momentum (PyTorch's form)."""
-    kind = _kernels.Opt.SGD
-    n_state = 1
+    kind = _optim.Opt.SGD
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
                  classic_momentum=False):
@@ -83,15 +90,17 @@ class SGD(Optimizer):
         # form while lr is constant, different when it changes.
         self.classic_momentum = bool(classic_momentum)
 
-    def _hyper(self):
-        return dict(momentum=self.momentum, nesterov=int(self.nesterov),
-                    velocity=int(self.classic_momentum))
+    def buffer_names(self):
+        return ("momentum_buffer",) if self.momentum != 0 else ()
+
+    def _settings(self):
+        return dict(momentum=self.momentum, nesterov=self.nesterov,
+                    classic_momentum=self.classic_momentum)
 
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015), PyTorch defaults betas (0.9, 0.999), eps 1e-8."""
-    kind = _kernels.Opt.ADAM
-    n_state = 2
+    kind = _optim.Opt.ADAM
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  eps_before_bias_correction=False):
@@ -105,15 +114,17 @@ class Adam(Optimizer):
         # footnote form, scikit-learn); False: eps added to sqrt(v_hat) (PyTorch).
         self.eps_before_bias_correction = bool(eps_before_bias_correction)
 
-    def _hyper(self):
+    def buffer_names(self):
+        return ("exp_avg", "exp_avg_sq")
+
+    def _settings(self):
         return dict(beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
-                    eps_raw=int(self.eps_before_bias_correction))
+                    eps_before_bias_correction=self.eps_before_bias_correction)
 
 
 class RMSprop(Optimizer):
     """RMSprop (Tieleman & Hinton 2012), PyTorch defaults alpha 0.99, eps 1e-8."""
-    kind = _kernels.Opt.RMSPROP
-    n_state = 2
+    kind = _optim.Opt.RMSPROP
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -121,7 +132,10 @@ class RMSprop(Optimizer):
         self.eps = check_number(eps, "eps", low=0)
         self.momentum = check_number(momentum, "momentum", low=0, high=1, high_open=True)
 
-    def _hyper(self):
+    def buffer_names(self):
+        return ("square_avg",) + (("momentum_buffer",) if self.momentum != 0 else ())
+
+    def _settings(self):
         return dict(alpha=self.alpha, eps=self.eps, momentum=self.momentum)
 
 
@@ -131,8 +145,7 @@ class Rprop(Optimizer):
     ``lr`` is the initial step size of every weight; etas (0.5, 1.2); steps clamped to
     ``step_sizes`` (1e-6, 50).
     """
-    kind = _kernels.Opt.RPROP
-    n_state = 3
+    kind = _optim.Opt.RPROP
 
     def __init__(self, lr=0.01, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0), plus=False,
                  weight_decay=0.0):
@@ -146,22 +159,27 @@ class Rprop(Optimizer):
             raise ValueError(f"step_sizes must be (min, max) with min <= max, got {step_sizes!r}")
         self.etas, self.step_sizes, self.plus = (em, ep), (smin, smax), bool(plus)
 
-    def _hyper(self):
+    def buffer_names(self):
+        return ("prev_grad", "step_size", "prev_step")
+
+    def _settings(self):
         return dict(eta_minus=self.etas[0], eta_plus=self.etas[1], step_min=self.step_sizes[0],
-                    step_max=self.step_sizes[1], plus=int(self.plus))
+                    step_max=self.step_sizes[1], backtrack=self.plus)
 
 
 class Quickprop(Optimizer):
     """Quickprop (Fahlman 1988): ``lr`` is his epsilon, ``mu`` the maximum growth factor."""
-    kind = _kernels.Opt.QUICKPROP
-    n_state = 2
+    kind = _optim.Opt.QUICKPROP
 
     def __init__(self, lr=0.01, mu=1.75, weight_decay=0.0):
         super().__init__(lr, weight_decay)
         self.mu = check_number(mu, "mu", low=0, low_open=True)
 
-    def _hyper(self):
-        return dict(mu=self.mu)
+    def buffer_names(self):
+        return ("prev_step", "prev_slope")
+
+    def _settings(self):
+        return dict(max_growth=self.mu)
 
 
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop, "rprop": Rprop,

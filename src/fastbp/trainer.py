@@ -1,9 +1,12 @@
 """Trainer: minibatch training with the whole batch loop in compiled code.
 
-Python runs once per chunk of batches (about a fifth of a second of work): it
-updates the progress bar, checks for Ctrl-C and divergence. Shuffling, gathering
-each batch into a preallocated buffer, forward, backward and the optimizer update
-run in one ``nogil`` call per chunk, with no allocation.
+A ``fit`` builds one ``_engine.TrainState`` (the network's plan and parameters, a cached
+workspace, the optimizer's settings and state, the shuffle's RNG) and then calls
+``_engine.train_batches`` once per chunk of batches (about a fifth of a second of work);
+between calls Python updates the progress bar, checks for Ctrl-C and divergence, and
+chooses how many threads run the next chunk. Shuffling, gathering each batch into a
+preallocated buffer, forward, backward and the optimizer update run in one ``nogil`` call
+per chunk, with no allocation.
 """
 import math
 import sys
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _engine, _kernels, callbacks as _callbacks, losses as _losses, optimizers as _opt
+from . import _engine, callbacks as _callbacks, losses as _losses, optimizers as _opt
 from . import schedules as _schedules
 from ._config import blas_single_threaded, get_num_threads, num_threads
 from ._validation import (as_float_matrix, check_number, check_positive_int,
@@ -44,8 +47,8 @@ class TrainingDiverged(ArithmeticError):
     The network keeps its last finite parameters: those before the failing batch (its
     update is never applied, or is undone from a backup made in the update pass; SGD with
     momentum backs up only a step that a bound on its values cannot prove finite, see
-    ``_engine.may_overflow``). The optimizer's state
-    (momentum, Adam moments, ...) is reset, since it may hold NaN/inf.
+    ``_engine.may_overflow``). The optimizer's state (momentum, Adam moments, ...) is
+    reset, since it may hold NaN/inf.
     """
 
     def __init__(self, epoch, batch, what="loss"):
@@ -127,7 +130,7 @@ class Trainer:
         self._rng_state = np.array([np.random.default_rng(seed).integers(0, 2**63)], dtype=np.uint64)
         self._schedule = _schedules.get(lr_schedule, self.optimizer.lr)
         self.l2 = check_number(l2, "l2", low=0)
-        self._workspace = None
+        self._workspace = None        # reused by the next fit when the shape allows
         self._threads_policy = _ThreadsPolicy()
         self.stop_training = False
         self.epoch = 0
@@ -141,26 +144,20 @@ class Trainer:
                                      "y" if name == "X" else f"{name} targets")
         return X, T, labels, xmax
 
-    def _get_workspace(self, capacity, shards):
-        ws = self._workspace
-        if (ws is None or ws.capacity != capacity or ws.dtype != self.net.dtype
-                or ws.shards != shards or self._workspace_plan is not self.net._plan):
-            ws = _engine.Workspace(self.net._plan, capacity, self.net.dtype, gather=True,
-                                   shards=shards)
-            self._workspace, self._workspace_plan = ws, self.net._plan
-        return ws
-
-    def _buffers(self, n_params, dtype, shards):
-        """Gradient, backup and per-shard gradient buffers, kept across fit calls. SGD with
-        momentum uses no gradient buffer, and unsharded it writes to the backup only on
-        a step that might overflow: their pages are then never touched (no memory used)."""
-        bufs = getattr(self, "_bufs", None)
-        n_shard = max(1, (shards - 1) * n_params)
-        if (bufs is None or bufs[0].size != n_params or bufs[0].dtype != dtype
-                or bufs[2].size != n_shard):
-            bufs = self._bufs = (np.empty(n_params, dtype=dtype), np.empty(n_params, dtype=dtype),
-                                 np.empty(n_shard, dtype=dtype))
-        return bufs
+    def _train_state(self, batch_size, n_threads):
+        """The compiled state of one fit (its workspace reused from the last fit if the
+        network, batch size and thread split are the same)."""
+        net, ws = self.net, self._workspace
+        shards = _engine.batch_shards(net.plan, batch_size, n_threads)
+        if (ws is None or ws.plan is not net.plan or ws.capacity != batch_size
+                or ws.dtype != net.dtype or ws.shards != shards):
+            ws = self._workspace = _engine.Workspace(net.plan, batch_size, net.dtype, "train",
+                                                     shards)
+        self.optimizer.ensure_state(net.plan.n_params, net.dtype)
+        return _engine.TrainState(
+            net.plan, net.parameters, ws, self.optimizer.config(), self.optimizer.state,
+            _losses.get(self.loss), batch_size=batch_size, n_threads=n_threads,
+            count_correct=self.loss != "mse", l2=self.l2, rng=self._rng_state)
 
     def evaluate(self, X, y):
         """(mean loss, accuracy or None) on (X, y), without training."""
@@ -191,94 +188,41 @@ class Trainer:
         net = self.net
         X, T, labels, xmax = self._prepare(X, y)
         sw = check_sample_weight(sample_weight, X.shape[0], net.dtype)
+        data = _engine.Samples(X, targets=T, labels=labels, sample_weight=sw, input_bound=xmax)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
             val = self._prepare(*validation_data, name="validation_data")[:3]
-        cbs = list(callbacks or [])
-        for cb in cbs:
-            if not callable(cb) and not isinstance(cb, _callbacks.Callback):
-                raise TypeError(f"callbacks must be callables or Callback objects, got {cb!r}")
+        cbs = _callbacks.check_callbacks(callbacks)
         n = X.shape[0]
         bs = n if self.batch_size is None else min(self.batch_size, n)
-        n_batches = math.ceil(n / bs)
         nt = self.n_threads or get_num_threads()
-        shards = _engine.batch_shards(net._plan, bs, nt)
-        ws = self._get_workspace(bs, shards)
-        P = net.parameters.size
-        grads, backup, shard_grads = self._buffers(P, net.dtype, shards)
-        self.optimizer.ensure_state(P, net.dtype)
-        perm = self._perm if getattr(self, "_perm", None) is not None and self._perm.size == n \
-            else np.arange(n, dtype=np.int64)
-        self._perm = perm
-        Tm = T if T is not None else np.zeros((1, 1), net.dtype)
-        Lm = labels if labels is not None else np.zeros(1, np.int64)
-        code = _losses.get(self.loss)
-        classify = self.loss != "mse"
+        state = self._train_state(bs, nt)
+        chunks = _Chunks(math.ceil(n / bs), nt, self._threads_policy)
         history = History()
         self.stop_training = False
-        for cb in cbs:
-            if isinstance(cb, _callbacks.Callback):
-                cb.on_train_begin(self)
-        bar = _progress(verbose, n_batches)
-        chunk, timing_chunk = 1, True
-        # SGD momentum: bounds on max|parameters|, max|buffer| (-1: measure them), whether
-        # the buffer holds mu*buf (mid-epoch), and max|X| (the overflow bound's input)
-        carry = np.array([-1.0, -1.0, 0.0, xmax])
+        bar = _progress(verbose, chunks.n_batches)
         try:
-            with num_threads(nt), blas_single_threaded():
+            with _callbacks.running(cbs, self), num_threads(nt), blas_single_threaded():
                 for epoch in range(epochs):
                     lr = float(self._schedule(self.epoch))
                     if not (lr > 0 and math.isfinite(lr)):
                         raise ValueError(f"lr_schedule gave lr={lr!r} at epoch {self.epoch}")
-                    if shuffle:
-                        _engine.shuffle(perm, self._rng_state)
+                    state.begin_epoch(data, lr, bool(shuffle))
                     bar.start(epoch, epochs)
-                    total = correct = wtotal = 0.0
-                    seen, b, t0 = 0, 0, time.perf_counter()
-                    while b < n_batches:
-                        if timing_chunk:   # one batch on all threads, to size the chunks
-                            e, cap = b + 1, nt
-                        else:
-                            e = min(n_batches,
-                                    b + self._threads_policy.steps_for_next_chunk(chunk, nt))
-                            cap = self._threads_policy.cap_for_next_chunk(nt)
-                        _kernels.set_run_cap(cap)
-                        tc = time.perf_counter()
-                        opt = self.optimizer
-                        (total, wtotal, correct, s, steps, status, bad, prev) = \
-                            _engine.train_batches(
-                                net._plan, ws, net.parameters, grads, X, Tm, Lm,
-                                labels is not None, code, perm, bool(shuffle), bs, b, e,
-                                opt.hyper(lr), *opt.state, opt.prev_loss, classify,
-                                sw if sw is not None else backup[:1], sw is not None, self.l2,
-                                backup, total, wtotal, correct, shard_grads, carry, nt)
-                        opt.t += steps
-                        opt.prev_loss = prev
-                        seen += s
-                        if status != 0:
-                            opt.reset(P, net.dtype)
-                            raise TrainingDiverged(self.epoch, bad,
-                                                   "loss" if status == 1 else "parameter update")
-                        elapsed = time.perf_counter() - tc
-                        if not timing_chunk:   # cold caches, fresh buffers: no probe
-                            self._threads_policy.record(cap, nt, elapsed, s, steps)
-                        timing_chunk = False
-                        b = e
-                        bar.update(b, total / max(wtotal, 1e-300),
-                                   seen / max(time.perf_counter() - t0, 1e-9))
-                        per_batch = elapsed / max(steps, 1)
-                        chunk = _chunk_steps(per_batch, n_batches)
-                    dt = time.perf_counter() - t0
-                    logs = {"loss": total / wtotal, "samples_per_second": seen / max(dt, 1e-12),
+                    t0 = time.perf_counter()
+                    self._train_epoch(state, data, chunks, bar, t0)
+                    logs = {"loss": state.loss_sum / state.weight_sum,
+                            "samples_per_second": state.samples / max(time.perf_counter() - t0,
+                                                                      1e-12),
                             "lr": lr}
-                    if classify:
-                        logs["accuracy"] = correct / seen
+                    if self.loss != "mse":
+                        logs["accuracy"] = state.correct / state.samples
                     if val is not None:
                         vX, vT, vL = val
                         logs["val_loss"] = net.loss(vX, vL if vL is not None else vT, loss=self.loss)
-                        if classify:
+                        if self.loss != "mse":
                             logs["val_accuracy"] = self._accuracy(vX, vT, vL)
                     self._record(history, logs)
                     bar.end(logs)
@@ -287,24 +231,36 @@ class Trainer:
                     for cb in cbs:
                         if cb(self.epoch - 1, logs):
                             self.stop_training = True
-                        carry[0] = -1      # it may have changed the parameters
-                        carry[3] = -1      # or X (in place): measure each batch again
+                    if cbs:                        # they may have changed the parameters,
+                        state.parameters_changed()
+                        data.input_bound = -1      # or X in place
                     if self.stop_training:
                         break
         except KeyboardInterrupt:
-            if carry[2]:   # stopped mid-epoch: back to the plain momentum buffer
-                self.optimizer.state[0] /= self.optimizer.momentum
             history.interrupted = True
             bar.close()
             print(f"fastbp: training interrupted at epoch {self.epoch}; the network keeps the "
                   "parameters of the last completed chunk of batches", file=sys.stderr)
         finally:
-            _kernels.set_run_cap(1 << 20)
+            state.close()
             bar.close()
-            for cb in cbs:
-                if isinstance(cb, _callbacks.Callback):
-                    cb.on_train_end(self)
         return history
+
+    def _train_epoch(self, state, data, chunks, bar, t0):
+        """The epoch that ``state.begin_epoch`` started, in chunks of batches."""
+        b = 0
+        while b < chunks.n_batches:
+            end, state.run_threads = chunks.next(b)
+            tc = time.perf_counter()
+            done = _engine.train_batches(state, data, b, end)
+            if done.status != _engine.Status.OK:
+                raise TrainingDiverged(self.epoch, done.failed_batch,
+                                       "loss" if done.status == _engine.Status.LOSS_NOT_FINITE
+                                       else "parameter update")
+            chunks.record(time.perf_counter() - tc, done.samples, done.steps)
+            b = end
+            bar.update(b, state.loss_sum / max(state.weight_sum, 1e-300),
+                       state.samples / max(time.perf_counter() - t0, 1e-9))
 
     def _record(self, history, logs):
         history.epochs.append(self.epoch)
@@ -314,6 +270,35 @@ class Trainer:
         for key in ("accuracy", "val_loss", "val_accuracy"):
             if key in logs:
                 getattr(history, key).append(logs[key])
+
+
+class _Chunks:
+    """How many batches the next compiled call takes, and on how many threads.
+
+    A fit's first call runs one batch on all threads, to time a step; later calls last
+    about CHUNK_SECONDS, with the thread count from the _ThreadsPolicy (shared by the fits
+    of a Trainer).
+    """
+
+    def __init__(self, n_batches, n_threads, policy):
+        self.n_batches, self.n_threads, self.policy = n_batches, n_threads, policy
+        self.steps, self.timing = 1, True
+        self.cap = n_threads
+
+    def next(self, first):
+        """(end batch, threads) of the call starting at batch ``first``."""
+        if self.timing:
+            self.cap = self.n_threads
+            return first + 1, self.cap
+        steps = self.policy.steps_for_next_chunk(self.steps, self.n_threads)
+        self.cap = self.policy.cap_for_next_chunk(self.n_threads)
+        return min(self.n_batches, first + steps), self.cap
+
+    def record(self, seconds, samples, steps):
+        if not self.timing:   # the timing call's cold caches and fresh buffers: no probe
+            self.policy.record(self.cap, self.n_threads, seconds, samples, steps)
+        self.timing = False
+        self.steps = _chunk_steps(seconds / max(steps, 1), self.n_batches)
 
 
 class _ThreadsPolicy:

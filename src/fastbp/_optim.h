@@ -1,0 +1,158 @@
+/* The optimizers' update passes over the flat parameter buffer (see _optim.pyx), float32
+ * and float64, vectorizable (gcc/clang auto-vectorize these at -O3, one clone per ISA). */
+#ifndef FASTBP_OPTIM_H
+#define FASTBP_OPTIM_H
+#include "_simd_common.h"
+
+/* Optimizer-state flush (subnormal -> 0, as decaying state must not reach the slow
+ * subnormals) and the non-finite test of an updated parameter (exponent bits). */
+static inline float fbp_flush_f32(float x) {
+    return (x >= 1.17549435e-38f || x <= -1.17549435e-38f) ? x : 0.0f;
+}
+static inline double fbp_flush_f64(double x) {
+    return (x >= 2.2250738585072014e-308 || x <= -2.2250738585072014e-308) ? x : 0.0;
+}
+static inline unsigned int fbp_nonfinite_f32(float x) {
+    unsigned int u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+static inline unsigned int fbp_nonfinite_f64(double x) {
+    unsigned long long u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+}
+
+/* SGD momentum when the products left buf = mu*buf + g (see _optim.momentum_step):
+ * d = buf + wd*p; buf = keep*d flushed; p -= lr*d. Raises *pmax, *bmax to the bits of the
+ * largest new |p| and |buf| (sign cleared; >= the bits of inf for NaN/inf). Returns 1 if
+ * every new p is finite. */
+#define FBP_MOMENTUM(NAME, T, UT, SFX, ABS, INF)                                            \
+FBP_CLONES static int NAME(T *restrict p, T *restrict buf, ptrdiff_t n, T lr, T wd,        \
+                           T keep, UT *pmax, UT *bmax) {                                    \
+    UT mp = 0, mb = 0;                                                                      \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        T d = buf[i] + wd * p[i];                                                           \
+        T b = keep * d;          /* max of |b| before the flush: then it vectorizes */      \
+        T q = p[i] - lr * d;                                                                \
+        UT ub, uq;                                                                          \
+        buf[i] = fbp_flush_##SFX(b);                                                        \
+        p[i] = q;                                                                           \
+        memcpy(&ub, &b, sizeof ub);                                                         \
+        memcpy(&uq, &q, sizeof uq);                                                         \
+        ub &= ABS;                                                                          \
+        uq &= ABS;                                                                          \
+        mb = ub > mb ? ub : mb;                                                             \
+        mp = uq > mp ? uq : mp;                                                             \
+    }                                                                                       \
+    if (mp > *pmax) *pmax = mp;                                                             \
+    if (mb > *bmax) *bmax = mb;                                                             \
+    return mp < INF;                                                                        \
+}
+FBP_MOMENTUM(fbp_momentum_f32, float, unsigned int, f32, 0x7fffffffu, 0x7f800000u)
+FBP_MOMENTUM(fbp_momentum_f64, double, unsigned long long, f64, 0x7fffffffffffffffull,
+             0x7ff0000000000000ull)
+/* The optimizer updates below (see _optim._fused_block) share one loop: old p copied to
+ * bk, BODY turns pi into the new value (reading and writing the state), new p stored and
+ * checked. Each returns 1 if every new p is finite. One loop per mode, so each vectorizes. */
+#define FBP_STEP_LOOP(T, SFX, BODY)                                                        \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                    \
+        T pi = p[i];                                                                       \
+        bk[i] = pi;                                                                        \
+        BODY                                                                               \
+        p[i] = pi;                                                                         \
+        bad |= fbp_nonfinite_##SFX(pi);                                                    \
+    }
+
+/* Adam: m, v flushed; p -= step * m / (sqrt(v) / bc2s + eps). */
+#define FBP_ADAM(NAME, T, SFX, SQRT)                                                       \
+FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict m,              \
+                           T *restrict v, T *restrict bk, ptrdiff_t n, T step, T wd, T b1, \
+                           T b2, T bc2s, T eps) {                                          \
+    unsigned int bad = 0;                                                                  \
+    FBP_STEP_LOOP(T, SFX,                                                                  \
+        T gi = g[i] + wd * pi;                                                             \
+        T mi = fbp_flush_##SFX(b1 * m[i] + (1 - b1) * gi);                                 \
+        T vi = fbp_flush_##SFX(b2 * v[i] + (1 - b2) * gi * gi);                            \
+        m[i] = mi;                                                                         \
+        v[i] = vi;                                                                         \
+        pi = pi - step * mi / (SQRT(vi) / bc2s + eps);)                                    \
+    return bad == 0;                                                                       \
+}
+FBP_ADAM(fbp_adam_f32, float, f32, sqrtf)
+FBP_ADAM(fbp_adam_f64, double, f64, sqrt)
+
+/* SGD as torch.optim.SGD. mode 0: no momentum, p -= lr*(g + wd*p); 1: the first step with
+ * momentum, s = g + wd*p; 2: heavy ball, s = mu*s + g + wd*p flushed, p -= lr*s;
+ * Nesterov steps (modes 1 and 2) take p -= lr*(gi + mu*s). */
+#define FBP_SGD(NAME, T, SFX)                                                              \
+FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict s,              \
+                           T *restrict bk, ptrdiff_t n, T lr, T wd, T mu, int mode,        \
+                           int nesterov) {                                                 \
+    unsigned int bad = 0;                                                                  \
+    if (mode == 0) {                                                                       \
+        FBP_STEP_LOOP(T, SFX, pi = pi - lr * (g[i] + wd * pi);)                            \
+    } else if (mode == 1) {                                                                \
+        FBP_STEP_LOOP(T, SFX,                                                              \
+            T gi = g[i] + wd * pi;                                                         \
+            s[i] = gi;                                                                     \
+            pi = pi - lr * (nesterov ? gi + mu * gi : gi);)                                \
+    } else if (nesterov) {                                                                 \
+        FBP_STEP_LOOP(T, SFX,                                                              \
+            T gi = g[i] + wd * pi;                                                         \
+            T si = fbp_flush_##SFX(mu * s[i] + gi);                                        \
+            s[i] = si;                                                                     \
+            pi = pi - lr * (gi + mu * si);)                                                \
+    } else {                                                                               \
+        FBP_STEP_LOOP(T, SFX,                                                              \
+            T d = fbp_flush_##SFX(mu * s[i] + g[i] + wd * pi);                             \
+            s[i] = d;                                                                      \
+            pi = pi - lr * d;)                                                             \
+    }                                                                                      \
+    return bad == 0;                                                                       \
+}
+FBP_SGD(fbp_sgd_f32, float, f32)
+FBP_SGD(fbp_sgd_f64, double, f64)
+
+/* SGD in velocity form: v = mu*v - lr*(g + wd*p) flushed; p += v (Nesterov: mu*v - lr*gi) */
+#define FBP_VELOCITY(NAME, T, SFX)                                                         \
+FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict v,              \
+                           T *restrict bk, ptrdiff_t n, T lr, T wd, T mu, int nesterov) {  \
+    unsigned int bad = 0;                                                                  \
+    FBP_STEP_LOOP(T, SFX,                                                                  \
+        T gi = g[i] + wd * pi;                                                             \
+        T vi = fbp_flush_##SFX(mu * v[i] - lr * gi);                                       \
+        v[i] = vi;                                                                         \
+        pi = pi + (nesterov ? mu * vi - lr * gi : vi);)                                    \
+    return bad == 0;                                                                       \
+}
+FBP_VELOCITY(fbp_velocity_f32, float, f32)
+FBP_VELOCITY(fbp_velocity_f64, double, f64)
+
+/* RMSprop as torch.optim.RMSprop: s = alpha*s + (1-alpha)*gi^2 flushed,
+ * d = gi / (sqrt(s) + eps); with momentum b = mu*b + d flushed, d = b; p -= lr*d */
+#define FBP_RMSPROP(NAME, T, SFX, SQRT)                                                    \
+FBP_CLONES static int NAME(T *restrict p, const T *restrict g, T *restrict s,              \
+                           T *restrict b, T *restrict bk, ptrdiff_t n, T lr, T wd,         \
+                           T alpha, T eps, T mu) {                                         \
+    unsigned int bad = 0;                                                                  \
+    if (mu != 0) {                                                                         \
+        FBP_STEP_LOOP(T, SFX,                                                              \
+            T gi = g[i] + wd * pi;                                                         \
+            T si = fbp_flush_##SFX(alpha * s[i] + (1 - alpha) * gi * gi);                  \
+            s[i] = si;                                                                     \
+            T bi = fbp_flush_##SFX(mu * b[i] + gi / (SQRT(si) + eps));                     \
+            b[i] = bi;                                                                     \
+            pi = pi - lr * bi;)                                                            \
+    } else {                                                                               \
+        FBP_STEP_LOOP(T, SFX,                                                              \
+            T gi = g[i] + wd * pi;                                                         \
+            T si = fbp_flush_##SFX(alpha * s[i] + (1 - alpha) * gi * gi);                  \
+            s[i] = si;                                                                     \
+            pi = pi - lr * (gi / (SQRT(si) + eps));)                                       \
+    }                                                                                      \
+    return bad == 0;                                                                       \
+}
+FBP_RMSPROP(fbp_rmsprop_f32, float, f32, sqrtf)
+FBP_RMSPROP(fbp_rmsprop_f64, double, f64, sqrt)
+#endif
