@@ -308,12 +308,10 @@ class _ThreadsPolicy:
     but no more than PROBE_SECONDS take at the n-thread pace, with one; the faster per
     sample wins until the next probe, if it beats the current choice by PROBE_MARGIN (a
     shared machine's chunks differ by 20% from noise alone; a busy core makes n threads
-    several times slower). (A probe of a whole 0.2 s chunk made W3's epochs of 16 slow
-    batches up to a quarter longer; at 50 ms per chunk the fixed cost of a chunk, tens of
-    microseconds, still does not count.) The first timed chunk of a Trainer is not used:
-    it pays for starting the threads and first touching the buffers (W1 at 2 threads: 14k
-    samples/s against 33k after, which made the first probes pick 1 thread for several
-    epochs). Each probe that confirms the choice doubles the interval (PROBE_EVERY up to
+    several times slower). The probe is short so that it costs little when 1 thread is the
+    slower. The first timed chunk of a Trainer is not used: it pays for starting the
+    threads and first touching the buffers (bench/README.md has the measurements behind
+    these choices). Each probe that confirms the choice doubles the interval (PROBE_EVERY up to
     PROBE_EVERY_MAX), a changed choice resets it, so a probe misled by a burst of load is
     soon corrected while a settled choice costs little. The work is split by n_threads
     either way, so the weights do not depend on the choice.
