@@ -1,5 +1,5 @@
 """fastbp: fast backpropagation for multilayer perceptrons on the CPU."""
-__version__ = "0.1.0"
+from ._version import __version__
 
 from . import activations, initializers, losses, optimizers, schedules, callbacks, diagnostics
 from . import datasets, pretrain

@@ -5,6 +5,8 @@ import time
 
 import numpy as np
 
+from ._version import __version__
+
 
 def _demo(args):
     import fastbp
@@ -52,6 +54,7 @@ def _info(args):
 
 def build_parser():
     p = argparse.ArgumentParser(prog="fastbp", description="Fast backpropagation for MLPs.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="train a network on the shipped digits data")
     d.add_argument("--epochs", type=int, default=40)
