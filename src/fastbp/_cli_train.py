@@ -1,23 +1,13 @@
 """``fastbp train`` and ``fastbp predict``: train on a CSV/.npz file, predict from a saved model.
 
-A trained model is two files written side by side:
-
-* ``MODEL`` (e.g. ``model.fbp``): the network, written by ``Network.save`` (loadable on its
-  own with ``fastbp.Network.load``);
-* ``MODEL.json`` (e.g. ``model.fbp.json``): what ``predict`` needs besides the weights:
-  the task, feature names, standardization statistics, class names, target name, and the
-  SHA-256 of ``MODEL`` so that a network and a metadata file from different runs are
-  never paired by mistake.
-
-Both files are written atomically (temporary file + ``os.replace``). ``load_model(path)``
-reads the pair back from Python.
+``train`` saves the network and its JSON metadata side by side (``MODEL`` and
+``MODEL.json``, see :mod:`fastbp.models`); ``predict`` reads them back with
+:func:`fastbp.models.load_model`.
 """
 import argparse
 import csv
 import gzip
-import hashlib
 import io
-import json
 import math
 import os
 import sys
@@ -27,12 +17,10 @@ import zipfile
 import numpy as np
 
 from ._files import atomic_write
+from .models import META_SUFFIX, TrainedModel, load_model
 
-__all__ = ["add_commands", "load_model", "TrainedModel", "read_table"]
+__all__ = ["add_commands"]
 
-META_SUFFIX = ".json"
-META_FORMAT = "fastbp-model"
-META_VERSION = 1
 AUTO_MAX_CLASSES = 20          # --task auto: integral targets with at most this many values
 _RELU_LIKE = ("relu", "leaky_relu", "elu", "silu", "swish", "gelu")
 
@@ -383,18 +371,7 @@ def _encode_classes(values):
     return names, labels.astype(np.int64).reshape(-1)
 
 
-# ---- model files ---------------------------------------------------------------------------
-
-
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
+# ---- train ---------------------------------------------------------------------------------
 
 def _check_output_path(path, data_path=None):
     """Fail before training, not after it, when the model cannot be written."""
@@ -411,113 +388,6 @@ def _check_output_path(path, data_path=None):
             if os.path.exists(p) and os.path.samefile(p, data_path):
                 raise ValueError(f"--output {path}: would overwrite the input file {data_path}")
 
-
-class TrainedModel:
-    """A network saved by ``fastbp train`` with its metadata (``load_model(path)``).
-
-    ``transform(X)`` standardizes raw features as in training; ``predict(X)`` gives class
-    names (classification) or values in the target's units (regression); ``predict_proba(X)``
-    the class probabilities. X holds raw features in the training column order.
-    """
-
-    def __init__(self, net, meta, path=None):
-        self.net, self.meta, self.path = net, meta, path
-
-    task = property(lambda self: self.meta["task"])
-    classes = property(lambda self: self.meta.get("classes"))
-    feature_names = property(lambda self: self.meta.get("feature_names"))
-    n_features = property(lambda self: self.meta["n_features"])
-
-    def transform(self, X):
-        X = np.asarray(X, dtype=np.float64)
-        mean, std = self.meta.get("feature_mean"), self.meta.get("feature_std")
-        if mean is not None:
-            X = (X - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
-        return np.ascontiguousarray(X, dtype=self.net.dtype)
-
-    def outputs(self, X):
-        """Network outputs for raw features X: probabilities, or regression values in the
-        target's units (float64 when the targets were standardized)."""
-        out = self.net.predict(self.transform(X))
-        if self.task == "regression" and self.meta.get("target_mean") is not None:
-            out = (out.astype(np.float64) * np.asarray(self.meta["target_std"], np.float64)
-                   + np.asarray(self.meta["target_mean"], np.float64))
-        return out
-
-    def predict_proba(self, X):
-        if self.task != "classification":
-            raise ValueError("predict_proba: this is a regression model")
-        return self.outputs(X)
-
-    def predict(self, X):
-        out = self.outputs(X)
-        if self.task == "classification":
-            return np.array(self.classes, dtype=object)[out.argmax(axis=1)]
-        return out[:, 0] if out.shape[1] == 1 else out
-
-
-def _save_model(path, net, meta):
-    """Network to ``path`` (Network.save, atomic) and metadata to ``path.json`` (atomic);
-    the metadata records the network file's SHA-256."""
-    net.save(path)
-    meta = dict(meta, network_sha256=_sha256(path))
-    atomic_write(path + META_SUFFIX, (json.dumps(meta, indent=1) + "\n").encode())
-
-
-def load_model(path):
-    """Read a model written by ``fastbp train`` (MODEL and MODEL.json) -> TrainedModel."""
-    import fastbp
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such model file")
-    meta_path = path + META_SUFFIX
-    if path.endswith(META_SUFFIX) and os.path.exists(path[:-len(META_SUFFIX)]):
-        raise ValueError(f"{path}: give the network file {path[:-len(META_SUFFIX)]} as MODEL, "
-                         f"not its {META_SUFFIX} metadata")
-    if not os.path.exists(meta_path):
-        raise FileNotFoundError(f"{meta_path}: the model's metadata file is missing (`fastbp "
-                                f"train` writes MODEL and MODEL{META_SUFFIX} side by side)")
-    try:
-        with open(meta_path, "rb") as f:
-            meta = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{meta_path}: corrupt model metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
-        raise ValueError(f"{meta_path}: not a fastbp model metadata file")
-    if meta.get("version") != META_VERSION:
-        raise ValueError(f"{meta_path}: metadata version {meta.get('version')!r} is not "
-                         f"supported (this fastbp reads version {META_VERSION})")
-    net = fastbp.Network.load(path)
-    if meta.get("network_sha256") != _sha256(path):
-        raise ValueError(f"{path}: the network file does not match its metadata "
-                         f"{meta_path} (they come from different training runs)")
-    try:
-        _check_meta(meta, net)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{meta_path}: corrupt model metadata ({e})") from None
-    return TrainedModel(net, meta, path)
-
-
-def _check_meta(meta, net):
-    d = meta["n_features"]
-    if d != net.n_inputs:
-        raise ValueError(f"n_features {d} != network inputs {net.n_inputs}")
-    if meta["feature_names"] is not None and len(meta["feature_names"]) != d:
-        raise ValueError("feature_names has the wrong length")
-    for key in ("feature_mean", "feature_std"):
-        if meta[key] is not None and len(meta[key]) != d:
-            raise ValueError(f"{key} has the wrong length")
-    if meta["task"] == "classification":
-        if len(meta["classes"]) != net.n_outputs:
-            raise ValueError(f"{len(meta['classes'])} classes != network outputs {net.n_outputs}")
-    elif meta["task"] == "regression":
-        if len(meta["target_names"]) != net.n_outputs:
-            raise ValueError("target_names has the wrong length")
-    else:
-        raise ValueError(f"unknown task {meta['task']!r}")
-
-
-# ---- train ---------------------------------------------------------------------------------
 
 def _load_training_data(args):
     """Raw features X (float64), target, and the metadata describing the layout."""
@@ -629,8 +499,7 @@ def _train(args):
     else:
         task, why = _decide_task(args.task, y, numeric)
 
-    meta = {"format": META_FORMAT, "version": META_VERSION, "task": task, **info,
-            "n_features": d}
+    meta = {"task": task, **info, "n_features": d}
     if task == "classification":
         classes, labels = _encode_classes(y)
         if len(classes) < 2:
@@ -747,7 +616,7 @@ def _train(args):
                         "activation": args.activation, "seed": args.seed,
                         "validation_split": frac, "result": metric,
                         "fastbp_version": fastbp.__version__}
-    _save_model(args.output, net, meta)
+    model.save(args.output)
     print(f"saved model to {args.output} (+ {args.output}{META_SUFFIX})")
     return 0
 
@@ -764,7 +633,8 @@ def _prediction_features(model, args):
     table = read_table(path, args.delimiter)
     names = meta["feature_names"]
     header = table.header
-    skip = set(meta.get("ignored_columns") or ()) | {meta["target"]}
+    target = meta.get("target")   # absent from models saved from Python without one
+    skip = set(meta.get("ignored_columns") or ()) | {target}
     extra_ignored = {header[_column_index(table, c, "--ignore")] for c in args.ignore}
     if names is None:   # trained on a .npz file: columns in order
         cols = [j for j, h in enumerate(header) if h not in extra_ignored]
@@ -784,9 +654,10 @@ def _prediction_features(model, args):
     known = set(names) | skip | extra_ignored
     unknown = [h for h in header if h not in known]
     if unknown:
+        plus = f" (plus optionally the target {target!r})" if target is not None else ""
         raise ValueError(f"{path}: {len(header)} columns, the model expects its {d} feature "
-                         f"columns (plus optionally the target {meta['target']!r}); unexpected "
-                         f"column(s) {_names(unknown)} (skip them with --ignore)")
+                         f"columns{plus}; unexpected column(s) {_names(unknown)} (skip them "
+                         "with --ignore)")
     return table.numeric([header.index(f) for f in names], "feature column")
 
 
