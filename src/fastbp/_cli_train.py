@@ -16,8 +16,15 @@ import zipfile
 
 import numpy as np
 
+from ._config import get_num_threads, num_threads
 from ._files import atomic_write
+from ._validation import check_number, check_positive_int
+from ._version import __version__
+from .callbacks import EarlyStopping
+from .datasets import train_test_split
 from .models import META_SUFFIX, TrainedModel, load_model
+from .network import Network
+from .trainer import Trainer, TrainingDiverged
 
 __all__ = ["add_commands"]
 
@@ -371,6 +378,33 @@ def _encode_classes(values):
     return names, labels.astype(np.int64).reshape(-1)
 
 
+def _encode_targets(args, y, numeric, target):
+    """Decide the task and encode the target for the network.
+
+    Returns ``(task, why, Y, fields)``: ``why`` says why ``--task auto`` chose the task (None
+    when --task named it), ``Y`` is int64 class labels (n,) or float64 values (n, k), and
+    ``fields`` the metadata naming the classes or the regression outputs.
+    """
+    if y.ndim == 2:
+        if args.task == "classification":
+            raise ValueError(f"{args.file}: classification needs a 1-D target of class labels, "
+                             f"got shape {y.shape}")
+        task, why = "regression", (None if args.task == "regression"
+                                   else f"{y.shape[1]} target columns")
+    else:
+        task, why = _decide_task(args.task, y, numeric)
+    if task == "classification":
+        classes, labels = _encode_classes(y)
+        if len(classes) < 2:
+            raise ValueError(f"{args.file}: the target {target!r} has a single class "
+                             f"({classes[0]!r}); classification needs at least 2")
+        return task, why, labels, {"classes": classes}
+    Y = numeric.reshape(len(y), -1)
+    k = Y.shape[1]
+    names = [target] if k == 1 else [f"{target}_{j}" for j in range(k)]
+    return task, why, Y, {"target_names": names}
+
+
 # ---- train ---------------------------------------------------------------------------------
 
 def _check_output_path(path, data_path=None):
@@ -389,10 +423,28 @@ def _check_output_path(path, data_path=None):
                 raise ValueError(f"--output {path}: would overwrite the input file {data_path}")
 
 
+def _check_train_args(args):
+    """Check the options and the input and output paths before reading any data; returns
+    the validation fraction."""
+    check_positive_int(args.epochs, "--epochs", minimum=1)
+    frac = check_number(args.validation_split, "--validation-split", 0.0, 1.0, high_open=True)
+    for h in args.hidden:
+        check_positive_int(h, "--hidden sizes")
+    if args.patience is not None:
+        check_positive_int(args.patience, "--patience", minimum=0)
+        if frac == 0:
+            raise ValueError("--patience needs a validation split (--validation-split > 0)")
+    if args.batch_size is not None:
+        check_positive_int(args.batch_size, "--batch-size", minimum=0)
+    _check_file(args.file)
+    _check_output_path(args.output, args.file)
+    return frac
+
+
 def _load_training_data(args):
-    """Raw features X (float64), target, and the metadata describing the layout."""
+    """``(X, y, numeric, info)``: the raw features (float64), the target as read, its float64
+    values (None when some value is not a number) and the metadata describing the layout."""
     path = args.file
-    _check_file(path)
     if _is_npz(path):
         if args.ignore:
             raise ValueError("--ignore applies to CSV files (a .npz file holds X and y)")
@@ -446,178 +498,164 @@ def _load_training_data(args):
     return X, y, numeric, info
 
 
-def _split(n, fraction, labels, seed):
-    """Training and validation row indices (stratified by class when labels are given)."""
-    rng = np.random.default_rng(seed)
+def _split(path, X, Y, fraction, stratify, seed):
+    """``(X_train, X_val, Y_train, Y_val)``: ``fraction`` of the samples held out for
+    validation, stratified by class when ``stratify``; none held out when it is 0."""
     if fraction == 0:
-        return np.arange(n), np.arange(0)
-    if labels is not None:
-        val = []
-        for c in np.unique(labels):
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            val.extend(idx[:int(round(fraction * idx.size))])
-        val = np.sort(np.asarray(val, dtype=np.int64))
-    else:
-        val = np.sort(rng.permutation(n)[:int(round(fraction * n))])
-    mask = np.ones(n, bool)
-    mask[val] = False
-    return np.flatnonzero(mask), val
+        return X, X[:0], Y, Y[:0]
+    X_train, X_val, Y_train, Y_val = train_test_split(X, Y, test_fraction=fraction, seed=seed,
+                                                      stratify=stratify)
+    if len(X_train) == 0:
+        raise ValueError(f"{path}: no training samples left after the validation split "
+                         f"({len(X)} samples, --validation-split {fraction})")
+    return X_train, X_val, Y_train, Y_val
 
 
-def _stats(A):
+def _mean_std(A, standardize):
+    """Column means and standard deviations of A as lists (std 1 for a constant column), or
+    ``(None, None)`` without standardization."""
+    if not standardize:
+        return None, None
     mean = A.mean(axis=0)
     std = A.std(axis=0)
-    std[~(std > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0   # constant columns
-    return mean, std
+    std[~(std > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+    return mean.tolist(), std.tolist()
 
 
-def _train(args):
-    import fastbp
-    from ._validation import check_number, check_positive_int
-    t_start = time.perf_counter()
-    check_positive_int(args.epochs, "--epochs", minimum=1)
-    frac = check_number(args.validation_split, "--validation-split", 0.0, 1.0, high_open=True)
-    for h in args.hidden:
-        check_positive_int(h, "--hidden sizes")
-    if args.patience is not None:
-        check_positive_int(args.patience, "--patience", minimum=0)
-        if frac == 0:
-            raise ValueError("--patience needs a validation split (--validation-split > 0)")
-    if args.batch_size is not None:
-        check_positive_int(args.batch_size, "--batch-size", minimum=0)
-    _check_file(args.file)
-    _check_output_path(args.output, args.file)
-
-    X, y, numeric, info = _load_training_data(args)
-    n, d = X.shape
-    if y.ndim == 2:
-        if args.task == "classification":
-            raise ValueError(f"{args.file}: classification needs a 1-D target of class labels, "
-                             f"got shape {y.shape}")
-        task, why = "regression", (None if args.task == "regression"
-                                   else f"{y.shape[1]} target columns")
+def _build(args, meta):
+    """The untrained model for ``meta``, its Trainer and the callbacks (early stopping)."""
+    if meta["task"] == "classification":
+        output, loss, k = "softmax", "cross_entropy", len(meta["classes"])
     else:
-        task, why = _decide_task(args.task, y, numeric)
-
-    meta = {"task": task, **info, "n_features": d}
-    if task == "classification":
-        classes, labels = _encode_classes(y)
-        if len(classes) < 2:
-            raise ValueError(f"{args.file}: the target {info['target']!r} has a single class "
-                             f"({classes[0]!r}); classification needs at least 2")
-        Y, k = labels, len(classes)
-        meta["classes"] = classes
-    else:
-        Y = numeric.reshape(n, -1)
-        k = Y.shape[1]
-        meta["target_names"] = ([info["target"]] if k == 1
-                                else [f"{info['target']}_{j}" for j in range(k)])
-
-    tr, va = _split(n, frac, Y if task == "classification" else None, args.seed)
-    if tr.size == 0:
-        raise ValueError(f"{args.file}: no training samples left after the validation split "
-                         f"({n} samples, --validation-split {frac})")
-    Xtr, Ytr = X[tr], Y[tr]
-    if args.standardize:
-        mean, std = _stats(Xtr)
-        meta["feature_mean"], meta["feature_std"] = mean.tolist(), std.tolist()
-    else:
-        meta["feature_mean"] = meta["feature_std"] = None
-    if task == "regression":
-        if args.standardize:
-            ymean, ystd = _stats(Ytr)
-            meta["target_mean"], meta["target_std"] = ymean.tolist(), ystd.tolist()
-        else:
-            meta["target_mean"] = meta["target_std"] = None
-
-    net_out, loss = ("softmax", "cross_entropy") if task == "classification" else ("identity",
-                                                                                   "mse")
+        output, loss, k = "identity", "mse", len(meta["target_names"])
     init = args.init
     if init == "auto":
         init = "he_normal" if args.activation.lower() in _RELU_LIKE else "glorot_uniform"
-    sizes = [d, *args.hidden, k]
-    net = fastbp.Network(sizes, activation=args.activation, output=net_out, init=init,
-                         dtype=args.dtype, seed=args.seed)
-    model = TrainedModel(net, meta)
-
-    def targets(rows):
-        if task == "classification":
-            return Y[rows]
-        out = Y[rows]
-        if meta.get("target_mean") is not None:
-            out = (out - np.asarray(meta["target_mean"])) / np.asarray(meta["target_std"])
-        return out.astype(net.dtype)
-
+    net = Network([meta["n_features"], *args.hidden, k], activation=args.activation,
+                  output=output, init=init, dtype=args.dtype, seed=args.seed)
     batch = args.batch_size
     if batch is None:
         batch = None if args.optimizer in ("rprop", "quickprop") else 32
     elif batch == 0:
         batch = None
-    trainer = fastbp.Trainer(net, loss=loss, optimizer=args.optimizer, lr=args.lr,
-                             momentum=args.momentum, weight_decay=args.weight_decay,
-                             batch_size=batch, n_threads=args.threads, seed=args.seed)
-    Xtr_s = model.transform(Xtr)
-    validation = (model.transform(X[va]), targets(va)) if va.size else None
+    trainer = Trainer(net, loss=loss, optimizer=args.optimizer, lr=args.lr,
+                      momentum=args.momentum, weight_decay=args.weight_decay, batch_size=batch,
+                      n_threads=args.threads, seed=args.seed)
     callbacks = []
     if args.patience is not None:
-        callbacks.append(fastbp.EarlyStopping("val_loss", patience=args.patience,
-                                              restore_best_weights=True))
+        callbacks.append(EarlyStopping("val_loss", patience=args.patience,
+                                       restore_best_weights=True))
+    return TrainedModel(net, meta), trainer, callbacks
 
-    what = (f"classification, {k} classes" if task == "classification"
+
+def _network_targets(model, Y):
+    """Targets as the network learns them: class labels, or values standardized with the
+    model's target statistics, in the network's dtype."""
+    if model.task == "classification":
+        return Y
+    if model.meta["target_mean"] is not None:
+        Y = (Y - np.asarray(model.meta["target_mean"])) / np.asarray(model.meta["target_std"])
+    return Y.astype(model.net.dtype)
+
+
+def _print_plan(args, model, trainer, why, n_train, n_val):
+    """The two lines that say what will be trained, on what, and how."""
+    net, meta = model.net, model.meta
+    k = net.n_outputs
+    what = (f"classification, {k} classes" if model.task == "classification"
             else f"regression, {k} output{'s' if k > 1 else ''}")
-    print(f"fastbp train: {args.file}: {n} samples, {d} features, target {info['target']!r} "
-          f"-> {what}" + (f" (auto: {why})" if why else ""))
+    print(f"fastbp train: {args.file}: {n_train + n_val} samples, {net.n_inputs} features, "
+          f"target {meta['target']!r} -> {what}" + (f" (auto: {why})" if why else ""))
     hidden = f"{args.activation}+" if args.hidden else "no hidden layer, "
-    print(f"network {sizes} {hidden}{net_out}, {net.dtype.name}, loss {loss}, "
-          f"{args.optimizer} lr={trainer.optimizer.lr:g}, "
+    batch = trainer.batch_size
+    print(f"network {list(net.layer_sizes)} {hidden}{net.activations[-1]}, {net.dtype.name}, "
+          f"loss {trainer.loss}, {args.optimizer} lr={trainer.optimizer.lr:g}, "
           f"batch {batch if batch is not None else 'full'}, {args.epochs} epochs, "
-          f"{tr.size} train / {va.size} validation samples, "
+          f"{n_train} train / {n_val} validation samples, "
           f"{'standardized' if args.standardize else 'raw'} features, "
-          f"{args.threads or fastbp.get_num_threads()} thread(s)")
+          f"{args.threads or get_num_threads()} thread(s)")
     sys.stdout.flush()
-    t_fit = time.perf_counter()
+
+
+def _fit(args, trainer, callbacks, train, validation):
+    """Train with a progress bar (unless --quiet); ``(history, seconds)``, history None after
+    printing why there is no model to save."""
+    t0 = time.perf_counter()
     try:
-        history = trainer.fit(Xtr_s, targets(tr), epochs=args.epochs, validation_data=validation,
+        history = trainer.fit(*train, epochs=args.epochs, validation_data=validation,
                               verbose=not args.quiet, callbacks=callbacks)
-    except fastbp.TrainingDiverged as e:
+    except TrainingDiverged as e:
         print(f"fastbp train: error: {e}; the model was not saved", file=sys.stderr)
-        return 1
-    t_fit = time.perf_counter() - t_fit
+        return None, 0.0
+    seconds = time.perf_counter() - t0
     if history.interrupted:
         print(f"training interrupted after {len(history)} epoch(s); saving the model as it is")
     if len(history) == 0:
         print("fastbp train: error: interrupted before the first epoch finished; the model "
               "was not saved", file=sys.stderr)
-        return 1
+        return None, seconds
+    return history, seconds
 
-    # final summary, measured on the saved model's own path (raw features in, units out)
-    rate = float(np.median(history.samples_per_second))
-    rows, split = (va, "validation") if va.size else (tr, "training")
-    if task == "classification":
-        pred = model.outputs(X[rows]).argmax(axis=1)
-        metric = f"{split} accuracy {100 * float((pred == Y[rows]).mean()):.2f}%"
-    else:
-        err = model.outputs(X[rows]) - Y[rows]
-        rmse = float(np.sqrt(np.mean(err ** 2)))
-        var = float(np.mean((Y[rows] - Y[rows].mean(axis=0)) ** 2))
-        metric = f"{split} RMSE {rmse:.6g}" + (f" (R² {1 - rmse ** 2 / var:.4f})" if var > 0
-                                               else "")
+
+def _score(model, X_train, Y_train, X_val, Y_val):
+    """"validation accuracy 91.25%", "training RMSE 0.1 (R² 0.9)"...: measured on the
+    validation split (the training split when there is none) through the model as it is
+    saved, raw features in and predictions in the target's units."""
+    split, X, Y = ("validation", X_val, Y_val) if len(X_val) else ("training", X_train, Y_train)
+    out = model.outputs(X)
+    if model.task == "classification":
+        return f"{split} accuracy {100 * float((out.argmax(axis=1) == Y).mean()):.2f}%"
+    rmse = float(np.sqrt(np.mean((out - Y) ** 2)))
+    var = float(np.mean((Y - Y.mean(axis=0)) ** 2))
+    return f"{split} RMSE {rmse:.6g}" + (f" (R² {1 - rmse ** 2 / var:.4f})" if var > 0 else "")
+
+
+def _print_result(metric, history, callbacks, seconds, t_start):
+    """The closing line: the score, epochs run (and early stopping), speed and times."""
     stopped = ""
-    if args.patience is not None and callbacks[0].stopped_epoch is not None:
-        stopped = (f" (early stop; best epoch {callbacks[0].best_epoch + 1} "
-                   f"weights kept)")
+    if callbacks and callbacks[0].stopped_epoch is not None:
+        stopped = f" (early stop; best epoch {callbacks[0].best_epoch + 1} weights kept)"
     epochs = f"{len(history)} epoch{'s' if len(history) != 1 else ''}"
-    print(f"final {metric} after {epochs}{stopped}; training {t_fit:.2f} s "
+    rate = float(np.median(history.samples_per_second))
+    print(f"final {metric} after {epochs}{stopped}; training {seconds:.2f} s "
           f"({rate:,.0f} samples/s), total {time.perf_counter() - t_start:.2f} s")
 
-    meta["training"] = {"file": os.path.abspath(args.file), "epochs": len(history),
-                        "optimizer": args.optimizer, "lr": trainer.optimizer.lr,
-                        "batch_size": batch, "hidden": list(args.hidden),
-                        "activation": args.activation, "seed": args.seed,
-                        "validation_split": frac, "result": metric,
-                        "fastbp_version": fastbp.__version__}
+
+def _save(args, model, trainer, history, frac, metric):
+    """Record how the model was trained in its metadata, then write MODEL and MODEL.json."""
+    model.meta["training"] = {"file": os.path.abspath(args.file), "epochs": len(history),
+                              "optimizer": args.optimizer, "lr": trainer.optimizer.lr,
+                              "batch_size": trainer.batch_size, "hidden": list(args.hidden),
+                              "activation": args.activation, "seed": args.seed,
+                              "validation_split": frac, "result": metric,
+                              "fastbp_version": __version__}
     model.save(args.output)
     print(f"saved model to {args.output} (+ {args.output}{META_SUFFIX})")
+
+
+def _train(args):
+    t_start = time.perf_counter()
+    frac = _check_train_args(args)
+    X, y, numeric, info = _load_training_data(args)
+    task, why, Y, target_fields = _encode_targets(args, y, numeric, info["target"])
+    X_train, X_val, Y_train, Y_val = _split(args.file, X, Y, frac, task == "classification",
+                                            args.seed)
+    meta = {"task": task, **info, "n_features": X.shape[1], **target_fields}
+    meta["feature_mean"], meta["feature_std"] = _mean_std(X_train, args.standardize)
+    if task == "regression":
+        meta["target_mean"], meta["target_std"] = _mean_std(Y_train, args.standardize)
+    model, trainer, callbacks = _build(args, meta)
+
+    _print_plan(args, model, trainer, why, len(X_train), len(X_val))
+    train = model.transform(X_train), _network_targets(model, Y_train)
+    validation = ((model.transform(X_val), _network_targets(model, Y_val)) if len(X_val)
+                  else None)
+    history, seconds = _fit(args, trainer, callbacks, train, validation)
+    if history is None:
+        return 1
+    metric = _score(model, X_train, Y_train, X_val, Y_val)
+    _print_result(metric, history, callbacks, seconds, t_start)
+    _save(args, model, trainer, history, frac, metric)
     return 0
 
 
@@ -662,7 +700,6 @@ def _prediction_features(model, args):
 
 
 def _predict(args):
-    import fastbp
     model = load_model(args.model)
     if args.proba and model.task != "classification":
         raise ValueError("--proba needs a classification model; this one is a regression model")
@@ -672,7 +709,7 @@ def _predict(args):
             if os.path.exists(args.output) and os.path.samefile(args.output, p):
                 raise ValueError(f"--output {args.output}: would overwrite {p}")
     X = _prediction_features(model, args)
-    with fastbp.num_threads(args.threads):
+    with num_threads(args.threads):
         out = model.outputs(X)
     fmt = "%.9g" if out.dtype == np.float32 else "%r"   # both round-trip exactly
     buf = io.StringIO()
