@@ -337,3 +337,10 @@ def test_demo_and_info(capsys):
     assert rc == 0 and "test accuracy" in out
     rc, out, _ = run(capsys, "info")
     assert rc == 0 and "OpenMP" in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"fastbp {fastbp.__version__}\n"

@@ -1,23 +1,13 @@
 """``fastbp train`` and ``fastbp predict``: train on a CSV/.npz file, predict from a saved model.
 
-A trained model is two files written side by side:
-
-* ``MODEL`` (e.g. ``model.fbp``): the network, written by ``Network.save`` (loadable on its
-  own with ``fastbp.Network.load``);
-* ``MODEL.json`` (e.g. ``model.fbp.json``): what ``predict`` needs besides the weights:
-  the task, feature names, standardization statistics, class names, target name, and the
-  SHA-256 of ``MODEL`` so that a network and a metadata file from different runs are
-  never paired by mistake.
-
-Both files are written atomically (temporary file + ``os.replace``). ``load_model(path)``
-reads the pair back from Python.
+``train`` saves the network and its JSON metadata side by side (``MODEL`` and
+``MODEL.json``, see :mod:`fastbp.models`); ``predict`` reads them back with
+:func:`fastbp.models.load_model`.
 """
 import argparse
 import csv
 import gzip
-import hashlib
 import io
-import json
 import math
 import os
 import sys
@@ -26,13 +16,18 @@ import zipfile
 
 import numpy as np
 
+from ._config import get_num_threads, num_threads
 from ._files import atomic_write
+from ._validation import check_number, check_positive_int
+from ._version import __version__
+from .callbacks import EarlyStopping
+from .datasets import train_test_split
+from .models import META_SUFFIX, TrainedModel, load_model
+from .network import Network
+from .trainer import Trainer, TrainingDiverged
 
-__all__ = ["add_commands", "load_model", "TrainedModel", "read_table"]
+__all__ = ["add_commands"]
 
-META_SUFFIX = ".json"
-META_FORMAT = "fastbp-model"
-META_VERSION = 1
 AUTO_MAX_CLASSES = 20          # --task auto: integral targets with at most this many values
 _RELU_LIKE = ("relu", "leaky_relu", "elu", "silu", "swish", "gelu")
 
@@ -383,18 +378,34 @@ def _encode_classes(values):
     return names, labels.astype(np.int64).reshape(-1)
 
 
-# ---- model files ---------------------------------------------------------------------------
+def _encode_targets(args, y, numeric, target):
+    """Decide the task and encode the target for the network.
+
+    Returns ``(task, why, Y, fields)``: ``why`` says why ``--task auto`` chose the task (None
+    when --task named it), ``Y`` is int64 class labels (n,) or float64 values (n, k), and
+    ``fields`` the metadata naming the classes or the regression outputs.
+    """
+    if y.ndim == 2:
+        if args.task == "classification":
+            raise ValueError(f"{args.file}: classification needs a 1-D target of class labels, "
+                             f"got shape {y.shape}")
+        task, why = "regression", (None if args.task == "regression"
+                                   else f"{y.shape[1]} target columns")
+    else:
+        task, why = _decide_task(args.task, y, numeric)
+    if task == "classification":
+        classes, labels = _encode_classes(y)
+        if len(classes) < 2:
+            raise ValueError(f"{args.file}: the target {target!r} has a single class "
+                             f"({classes[0]!r}); classification needs at least 2")
+        return task, why, labels, {"classes": classes}
+    Y = numeric.reshape(len(y), -1)
+    k = Y.shape[1]
+    names = [target] if k == 1 else [f"{target}_{j}" for j in range(k)]
+    return task, why, Y, {"target_names": names}
 
 
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
+# ---- train ---------------------------------------------------------------------------------
 
 def _check_output_path(path, data_path=None):
     """Fail before training, not after it, when the model cannot be written."""
@@ -412,117 +423,28 @@ def _check_output_path(path, data_path=None):
                 raise ValueError(f"--output {path}: would overwrite the input file {data_path}")
 
 
-class TrainedModel:
-    """A network saved by ``fastbp train`` with its metadata (``load_model(path)``).
+def _check_train_args(args):
+    """Check the options and the input and output paths before reading any data; returns
+    the validation fraction."""
+    check_positive_int(args.epochs, "--epochs", minimum=1)
+    frac = check_number(args.validation_split, "--validation-split", 0.0, 1.0, high_open=True)
+    for h in args.hidden:
+        check_positive_int(h, "--hidden sizes")
+    if args.patience is not None:
+        check_positive_int(args.patience, "--patience", minimum=0)
+        if frac == 0:
+            raise ValueError("--patience needs a validation split (--validation-split > 0)")
+    if args.batch_size is not None:
+        check_positive_int(args.batch_size, "--batch-size", minimum=0)
+    _check_file(args.file)
+    _check_output_path(args.output, args.file)
+    return frac
 
-    ``transform(X)`` standardizes raw features as in training; ``predict(X)`` gives class
-    names (classification) or values in the target's units (regression); ``predict_proba(X)``
-    the class probabilities. X holds raw features in the training column order.
-    """
-
-    def __init__(self, net, meta, path=None):
-        self.net, self.meta, self.path = net, meta, path
-
-    task = property(lambda self: self.meta["task"])
-    classes = property(lambda self: self.meta.get("classes"))
-    feature_names = property(lambda self: self.meta.get("feature_names"))
-    n_features = property(lambda self: self.meta["n_features"])
-
-    def transform(self, X):
-        X = np.asarray(X, dtype=np.float64)
-        mean, std = self.meta.get("feature_mean"), self.meta.get("feature_std")
-        if mean is not None:
-            X = (X - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
-        return np.ascontiguousarray(X, dtype=self.net.dtype)
-
-    def outputs(self, X):
-        """Network outputs for raw features X: probabilities, or regression values in the
-        target's units (float64 when the targets were standardized)."""
-        out = self.net.predict(self.transform(X))
-        if self.task == "regression" and self.meta.get("target_mean") is not None:
-            out = (out.astype(np.float64) * np.asarray(self.meta["target_std"], np.float64)
-                   + np.asarray(self.meta["target_mean"], np.float64))
-        return out
-
-    def predict_proba(self, X):
-        if self.task != "classification":
-            raise ValueError("predict_proba: this is a regression model")
-        return self.outputs(X)
-
-    def predict(self, X):
-        out = self.outputs(X)
-        if self.task == "classification":
-            return np.array(self.classes, dtype=object)[out.argmax(axis=1)]
-        return out[:, 0] if out.shape[1] == 1 else out
-
-
-def _save_model(path, net, meta):
-    """Network to ``path`` (Network.save, atomic) and metadata to ``path.json`` (atomic);
-    the metadata records the network file's SHA-256."""
-    net.save(path)
-    meta = dict(meta, network_sha256=_sha256(path))
-    atomic_write(path + META_SUFFIX, (json.dumps(meta, indent=1) + "\n").encode())
-
-
-def load_model(path):
-    """Read a model written by ``fastbp train`` (MODEL and MODEL.json) -> TrainedModel."""
-    import fastbp
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such model file")
-    meta_path = path + META_SUFFIX
-    if path.endswith(META_SUFFIX) and os.path.exists(path[:-len(META_SUFFIX)]):
-        raise ValueError(f"{path}: give the network file {path[:-len(META_SUFFIX)]} as MODEL, "
-                         f"not its {META_SUFFIX} metadata")
-    if not os.path.exists(meta_path):
-        raise FileNotFoundError(f"{meta_path}: the model's metadata file is missing (`fastbp "
-                                f"train` writes MODEL and MODEL{META_SUFFIX} side by side)")
-    try:
-        with open(meta_path, "rb") as f:
-            meta = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{meta_path}: corrupt model metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
-        raise ValueError(f"{meta_path}: not a fastbp model metadata file")
-    if meta.get("version") != META_VERSION:
-        raise ValueError(f"{meta_path}: metadata version {meta.get('version')!r} is not "
-                         f"supported (this fastbp reads version {META_VERSION})")
-    net = fastbp.Network.load(path)
-    if meta.get("network_sha256") != _sha256(path):
-        raise ValueError(f"{path}: the network file does not match its metadata "
-                         f"{meta_path} (they come from different training runs)")
-    try:
-        _check_meta(meta, net)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{meta_path}: corrupt model metadata ({e})") from None
-    return TrainedModel(net, meta, path)
-
-
-def _check_meta(meta, net):
-    d = meta["n_features"]
-    if d != net.n_inputs:
-        raise ValueError(f"n_features {d} != network inputs {net.n_inputs}")
-    if meta["feature_names"] is not None and len(meta["feature_names"]) != d:
-        raise ValueError("feature_names has the wrong length")
-    for key in ("feature_mean", "feature_std"):
-        if meta[key] is not None and len(meta[key]) != d:
-            raise ValueError(f"{key} has the wrong length")
-    if meta["task"] == "classification":
-        if len(meta["classes"]) != net.n_outputs:
-            raise ValueError(f"{len(meta['classes'])} classes != network outputs {net.n_outputs}")
-    elif meta["task"] == "regression":
-        if len(meta["target_names"]) != net.n_outputs:
-            raise ValueError("target_names has the wrong length")
-    else:
-        raise ValueError(f"unknown task {meta['task']!r}")
-
-
-# ---- train ---------------------------------------------------------------------------------
 
 def _load_training_data(args):
-    """Raw features X (float64), target, and the metadata describing the layout."""
+    """``(X, y, numeric, info)``: the raw features (float64), the target as read, its float64
+    values (None when some value is not a number) and the metadata describing the layout."""
     path = args.file
-    _check_file(path)
     if _is_npz(path):
         if args.ignore:
             raise ValueError("--ignore applies to CSV files (a .npz file holds X and y)")
@@ -576,179 +498,164 @@ def _load_training_data(args):
     return X, y, numeric, info
 
 
-def _split(n, fraction, labels, seed):
-    """Training and validation row indices (stratified by class when labels are given)."""
-    rng = np.random.default_rng(seed)
+def _split(path, X, Y, fraction, stratify, seed):
+    """``(X_train, X_val, Y_train, Y_val)``: ``fraction`` of the samples held out for
+    validation, stratified by class when ``stratify``; none held out when it is 0."""
     if fraction == 0:
-        return np.arange(n), np.arange(0)
-    if labels is not None:
-        val = []
-        for c in np.unique(labels):
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            val.extend(idx[:int(round(fraction * idx.size))])
-        val = np.sort(np.asarray(val, dtype=np.int64))
-    else:
-        val = np.sort(rng.permutation(n)[:int(round(fraction * n))])
-    mask = np.ones(n, bool)
-    mask[val] = False
-    return np.flatnonzero(mask), val
+        return X, X[:0], Y, Y[:0]
+    X_train, X_val, Y_train, Y_val = train_test_split(X, Y, test_fraction=fraction, seed=seed,
+                                                      stratify=stratify)
+    if len(X_train) == 0:
+        raise ValueError(f"{path}: no training samples left after the validation split "
+                         f"({len(X)} samples, --validation-split {fraction})")
+    return X_train, X_val, Y_train, Y_val
 
 
-def _stats(A):
+def _mean_std(A, standardize):
+    """Column means and standard deviations of A as lists (std 1 for a constant column), or
+    ``(None, None)`` without standardization."""
+    if not standardize:
+        return None, None
     mean = A.mean(axis=0)
     std = A.std(axis=0)
-    std[~(std > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0   # constant columns
-    return mean, std
+    std[~(std > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+    return mean.tolist(), std.tolist()
 
 
-def _train(args):
-    import fastbp
-    from ._validation import check_number, check_positive_int
-    t_start = time.perf_counter()
-    check_positive_int(args.epochs, "--epochs", minimum=1)
-    frac = check_number(args.validation_split, "--validation-split", 0.0, 1.0, high_open=True)
-    for h in args.hidden:
-        check_positive_int(h, "--hidden sizes")
-    if args.patience is not None:
-        check_positive_int(args.patience, "--patience", minimum=0)
-        if frac == 0:
-            raise ValueError("--patience needs a validation split (--validation-split > 0)")
-    if args.batch_size is not None:
-        check_positive_int(args.batch_size, "--batch-size", minimum=0)
-    _check_file(args.file)
-    _check_output_path(args.output, args.file)
-
-    X, y, numeric, info = _load_training_data(args)
-    n, d = X.shape
-    if y.ndim == 2:
-        if args.task == "classification":
-            raise ValueError(f"{args.file}: classification needs a 1-D target of class labels, "
-                             f"got shape {y.shape}")
-        task, why = "regression", (None if args.task == "regression"
-                                   else f"{y.shape[1]} target columns")
+def _build(args, meta):
+    """The untrained model for ``meta``, its Trainer and the callbacks (early stopping)."""
+    if meta["task"] == "classification":
+        output, loss, k = "softmax", "cross_entropy", len(meta["classes"])
     else:
-        task, why = _decide_task(args.task, y, numeric)
-
-    meta = {"format": META_FORMAT, "version": META_VERSION, "task": task, **info,
-            "n_features": d}
-    if task == "classification":
-        classes, labels = _encode_classes(y)
-        if len(classes) < 2:
-            raise ValueError(f"{args.file}: the target {info['target']!r} has a single class "
-                             f"({classes[0]!r}); classification needs at least 2")
-        Y, k = labels, len(classes)
-        meta["classes"] = classes
-    else:
-        Y = numeric.reshape(n, -1)
-        k = Y.shape[1]
-        meta["target_names"] = ([info["target"]] if k == 1
-                                else [f"{info['target']}_{j}" for j in range(k)])
-
-    tr, va = _split(n, frac, Y if task == "classification" else None, args.seed)
-    if tr.size == 0:
-        raise ValueError(f"{args.file}: no training samples left after the validation split "
-                         f"({n} samples, --validation-split {frac})")
-    Xtr, Ytr = X[tr], Y[tr]
-    if args.standardize:
-        mean, std = _stats(Xtr)
-        meta["feature_mean"], meta["feature_std"] = mean.tolist(), std.tolist()
-    else:
-        meta["feature_mean"] = meta["feature_std"] = None
-    if task == "regression":
-        if args.standardize:
-            ymean, ystd = _stats(Ytr)
-            meta["target_mean"], meta["target_std"] = ymean.tolist(), ystd.tolist()
-        else:
-            meta["target_mean"] = meta["target_std"] = None
-
-    net_out, loss = ("softmax", "cross_entropy") if task == "classification" else ("identity",
-                                                                                   "mse")
+        output, loss, k = "identity", "mse", len(meta["target_names"])
     init = args.init
     if init == "auto":
         init = "he_normal" if args.activation.lower() in _RELU_LIKE else "glorot_uniform"
-    sizes = [d, *args.hidden, k]
-    net = fastbp.Network(sizes, activation=args.activation, output=net_out, init=init,
-                         dtype=args.dtype, seed=args.seed)
-    model = TrainedModel(net, meta)
-
-    def targets(rows):
-        if task == "classification":
-            return Y[rows]
-        out = Y[rows]
-        if meta.get("target_mean") is not None:
-            out = (out - np.asarray(meta["target_mean"])) / np.asarray(meta["target_std"])
-        return out.astype(net.dtype)
-
+    net = Network([meta["n_features"], *args.hidden, k], activation=args.activation,
+                  output=output, init=init, dtype=args.dtype, seed=args.seed)
     batch = args.batch_size
     if batch is None:
         batch = None if args.optimizer in ("rprop", "quickprop") else 32
     elif batch == 0:
         batch = None
-    trainer = fastbp.Trainer(net, loss=loss, optimizer=args.optimizer, lr=args.lr,
-                             momentum=args.momentum, weight_decay=args.weight_decay,
-                             batch_size=batch, n_threads=args.threads, seed=args.seed)
-    Xtr_s = model.transform(Xtr)
-    validation = (model.transform(X[va]), targets(va)) if va.size else None
+    trainer = Trainer(net, loss=loss, optimizer=args.optimizer, lr=args.lr,
+                      momentum=args.momentum, weight_decay=args.weight_decay, batch_size=batch,
+                      n_threads=args.threads, seed=args.seed)
     callbacks = []
     if args.patience is not None:
-        callbacks.append(fastbp.EarlyStopping("val_loss", patience=args.patience,
-                                              restore_best_weights=True))
+        callbacks.append(EarlyStopping("val_loss", patience=args.patience,
+                                       restore_best_weights=True))
+    return TrainedModel(net, meta), trainer, callbacks
 
-    what = (f"classification, {k} classes" if task == "classification"
+
+def _network_targets(model, Y):
+    """Targets as the network learns them: class labels, or values standardized with the
+    model's target statistics, in the network's dtype."""
+    if model.task == "classification":
+        return Y
+    if model.meta["target_mean"] is not None:
+        Y = (Y - np.asarray(model.meta["target_mean"])) / np.asarray(model.meta["target_std"])
+    return Y.astype(model.net.dtype)
+
+
+def _print_plan(args, model, trainer, why, n_train, n_val):
+    """The two lines that say what will be trained, on what, and how."""
+    net, meta = model.net, model.meta
+    k = net.n_outputs
+    what = (f"classification, {k} classes" if model.task == "classification"
             else f"regression, {k} output{'s' if k > 1 else ''}")
-    print(f"fastbp train: {args.file}: {n} samples, {d} features, target {info['target']!r} "
-          f"-> {what}" + (f" (auto: {why})" if why else ""))
+    print(f"fastbp train: {args.file}: {n_train + n_val} samples, {net.n_inputs} features, "
+          f"target {meta['target']!r} -> {what}" + (f" (auto: {why})" if why else ""))
     hidden = f"{args.activation}+" if args.hidden else "no hidden layer, "
-    print(f"network {sizes} {hidden}{net_out}, {net.dtype.name}, loss {loss}, "
-          f"{args.optimizer} lr={trainer.optimizer.lr:g}, "
+    batch = trainer.batch_size
+    print(f"network {list(net.layer_sizes)} {hidden}{net.activations[-1]}, {net.dtype.name}, "
+          f"loss {trainer.loss}, {args.optimizer} lr={trainer.optimizer.lr:g}, "
           f"batch {batch if batch is not None else 'full'}, {args.epochs} epochs, "
-          f"{tr.size} train / {va.size} validation samples, "
+          f"{n_train} train / {n_val} validation samples, "
           f"{'standardized' if args.standardize else 'raw'} features, "
-          f"{args.threads or fastbp.get_num_threads()} thread(s)")
+          f"{args.threads or get_num_threads()} thread(s)")
     sys.stdout.flush()
-    t_fit = time.perf_counter()
+
+
+def _fit(args, trainer, callbacks, train, validation):
+    """Train with a progress bar (unless --quiet); ``(history, seconds)``, history None after
+    printing why there is no model to save."""
+    t0 = time.perf_counter()
     try:
-        history = trainer.fit(Xtr_s, targets(tr), epochs=args.epochs, validation_data=validation,
+        history = trainer.fit(*train, epochs=args.epochs, validation_data=validation,
                               verbose=not args.quiet, callbacks=callbacks)
-    except fastbp.TrainingDiverged as e:
+    except TrainingDiverged as e:
         print(f"fastbp train: error: {e}; the model was not saved", file=sys.stderr)
-        return 1
-    t_fit = time.perf_counter() - t_fit
+        return None, 0.0
+    seconds = time.perf_counter() - t0
     if history.interrupted:
         print(f"training interrupted after {len(history)} epoch(s); saving the model as it is")
     if len(history) == 0:
         print("fastbp train: error: interrupted before the first epoch finished; the model "
               "was not saved", file=sys.stderr)
-        return 1
+        return None, seconds
+    return history, seconds
 
-    # final summary, measured on the saved model's own path (raw features in, units out)
-    rate = float(np.median(history.samples_per_second))
-    rows, split = (va, "validation") if va.size else (tr, "training")
-    if task == "classification":
-        pred = model.outputs(X[rows]).argmax(axis=1)
-        metric = f"{split} accuracy {100 * float((pred == Y[rows]).mean()):.2f}%"
-    else:
-        err = model.outputs(X[rows]) - Y[rows]
-        rmse = float(np.sqrt(np.mean(err ** 2)))
-        var = float(np.mean((Y[rows] - Y[rows].mean(axis=0)) ** 2))
-        metric = f"{split} RMSE {rmse:.6g}" + (f" (R² {1 - rmse ** 2 / var:.4f})" if var > 0
-                                               else "")
+
+def _score(model, X_train, Y_train, X_val, Y_val):
+    """"validation accuracy 91.25%", "training RMSE 0.1 (R² 0.9)"...: measured on the
+    validation split (the training split when there is none) through the model as it is
+    saved, raw features in and predictions in the target's units."""
+    split, X, Y = ("validation", X_val, Y_val) if len(X_val) else ("training", X_train, Y_train)
+    out = model.outputs(X)
+    if model.task == "classification":
+        return f"{split} accuracy {100 * float((out.argmax(axis=1) == Y).mean()):.2f}%"
+    rmse = float(np.sqrt(np.mean((out - Y) ** 2)))
+    var = float(np.mean((Y - Y.mean(axis=0)) ** 2))
+    return f"{split} RMSE {rmse:.6g}" + (f" (R² {1 - rmse ** 2 / var:.4f})" if var > 0 else "")
+
+
+def _print_result(metric, history, callbacks, seconds, t_start):
+    """The closing line: the score, epochs run (and early stopping), speed and times."""
     stopped = ""
-    if args.patience is not None and callbacks[0].stopped_epoch is not None:
-        stopped = (f" (early stop; best epoch {callbacks[0].best_epoch + 1} "
-                   f"weights kept)")
+    if callbacks and callbacks[0].stopped_epoch is not None:
+        stopped = f" (early stop; best epoch {callbacks[0].best_epoch + 1} weights kept)"
     epochs = f"{len(history)} epoch{'s' if len(history) != 1 else ''}"
-    print(f"final {metric} after {epochs}{stopped}; training {t_fit:.2f} s "
+    rate = float(np.median(history.samples_per_second))
+    print(f"final {metric} after {epochs}{stopped}; training {seconds:.2f} s "
           f"({rate:,.0f} samples/s), total {time.perf_counter() - t_start:.2f} s")
 
-    meta["training"] = {"file": os.path.abspath(args.file), "epochs": len(history),
-                        "optimizer": args.optimizer, "lr": trainer.optimizer.lr,
-                        "batch_size": batch, "hidden": list(args.hidden),
-                        "activation": args.activation, "seed": args.seed,
-                        "validation_split": frac, "result": metric,
-                        "fastbp_version": fastbp.__version__}
-    _save_model(args.output, net, meta)
+
+def _save(args, model, trainer, history, frac, metric):
+    """Record how the model was trained in its metadata, then write MODEL and MODEL.json."""
+    model.meta["training"] = {"file": os.path.abspath(args.file), "epochs": len(history),
+                              "optimizer": args.optimizer, "lr": trainer.optimizer.lr,
+                              "batch_size": trainer.batch_size, "hidden": list(args.hidden),
+                              "activation": args.activation, "seed": args.seed,
+                              "validation_split": frac, "result": metric,
+                              "fastbp_version": __version__}
+    model.save(args.output)
     print(f"saved model to {args.output} (+ {args.output}{META_SUFFIX})")
+
+
+def _train(args):
+    t_start = time.perf_counter()
+    frac = _check_train_args(args)
+    X, y, numeric, info = _load_training_data(args)
+    task, why, Y, target_fields = _encode_targets(args, y, numeric, info["target"])
+    X_train, X_val, Y_train, Y_val = _split(args.file, X, Y, frac, task == "classification",
+                                            args.seed)
+    meta = {"task": task, **info, "n_features": X.shape[1], **target_fields}
+    meta["feature_mean"], meta["feature_std"] = _mean_std(X_train, args.standardize)
+    if task == "regression":
+        meta["target_mean"], meta["target_std"] = _mean_std(Y_train, args.standardize)
+    model, trainer, callbacks = _build(args, meta)
+
+    _print_plan(args, model, trainer, why, len(X_train), len(X_val))
+    train = model.transform(X_train), _network_targets(model, Y_train)
+    validation = ((model.transform(X_val), _network_targets(model, Y_val)) if len(X_val)
+                  else None)
+    history, seconds = _fit(args, trainer, callbacks, train, validation)
+    if history is None:
+        return 1
+    metric = _score(model, X_train, Y_train, X_val, Y_val)
+    _print_result(metric, history, callbacks, seconds, t_start)
+    _save(args, model, trainer, history, frac, metric)
     return 0
 
 
@@ -764,7 +671,8 @@ def _prediction_features(model, args):
     table = read_table(path, args.delimiter)
     names = meta["feature_names"]
     header = table.header
-    skip = set(meta.get("ignored_columns") or ()) | {meta["target"]}
+    target = meta.get("target")   # absent from models saved from Python without one
+    skip = set(meta.get("ignored_columns") or ()) | {target}
     extra_ignored = {header[_column_index(table, c, "--ignore")] for c in args.ignore}
     if names is None:   # trained on a .npz file: columns in order
         cols = [j for j, h in enumerate(header) if h not in extra_ignored]
@@ -784,14 +692,14 @@ def _prediction_features(model, args):
     known = set(names) | skip | extra_ignored
     unknown = [h for h in header if h not in known]
     if unknown:
+        plus = f" (plus optionally the target {target!r})" if target is not None else ""
         raise ValueError(f"{path}: {len(header)} columns, the model expects its {d} feature "
-                         f"columns (plus optionally the target {meta['target']!r}); unexpected "
-                         f"column(s) {_names(unknown)} (skip them with --ignore)")
+                         f"columns{plus}; unexpected column(s) {_names(unknown)} (skip them "
+                         "with --ignore)")
     return table.numeric([header.index(f) for f in names], "feature column")
 
 
 def _predict(args):
-    import fastbp
     model = load_model(args.model)
     if args.proba and model.task != "classification":
         raise ValueError("--proba needs a classification model; this one is a regression model")
@@ -801,7 +709,7 @@ def _predict(args):
             if os.path.exists(args.output) and os.path.samefile(args.output, p):
                 raise ValueError(f"--output {args.output}: would overwrite {p}")
     X = _prediction_features(model, args)
-    with fastbp.num_threads(args.threads):
+    with num_threads(args.threads):
         out = model.outputs(X)
     fmt = "%.9g" if out.dtype == np.float32 else "%r"   # both round-trip exactly
     buf = io.StringIO()

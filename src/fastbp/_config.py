@@ -12,6 +12,7 @@ import threading
 from threadpoolctl import ThreadpoolController, threadpool_info
 
 from . import _blas, _engine
+from ._version import __version__
 
 __all__ = ["set_num_threads", "get_num_threads", "num_threads", "show_config",
            "set_gemm_kernel", "get_gemm_kernel"]
@@ -140,7 +141,6 @@ def show_config(file=None):
     """Print the version, OpenMP status, BLAS in use and thread counts; return them as a dict."""
     import numpy
     import scipy
-    from . import __version__
     blas = blas_info()
     cfg = {
         "fastbp": __version__,

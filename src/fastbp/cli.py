@@ -5,25 +5,29 @@ import time
 
 import numpy as np
 
+from . import _cli_train, plots, schedules
+from ._config import get_num_threads, show_config
+from ._version import __version__
+from .datasets import load_digits, train_test_split
+from .network import Network
+from .trainer import Trainer
+
 
 def _demo(args):
-    import fastbp
-    from fastbp.datasets import load_digits, train_test_split
     X, y = load_digits(dtype=args.dtype)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_fraction=0.25, seed=args.seed)
     mean, std = X_train.mean(axis=0), X_train.std(axis=0) + 0.1   # LeCun: centre and scale
     X_train, X_test = (X_train - mean) / std, (X_test - mean) / std
     sizes = [X.shape[1], *args.hidden, 10]
-    net = fastbp.Network(sizes, activation=args.activation, output="softmax", init="he_normal",
-                         dtype=args.dtype, seed=args.seed)
-    trainer = fastbp.Trainer(net, loss="cross_entropy", optimizer="sgd", lr=args.lr,
-                             momentum=0.9, batch_size=args.batch_size, seed=args.seed,
-                             n_threads=args.threads,
-                             lr_schedule=fastbp.schedules.CosineLR(args.epochs))
+    net = Network(sizes, activation=args.activation, output="softmax", init="he_normal",
+                  dtype=args.dtype, seed=args.seed)
+    trainer = Trainer(net, loss="cross_entropy", optimizer="sgd", lr=args.lr, momentum=0.9,
+                      batch_size=args.batch_size, seed=args.seed, n_threads=args.threads,
+                      lr_schedule=schedules.CosineLR(args.epochs))
     print(f"fastbp demo: UCI optical digits (8x8), {len(X_train)} train / {len(X_test)} test "
           f"samples; network {sizes} {args.activation}+softmax, {net.dtype.name}, "
           f"SGD lr={args.lr} (cosine) momentum=0.9, batch {args.batch_size}, "
-          f"{args.threads or fastbp.get_num_threads()} thread(s)")
+          f"{args.threads or get_num_threads()} thread(s)")
 
     def report(epoch, logs):
         print(f"epoch {epoch + 1:3d}  loss {logs['loss']:.4f}  test loss {logs['val_loss']:.4f}  "
@@ -38,20 +42,19 @@ def _demo(args):
     print(f"final test accuracy {100 * acc:.2f}% after {len(history)} epochs in {elapsed:.2f} s "
           f"(median {np.median(history.samples_per_second):,.0f} training samples/s)")
     if args.plots:
-        from fastbp import plots
         for path in plots.demo_figures(net, history, X_test, y_test, args.plots):
             print(f"wrote {path}")
     return 0
 
 
 def _info(args):
-    import fastbp
-    fastbp.show_config()
+    show_config()
     return 0
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="fastbp", description="Fast backpropagation for MLPs.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="train a network on the shipped digits data")
     d.add_argument("--epochs", type=int, default=40)
@@ -67,7 +70,6 @@ def build_parser():
     d.set_defaults(func=_demo)
     i = sub.add_parser("info", help="version, OpenMP, BLAS and threads")
     i.set_defaults(func=_info)
-    from . import _cli_train
     _cli_train.add_commands(sub)
     return p
 
