@@ -181,6 +181,12 @@ def _sum_squares(arrays):
     return sum(float(np.einsum("ij,ij->", W, W)) for W in arrays)
 
 
+def _run_callbacks(callbacks, epoch, logs):
+    """Calls every callback with ``(epoch, logs)`` (all of them, even after one asked to
+    stop); True when one asked to stop."""
+    return any([bool(cb(epoch, logs)) for cb in callbacks])
+
+
 def _default_threads():
     return get_num_threads()    # honours OMP_NUM_THREADS, as joblib sets it in its workers
 
@@ -640,45 +646,38 @@ class _BaseMLP(BaseEstimator):
             value, grad, _ = self._objective(net, rows, T, yf, sw)
             return value, grad
 
-        cbs = self._check_callbacks()
+        cbs = _callbacks.check_callbacks(self.callbacks)
         opt_cb = None
         shim = SimpleNamespace(net=net)   # what Callback objects read from a trainer
-        stopped = [False]
+        iteration = 0
+        stopped = False
         if cbs:
-            it = [0]
-
             def opt_cb(intermediate_result):
+                nonlocal iteration, stopped
                 logs = {"loss": float(intermediate_result.fun), "lr": None, "estimator": self,
                         "trainer": shim, "net": net}
-                stop = False
-                for cb in cbs:
-                    if cb(it[0], logs):
-                        stop = True
-                it[0] += 1
+                stop = _run_callbacks(cbs, iteration, logs)
+                iteration += 1
                 if stop:
-                    stopped[0] = True
+                    stopped = True
                     raise StopIteration
-            for cb in cbs:
-                if isinstance(cb, _callbacks.Callback):
-                    cb.on_train_begin(shim)
 
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         x0 = net.parameters.astype(np.float64)
-        # BLAS held at one thread for the whole search: between fastbp's calls L-BFGS makes
-        # small BLAS calls whose spinning OpenBLAS threads would fight fastbp's OpenMP ones
-        with blas_single_threaded():
-            opt_res = scipy.optimize.minimize(
-                fun, x0, method="L-BFGS-B", jac=True, callback=opt_cb,
-                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                         **_get_additional_lbfgs_options_dict("iprint", iprint)})
-        if stopped[0]:   # a callback asked to stop: no ConvergenceWarning (as for sgd/adam)
-            self.n_iter_ = min(opt_res.nit, self.max_iter)
-        else:
-            self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
-        net.parameters[...] = opt_res.x
-        for cb in cbs:
-            if isinstance(cb, _callbacks.Callback):
-                cb.on_train_end(shim)
+        with _callbacks.running(cbs, shim):
+            # BLAS held at one thread for the whole search: between fastbp's calls L-BFGS
+            # makes small BLAS calls whose spinning OpenBLAS threads would fight fastbp's
+            # OpenMP ones
+            with blas_single_threaded():
+                opt_res = scipy.optimize.minimize(
+                    fun, x0, method="L-BFGS-B", jac=True, callback=opt_cb,
+                    options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                             **_get_additional_lbfgs_options_dict("iprint", iprint)})
+            if stopped:   # a callback asked to stop: no ConvergenceWarning (as for sgd/adam)
+                self.n_iter_ = min(opt_res.nit, self.max_iter)
+            else:
+                self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+            net.parameters[...] = opt_res.x
         self.loss_ = float(opt_res.fun)
         if self.out_activation_ == "identity" and self.n_outputs_ > 1:
             # scikit-learn's squared-error loss_ averages over the outputs
@@ -753,10 +752,7 @@ class _BaseMLP(BaseEstimator):
                           lr_schedule=_LearningRate(self._optimizer), l2=float(self.alpha))
         chunked = rows.sparse or self.out_activation_ == "exp"
         perm_rng = np.random.default_rng(seed)
-        cbs = self._check_callbacks()
-        for cb in cbs:
-            if isinstance(cb, _callbacks.Callback):
-                cb.on_train_begin(trainer)
+        cbs = _callbacks.check_callbacks(self.callbacks)
 
         def run_epoch():
             """One epoch; returns scikit-learn's accumulated data loss / n_samples."""
@@ -799,89 +795,78 @@ class _BaseMLP(BaseEstimator):
             return _sum_squares(net.weights)
 
         diverged = False
-        try:
-            self.n_iter_ = 0
-            with num_threads(nt):
-                for it in range(self.max_iter):
-                    lr = self._optimizer.lr
-                    sq0 = sq_weights() if self.alpha else 0.0
-                    if diverged:
-                        data_loss = np.nan
-                    else:
-                        try:
-                            data_loss = run_epoch()
-                        except TrainingDiverged:
-                            # scikit-learn goes on with NaN weights (NaN losses and scores;
-                            # early stopping then restores the best weights, otherwise fit
-                            # raises at the end): the same, without computing on NaNs.
-                            diverged = True
-                            net.parameters[...] = np.nan
+        with _callbacks.running(cbs, trainer):
+            try:
+                self.n_iter_ = 0
+                with num_threads(nt):
+                    for it in range(self.max_iter):
+                        lr = self._optimizer.lr
+                        sq0 = sq_weights() if self.alpha else 0.0
+                        if diverged:
                             data_loss = np.nan
-                    penalty = 0.0
-                    if self.alpha:
-                        penalty = (0.5 * self.alpha * 0.5 * (sq0 + sq_weights()) * pen_batches
-                                   / n_samples)
-                    self.n_iter_ += 1
-                    self.loss_ = data_loss + penalty
-                    self.t_ += n_samples
-                    self.loss_curve_.append(self.loss_)
-                    if self.verbose:
-                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                    logs = {"loss": self.loss_, "lr": lr}
-                    if val_rows is not None:
-                        out = self._net_output(net, val_rows)
-                        val_loss = float(self._sk_loss(y_val_2d, out, sample_weight_val))
-                        self.validation_loss_curve_.append(val_loss)
-                        logs["val_loss"] = val_loss
-                        logs["val_score"] = self._score_output(out, y_val, sample_weight_val)
-                    self._update_no_improvement_count(early_stopping, logs.get("val_score"), net)
-                    self._iteration_ends()
-
-                    if self._no_improvement_count > self.n_iter_no_change:
-                        if early_stopping:
-                            msg = ("Validation score did not improve more than "
-                                   "tol=%f for %d consecutive epochs."
-                                   % (self.tol, self.n_iter_no_change))
                         else:
-                            msg = ("Training loss did not improve more than tol=%f"
-                                   " for %d consecutive epochs." % (self.tol, self.n_iter_no_change))
-                        if self._trigger_stopping(msg):
+                            try:
+                                data_loss = run_epoch()
+                            except TrainingDiverged:
+                                # scikit-learn goes on with NaN weights (NaN losses and scores;
+                                # early stopping then restores the best weights, otherwise fit
+                                # raises at the end): the same, without computing on NaNs.
+                                diverged = True
+                                net.parameters[...] = np.nan
+                                data_loss = np.nan
+                        penalty = 0.0
+                        if self.alpha:
+                            penalty = (0.5 * self.alpha * 0.5 * (sq0 + sq_weights()) * pen_batches
+                                       / n_samples)
+                        self.n_iter_ += 1
+                        self.loss_ = data_loss + penalty
+                        self.t_ += n_samples
+                        self.loss_curve_.append(self.loss_)
+                        if self.verbose:
+                            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+                        logs = {"loss": self.loss_, "lr": lr}
+                        if val_rows is not None:
+                            out = self._net_output(net, val_rows)
+                            val_loss = float(self._sk_loss(y_val_2d, out, sample_weight_val))
+                            self.validation_loss_curve_.append(val_loss)
+                            logs["val_loss"] = val_loss
+                            logs["val_score"] = self._score_output(out, y_val, sample_weight_val)
+                        self._update_no_improvement_count(early_stopping, logs.get("val_score"), net)
+                        self._iteration_ends()
+
+                        if self._no_improvement_count > self.n_iter_no_change:
+                            if early_stopping:
+                                msg = ("Validation score did not improve more than "
+                                       "tol=%f for %d consecutive epochs."
+                                       % (self.tol, self.n_iter_no_change))
+                            else:
+                                msg = ("Training loss did not improve more than tol=%f"
+                                       " for %d consecutive epochs." % (self.tol, self.n_iter_no_change))
+                            if self._trigger_stopping(msg):
+                                break
+                            self._no_improvement_count = 0
+
+                        if cbs:
+                            logs.update(estimator=self, trainer=trainer, net=net)
+                            if _run_callbacks(cbs, self.n_iter_ - 1, logs):
+                                break
+
+                        if incremental:
                             break
-                        self._no_improvement_count = 0
 
-                    if cbs:
-                        logs.update(estimator=self, trainer=trainer, net=net)
-                        if any([bool(cb(self.n_iter_ - 1, logs)) for cb in cbs]):
-                            break
-
-                    if incremental:
-                        break
-
-                    if self.n_iter_ == self.max_iter:
-                        warnings.warn(
-                            "Stochastic Optimizer: Maximum iterations (%d) "
-                            "reached and the optimization hasn't converged yet." % self.max_iter,
-                            ConvergenceWarning)
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-        finally:
-            for cb in cbs:
-                if isinstance(cb, _callbacks.Callback):
-                    cb.on_train_end(trainer)
+                        if self.n_iter_ == self.max_iter:
+                            warnings.warn(
+                                "Stochastic Optimizer: Maximum iterations (%d) "
+                                "reached and the optimization hasn't converged yet." % self.max_iter,
+                                ConvergenceWarning)
+            except KeyboardInterrupt:
+                warnings.warn("Training interrupted by user.")
 
         if early_stopping:
             for W, b, c, i in zip(net.weights, net.biases, self._best_coefs, self._best_intercepts):
                 W[...] = c
                 b[...] = i
-
-    def _check_callbacks(self):
-        cbs = list(self.callbacks or [])
-        for cb in cbs:
-            if not callable(cb):
-                raise TypeError("callbacks must be callables (epoch, logs) -> stop or "
-                                f"fastbp.callbacks.Callback objects, got {cb!r}")
-        return cbs
 
     def _iteration_ends(self):
         if self.solver == "sgd" and self.learning_rate == "invscaling":
