@@ -364,8 +364,7 @@ class _BaseMLP(BaseEstimator):
         super().__setstate__(state)
         if hasattr(self, "coefs_"):
             try:
-                self._net = self._make_net([c.shape[0] for c in self.coefs_]
-                                           + [self.coefs_[-1].shape[1]], self.coefs_[0].dtype)
+                self._net = self._coefs_net()
             except (ValueError, TypeError, AttributeError):
                 pass
 
@@ -406,15 +405,26 @@ class _BaseMLP(BaseEstimator):
     def _threads(self):
         return self.n_threads if self.n_threads is not None else _default_threads()
 
-    def _predict_net(self):
-        """The cached network (built at fit) loaded with the current coefs_/intercepts_."""
-        units = [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
-        net = getattr(self, "_net", None)
+    def _coefs_units(self):
+        """Layer sizes of the network that coefs_ describe."""
+        return [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
+
+    def _coefs_net(self):
+        """A network of coefs_'s layer sizes and dtype (float32 or float64; float64 for
+        any other): the cached one when it has them, otherwise a new one. Its parameters
+        are not loaded."""
+        units = self._coefs_units()
         dtype = np.asarray(self.coefs_[0]).dtype
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
+        net = getattr(self, "_net", None)
         if net is None or list(net.layer_sizes) != units or net.dtype != dtype:
             net = self._make_net(units, dtype)
+        return net
+
+    def _loaded_net(self):
+        """The network loaded with the current coefs_/intercepts_."""
+        net = self._coefs_net()
         self._load_coefs(net)
         return net
 
@@ -438,7 +448,7 @@ class _BaseMLP(BaseEstimator):
     def _forward_pass_fast(self, X, check_input=True):
         if check_input:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        return self._net_output(self._predict_net(), X)
+        return self._net_output(self._loaded_net(), X)
 
     # ---- fit ----------------------------------------------------------------------------
     def _initialize(self, y, layer_units, dtype):
@@ -511,17 +521,10 @@ class _BaseMLP(BaseEstimator):
 
         if first_pass:
             self._initialize(y, layer_units, self._train_dtype(X))
-        else:
-            units = [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
-            if units != layer_units:
-                raise ValueError(f"warm_start/partial_fit: the network has layer sizes {units}, "
-                                 f"this fit needs {layer_units}")
-        dtype = np.dtype(self.coefs_[0].dtype) if self.coefs_[0].dtype in (
-            np.float32, np.float64) else np.dtype(np.float64)
-        net = getattr(self, "_net", None)
-        if net is None or list(net.layer_sizes) != layer_units or net.dtype != dtype:
-            net = self._make_net(layer_units, dtype)
-        self._load_coefs(net)
+        elif self._coefs_units() != layer_units:
+            raise ValueError(f"warm_start/partial_fit: the network has layer sizes "
+                             f"{self._coefs_units()}, this fit needs {layer_units}")
+        net = self._loaded_net()
         self._net = net
 
         try:
@@ -611,7 +614,7 @@ class _BaseMLP(BaseEstimator):
     def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight=None, *unused):
         """scikit-learn's private helper, for code that calls it: loss (scikit-learn's
         value) and gradient for parameters packed as all coefs then all intercepts."""
-        net = self._predict_net()
+        net = self._loaded_net()
         packed = np.asarray(packed_coef_inter)
         off = 0
         for W in net.weights:
