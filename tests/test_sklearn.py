@@ -21,7 +21,6 @@ import pytest
 sklearn = pytest.importorskip("sklearn")
 
 import scipy.sparse as sp  # noqa: E402
-from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits, make_regression  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
