@@ -519,7 +519,7 @@ class _BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
 
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
-        n_samples, n_features = X.shape
+        n_features = X.shape[1]
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
         if y.ndim == 1:
