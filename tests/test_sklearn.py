@@ -21,7 +21,6 @@ import pytest
 sklearn = pytest.importorskip("sklearn")
 
 import scipy.sparse as sp  # noqa: E402
-from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits, make_regression  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
@@ -569,6 +568,33 @@ def test_callbacks_and_validation_loss_curve(digits):
                             callbacks=[lambda e, logs: calls.append(logs["loss"]) or e >= 4])
         est.fit(X, y)
     assert len(calls) == 5 and est.n_iter_ == 5
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_callback_train_end_runs_when_training_raises(digits, solver):
+    """on_train_begin/on_train_end bracket training on every solver, also when a callback
+    raises; a non-callable callback is a TypeError."""
+    X, y = digits
+
+    class Failing(fastbp.callbacks.Callback):
+        events = []
+
+        def on_train_begin(self, trainer):
+            self.events.append(("begin", trainer.net is clf._net))
+
+        def on_epoch_end(self, epoch, logs):
+            raise RuntimeError("callback failed")
+
+        def on_train_end(self, trainer):
+            self.events.append(("end", trainer.net is clf._net))
+
+    clf = MLPClassifier(hidden_layer_sizes=(5,), solver=solver, max_iter=5, random_state=0,
+                        callbacks=[Failing()])
+    with pytest.raises(RuntimeError, match="callback failed"):
+        clf.fit(X[:100], y[:100])
+    assert Failing.events == [("begin", True), ("end", True)]
+    with pytest.raises(TypeError, match="callbacks must be callables"):
+        MLPClassifier(solver=solver, callbacks=[3]).fit(X[:100], y[:100])
 
 
 def test_default_threads_follow_omp_num_threads(monkeypatch):

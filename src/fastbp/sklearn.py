@@ -66,6 +66,7 @@ must be non-negative.
 
 scikit-learn is an optional dependency: ``pip install fastbp[sklearn]``.
 """
+import functools
 import math
 import warnings
 from numbers import Integral, Real
@@ -160,6 +161,14 @@ def _poisson_loss(y, z, sw):
         return np.average(xlogy(y, y / mu) - y + mu, weights=sw, axis=0).sum()
 
 
+def _poisson_targets(z, y):
+    """Squared-error targets ``z - exp(z) + y`` whose gradient at the linear output z,
+    exp(z) - y, is the half Poisson deviance's: how the engine, which has no exp output,
+    trains Poisson regression."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return z - np.exp(z) + y
+
+
 def _log_loss(y, prob, sw):
     eps = np.finfo(prob.dtype).eps
     prob = np.clip(prob, eps, 1 - eps)
@@ -179,6 +188,12 @@ def _binary_log_loss(y, prob, sw):
 def _sum_squares(arrays):
     # einsum, not np.dot: no BLAS call (whose threads would wake up for a tiny reduction)
     return sum(float(np.einsum("ij,ij->", W, W)) for W in arrays)
+
+
+def _run_callbacks(callbacks, epoch, logs):
+    """Calls every callback with ``(epoch, logs)`` (all of them, even after one asked to
+    stop); True when one asked to stop."""
+    return any([bool(cb(epoch, logs)) for cb in callbacks])
 
 
 def _default_threads():
@@ -358,8 +373,7 @@ class _BaseMLP(BaseEstimator):
         super().__setstate__(state)
         if hasattr(self, "coefs_"):
             try:
-                self._net = self._make_net([c.shape[0] for c in self.coefs_]
-                                           + [self.coefs_[-1].shape[1]], self.coefs_[0].dtype)
+                self._net = self._coefs_net()
             except (ValueError, TypeError, AttributeError):
                 pass
 
@@ -400,15 +414,26 @@ class _BaseMLP(BaseEstimator):
     def _threads(self):
         return self.n_threads if self.n_threads is not None else _default_threads()
 
-    def _predict_net(self):
-        """The cached network (built at fit) loaded with the current coefs_/intercepts_."""
-        units = [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
-        net = getattr(self, "_net", None)
+    def _coefs_units(self):
+        """Layer sizes of the network that coefs_ describe."""
+        return [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
+
+    def _coefs_net(self):
+        """A network of coefs_'s layer sizes and dtype (float32 or float64; float64 for
+        any other): the cached one when it has them, otherwise a new one. Its parameters
+        are not loaded."""
+        units = self._coefs_units()
         dtype = np.asarray(self.coefs_[0]).dtype
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
+        net = getattr(self, "_net", None)
         if net is None or list(net.layer_sizes) != units or net.dtype != dtype:
             net = self._make_net(units, dtype)
+        return net
+
+    def _loaded_net(self):
+        """The network loaded with the current coefs_/intercepts_."""
+        net = self._coefs_net()
         self._load_coefs(net)
         return net
 
@@ -432,7 +457,7 @@ class _BaseMLP(BaseEstimator):
     def _forward_pass_fast(self, X, check_input=True):
         if check_input:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        return self._net_output(self._predict_net(), X)
+        return self._net_output(self._loaded_net(), X)
 
     # ---- fit ----------------------------------------------------------------------------
     def _initialize(self, y, layer_units, dtype):
@@ -494,7 +519,7 @@ class _BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
 
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
-        n_samples, n_features = X.shape
+        n_features = X.shape[1]
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
         if y.ndim == 1:
@@ -505,17 +530,10 @@ class _BaseMLP(BaseEstimator):
 
         if first_pass:
             self._initialize(y, layer_units, self._train_dtype(X))
-        else:
-            units = [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
-            if units != layer_units:
-                raise ValueError(f"warm_start/partial_fit: the network has layer sizes {units}, "
-                                 f"this fit needs {layer_units}")
-        dtype = np.dtype(self.coefs_[0].dtype) if self.coefs_[0].dtype in (
-            np.float32, np.float64) else np.dtype(np.float64)
-        net = getattr(self, "_net", None)
-        if net is None or list(net.layer_sizes) != layer_units or net.dtype != dtype:
-            net = self._make_net(layer_units, dtype)
-        self._load_coefs(net)
+        elif self._coefs_units() != layer_units:
+            raise ValueError(f"warm_start/partial_fit: the network has layer sizes "
+                             f"{self._coefs_units()}, this fit needs {layer_units}")
+        net = self._loaded_net()
         self._net = net
 
         try:
@@ -566,10 +584,8 @@ class _BaseMLP(BaseEstimator):
         to ``z - exp(z) + y`` (then dE/dz = exp(z) - y)."""
         if self.out_activation_ == "exp":
             Z = net.predict(Xb)
-            with np.errstate(over="ignore", invalid="ignore"):
-                target = Z - np.exp(Z) + yb
             value = _poisson_loss(yb, Z, swb)
-            _, g = net.loss_and_gradients(Xb, target, loss="mse", inputs=False,
+            _, g = net.loss_and_gradients(Xb, _poisson_targets(Z, yb), loss="mse", inputs=False,
                                           sample_weight=swb, l2=l2)
             return value, g.flat
         value, g = net.loss_and_gradients(Xb, Tb, loss=self._fastbp_loss(), inputs=False,
@@ -605,7 +621,7 @@ class _BaseMLP(BaseEstimator):
     def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight=None, *unused):
         """scikit-learn's private helper, for code that calls it: loss (scikit-learn's
         value) and gradient for parameters packed as all coefs then all intercepts."""
-        net = self._predict_net()
+        net = self._loaded_net()
         packed = np.asarray(packed_coef_inter)
         off = 0
         for W in net.weights:
@@ -629,259 +645,274 @@ class _BaseMLP(BaseEstimator):
         return value, np.concatenate(ws + bs)
 
     def _fit_lbfgs(self, net, X, y, sample_weight):
-        rows = _Rows(X, net.dtype)
-        T = self._targets(y, net.dtype)
-        sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, net.dtype)
-        sw_sum = float(rows.n if sw is None else sw.sum())
-        yf = np.asarray(y, dtype=net.dtype)
+        data = self._training_set(X, y, sample_weight, net.dtype)
 
         def fun(x):
             net.parameters[...] = x
-            value, grad, _ = self._objective(net, rows, T, yf, sw)
+            value, grad, _ = self._objective(net, data.rows, data.T, data.y, data.sw)
             return value, grad
 
-        cbs = self._check_callbacks()
-        opt_cb = None
+        cbs = _callbacks.check_callbacks(self.callbacks)
         shim = SimpleNamespace(net=net)   # what Callback objects read from a trainer
-        stopped = [False]
-        if cbs:
-            it = [0]
+        iteration = 0
+        stopped = False
 
-            def opt_cb(intermediate_result):
-                logs = {"loss": float(intermediate_result.fun), "lr": None, "estimator": self,
-                        "trainer": shim, "net": net}
-                stop = False
-                for cb in cbs:
-                    if cb(it[0], logs):
-                        stop = True
-                it[0] += 1
-                if stop:
-                    stopped[0] = True
-                    raise StopIteration
-            for cb in cbs:
-                if isinstance(cb, _callbacks.Callback):
-                    cb.on_train_begin(shim)
+        def opt_cb(intermediate_result):
+            nonlocal iteration, stopped
+            logs = {"loss": float(intermediate_result.fun), "lr": None, "estimator": self,
+                    "trainer": shim, "net": net}
+            stop = _run_callbacks(cbs, iteration, logs)
+            iteration += 1
+            if stop:
+                stopped = True
+                raise StopIteration
 
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         x0 = net.parameters.astype(np.float64)
-        # BLAS held at one thread for the whole search: between fastbp's calls L-BFGS makes
-        # small BLAS calls whose spinning OpenBLAS threads would fight fastbp's OpenMP ones
-        with blas_single_threaded():
-            opt_res = scipy.optimize.minimize(
-                fun, x0, method="L-BFGS-B", jac=True, callback=opt_cb,
-                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                         **_get_additional_lbfgs_options_dict("iprint", iprint)})
-        if stopped[0]:   # a callback asked to stop: no ConvergenceWarning (as for sgd/adam)
-            self.n_iter_ = min(opt_res.nit, self.max_iter)
-        else:
-            self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
-        net.parameters[...] = opt_res.x
-        for cb in cbs:
-            if isinstance(cb, _callbacks.Callback):
-                cb.on_train_end(shim)
+        with _callbacks.running(cbs, shim):
+            # BLAS held at one thread for the whole search: between fastbp's calls L-BFGS
+            # makes small BLAS calls whose spinning OpenBLAS threads would fight fastbp's
+            # OpenMP ones
+            with blas_single_threaded():
+                opt_res = scipy.optimize.minimize(
+                    fun, x0, method="L-BFGS-B", jac=True, callback=opt_cb if cbs else None,
+                    options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                             **_get_additional_lbfgs_options_dict("iprint", iprint)})
+            if stopped:   # a callback asked to stop: no ConvergenceWarning (as for sgd/adam)
+                self.n_iter_ = min(opt_res.nit, self.max_iter)
+            else:
+                self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+            net.parameters[...] = opt_res.x
         self.loss_ = float(opt_res.fun)
         if self.out_activation_ == "identity" and self.n_outputs_ > 1:
             # scikit-learn's squared-error loss_ averages over the outputs
-            pen = self._penalty(net, sw_sum)
+            pen = self._penalty(net, data.sw_sum)
             self.loss_ = (self.loss_ - pen) / self.n_outputs_ + pen
 
     # ---- SGD / Adam ---------------------------------------------------------------------
     def _fit_stochastic(self, net, X, y, sample_weight, incremental, validation_data):
+        """SGD/Adam: up to max_iter epochs (one for partial_fit) with scikit-learn's
+        bookkeeping after each: loss_, validation, stopping rules, learning-rate schedule,
+        then the callbacks."""
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = _new_optimizer(self)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        early_stopping = self.early_stopping
-        classifier = is_classifier(self)
-        X_val = y_val = sample_weight_val = None
-        if validation_data is not None:
-            X_train, y_train, sample_weight_train = X, y, sample_weight
-            X_val, y_val, sample_weight_val = self._check_validation_data(validation_data)
-        elif early_stopping:
-            should_stratify = classifier and self.n_outputs_ == 1
-            stratify = y if should_stratify else None
-            if sample_weight is None:
-                X_train, X_val, y_train, y_val = train_test_split(
-                    X, y, random_state=self._random_state, test_size=self.validation_fraction,
-                    stratify=stratify)
-                sample_weight_train = sample_weight_val = None
-            else:
-                (X_train, X_val, y_train, y_val, sample_weight_train,
-                 sample_weight_val) = train_test_split(
-                    X, y, sample_weight, random_state=self._random_state,
-                    test_size=self.validation_fraction, stratify=stratify)
-            if X_val.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase "
-                                 "'validation_fraction' or the size of your dataset.")
-            if classifier:
-                y_val = self._label_binarizer.inverse_transform(y_val)
-        else:
-            X_train, y_train, sample_weight_train = X, y, sample_weight
-
-        n_samples = X_train.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than "
-                              "sample size. It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
-
-        dtype = net.dtype
-        rows = _Rows(X_train, dtype)
-        T = self._targets(y_train, dtype)
-        yf = np.asarray(y_train, dtype=dtype)
-        sw = None if sample_weight_train is None else np.ascontiguousarray(sample_weight_train, dtype)
-        sw_total = float(n_samples if sw is None else sw.sum())
-        n_batches = math.ceil(n_samples / batch_size)
-        # sum over batches of len_b / sw_sum_b: the L2 term's weight in scikit-learn's loss_
-        pen_batches = n_batches if sw is None else n_batches * n_samples / max(sw_total, 1e-300)
-        val_rows = None
-        if X_val is not None:
-            val_rows = _Rows(X_val, dtype)
-            y_val_2d = (np.asarray(self._label_binarizer.transform(y_val), dtype=dtype)
-                        if classifier else np.asarray(y_val, dtype=dtype))
-            if y_val_2d.ndim == 1:
-                y_val_2d = y_val_2d.reshape(-1, 1)
+        train, validation = self._split_validation(X, y, sample_weight, validation_data)
+        batch_size = self._batch_size(train[0].shape[0])
+        data = self._training_set(*train, net.dtype)
+        val = None
+        if validation is not None:
+            val = self._validation_set(*validation, net.dtype)
             if getattr(self, "validation_loss_curve_", None) is None:
                 self.validation_loss_curve_ = []
+        # sum over batches of len_b / sw_sum_b: the L2 term's weight in scikit-learn's loss_
+        n_batches = math.ceil(data.n / batch_size)
+        penalty_batches = (n_batches if data.sw is None
+                           else n_batches * data.n / max(data.sw_sum, 1e-300))
 
         nt = self._threads()
         seed = int(self._random_state.randint(np.iinfo(np.int32).max))
         trainer = Trainer(net, loss=self._fastbp_loss(), optimizer=self._optimizer,
                           batch_size=batch_size, n_threads=nt, seed=seed,
                           lr_schedule=_LearningRate(self._optimizer), l2=float(self.alpha))
-        chunked = rows.sparse or self.out_activation_ == "exp"
-        perm_rng = np.random.default_rng(seed)
-        cbs = self._check_callbacks()
-        for cb in cbs:
-            if isinstance(cb, _callbacks.Callback):
-                cb.on_train_begin(trainer)
-
-        def run_epoch():
-            """One epoch; returns scikit-learn's accumulated data loss / n_samples."""
-            if not chunked:
-                history = trainer.fit(rows.X, T, epochs=1, shuffle=bool(self.shuffle),
-                                      sample_weight=sw)
-                if history.interrupted:
-                    raise KeyboardInterrupt
-                value = history.loss[0]
-                if self.out_activation_ == "identity":
-                    value /= self.n_outputs_
-                return value
-            order = perm_rng.permutation(n_samples) if self.shuffle else None
-            per = batch_size if self.out_activation_ == "exp" else rows.rows_per_block(batch_size)
-            total = 0.0
-            for sl in rows.blocks(per):
-                idx = sl if order is None else order[sl]
-                Xb = rows.take(idx)
-                swb = None if sw is None else sw[idx]
-                if self.out_activation_ == "exp":
-                    yb = yf[idx]
-                    Z = net.predict(Xb)
-                    with np.errstate(over="ignore", invalid="ignore"):
-                        target = Z - np.exp(Z) + yb
-                    total += _poisson_loss(yb, Z, swb) * Xb.shape[0]
-                else:
-                    target = T[idx]
-                history = trainer.fit(Xb, target, epochs=1, shuffle=False, sample_weight=swb)
-                if history.interrupted:
-                    raise KeyboardInterrupt
-                if self.out_activation_ != "exp":
-                    wb = Xb.shape[0] if swb is None else float(swb.sum())
-                    value = history.loss[0] * wb
-                    if self.out_activation_ == "identity":
-                        value /= self.n_outputs_
-                    total += value
-            return total / (n_samples if self.out_activation_ == "exp" else sw_total)
-
-        def sq_weights():
-            return _sum_squares(net.weights)
+        if data.rows.sparse or self.out_activation_ == "exp":
+            run_epoch = functools.partial(self._block_epoch, trainer, data, batch_size,
+                                          np.random.default_rng(seed))
+        else:
+            run_epoch = functools.partial(self._dense_epoch, trainer, data)
+        cbs = _callbacks.check_callbacks(self.callbacks)
 
         diverged = False
-        try:
-            self.n_iter_ = 0
-            with num_threads(nt):
-                for it in range(self.max_iter):
-                    lr = self._optimizer.lr
-                    sq0 = sq_weights() if self.alpha else 0.0
-                    if diverged:
+        with _callbacks.running(cbs, trainer):
+            try:
+                self.n_iter_ = 0
+                with num_threads(nt):
+                    for _ in range(self.max_iter):
+                        lr = self._optimizer.lr
+                        sq_start = _sum_squares(net.weights) if self.alpha else 0.0
                         data_loss = np.nan
-                    else:
-                        try:
-                            data_loss = run_epoch()
-                        except TrainingDiverged:
-                            # scikit-learn goes on with NaN weights (NaN losses and scores;
-                            # early stopping then restores the best weights, otherwise fit
-                            # raises at the end): the same, without computing on NaNs.
-                            diverged = True
-                            net.parameters[...] = np.nan
-                            data_loss = np.nan
-                    penalty = 0.0
-                    if self.alpha:
-                        penalty = (0.5 * self.alpha * 0.5 * (sq0 + sq_weights()) * pen_batches
-                                   / n_samples)
-                    self.n_iter_ += 1
-                    self.loss_ = data_loss + penalty
-                    self.t_ += n_samples
-                    self.loss_curve_.append(self.loss_)
-                    if self.verbose:
-                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                        if not diverged:
+                            data_loss, diverged = self._epoch_or_divergence(run_epoch, net)
+                        self._record_epoch_loss(data_loss, sq_start, net, data.n, penalty_batches)
 
-                    logs = {"loss": self.loss_, "lr": lr}
-                    if val_rows is not None:
-                        out = self._net_output(net, val_rows)
-                        val_loss = float(self._sk_loss(y_val_2d, out, sample_weight_val))
-                        self.validation_loss_curve_.append(val_loss)
-                        logs["val_loss"] = val_loss
-                        logs["val_score"] = self._score_output(out, y_val, sample_weight_val)
-                    self._update_no_improvement_count(early_stopping, logs.get("val_score"), net)
-                    self._iteration_ends()
-
-                    if self._no_improvement_count > self.n_iter_no_change:
-                        if early_stopping:
-                            msg = ("Validation score did not improve more than "
-                                   "tol=%f for %d consecutive epochs."
-                                   % (self.tol, self.n_iter_no_change))
-                        else:
-                            msg = ("Training loss did not improve more than tol=%f"
-                                   " for %d consecutive epochs." % (self.tol, self.n_iter_no_change))
-                        if self._trigger_stopping(msg):
+                        logs = {"loss": self.loss_, "lr": lr}
+                        if val is not None:
+                            logs.update(self._validate(net, val))
+                        if self._no_improvement_stop(logs.get("val_score"), net):
                             break
-                        self._no_improvement_count = 0
-
-                    if cbs:
-                        logs.update(estimator=self, trainer=trainer, net=net)
-                        if any([bool(cb(self.n_iter_ - 1, logs)) for cb in cbs]):
+                        if cbs:
+                            logs.update(estimator=self, trainer=trainer, net=net)
+                            if _run_callbacks(cbs, self.n_iter_ - 1, logs):
+                                break
+                        if incremental:
                             break
+                        if self.n_iter_ == self.max_iter:
+                            warnings.warn(
+                                "Stochastic Optimizer: Maximum iterations (%d) reached and "
+                                "the optimization hasn't converged yet." % self.max_iter,
+                                ConvergenceWarning)
+            except KeyboardInterrupt:
+                warnings.warn("Training interrupted by user.")
 
-                    if incremental:
-                        break
-
-                    if self.n_iter_ == self.max_iter:
-                        warnings.warn(
-                            "Stochastic Optimizer: Maximum iterations (%d) "
-                            "reached and the optimization hasn't converged yet." % self.max_iter,
-                            ConvergenceWarning)
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-        finally:
-            for cb in cbs:
-                if isinstance(cb, _callbacks.Callback):
-                    cb.on_train_end(trainer)
-
-        if early_stopping:
+        if self.early_stopping:
             for W, b, c, i in zip(net.weights, net.biases, self._best_coefs, self._best_intercepts):
                 W[...] = c
                 b[...] = i
 
-    def _check_callbacks(self):
-        cbs = list(self.callbacks or [])
-        for cb in cbs:
-            if not callable(cb):
-                raise TypeError("callbacks must be callables (epoch, logs) -> stop or "
-                                f"fastbp.callbacks.Callback objects, got {cb!r}")
-        return cbs
+    def _split_validation(self, X, y, sample_weight, validation_data):
+        """((X, y, sample_weight) to train on, (X_val, y_val, sample_weight_val) or None):
+        validation_data when given, else with early_stopping scikit-learn's split of
+        validation_fraction of the data (stratified for single-output classification;
+        y_val as labels for classifiers), else no validation set."""
+        if validation_data is not None:
+            return (X, y, sample_weight), self._check_validation_data(validation_data)
+        if not self.early_stopping:
+            return (X, y, sample_weight), None
+        classifier = is_classifier(self)
+        stratify = y if classifier and self.n_outputs_ == 1 else None
+        if sample_weight is None:
+            X_train, X_val, y_train, y_val = train_test_split(
+                X, y, random_state=self._random_state, test_size=self.validation_fraction,
+                stratify=stratify)
+            sample_weight_train = sample_weight_val = None
+        else:
+            (X_train, X_val, y_train, y_val, sample_weight_train,
+             sample_weight_val) = train_test_split(
+                X, y, sample_weight, random_state=self._random_state,
+                test_size=self.validation_fraction, stratify=stratify)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your dataset.")
+        if classifier:
+            y_val = self._label_binarizer.inverse_transform(y_val)
+        return (X_train, y_train, sample_weight_train), (X_val, y_val, sample_weight_val)
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn("Got `batch_size` less than 1 or larger than "
+                          "sample size. It is going to be clipped")
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _training_set(self, X, y, sample_weight, dtype):
+        """The training data in ``dtype``: ``rows`` (_Rows), ``T`` (fastbp's targets),
+        ``y`` (scikit-learn's 2-D targets as floats), ``sw`` (sample weights or None),
+        ``n`` (the number of samples) and ``sw_sum`` (their weight sum, n when unweighted)."""
+        rows = _Rows(X, dtype)
+        sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype)
+        return SimpleNamespace(rows=rows, T=self._targets(y, dtype),
+                               y=np.asarray(y, dtype=dtype), sw=sw, n=rows.n,
+                               sw_sum=float(rows.n if sw is None else sw.sum()))
+
+    def _validation_set(self, X_val, y_val, sample_weight_val, dtype):
+        """The validation data: ``rows`` (_Rows in ``dtype``), ``y`` (as the score
+        function takes it), ``y_2d`` (the 2-D float targets of the loss) and ``sw``."""
+        if is_classifier(self):
+            y_2d = np.asarray(self._label_binarizer.transform(y_val), dtype=dtype)
+        else:
+            y_2d = np.asarray(y_val, dtype=dtype)
+        if y_2d.ndim == 1:
+            y_2d = y_2d.reshape(-1, 1)
+        return SimpleNamespace(rows=_Rows(X_val, dtype), y=y_val, y_2d=y_2d,
+                               sw=sample_weight_val)
+
+    def _dense_epoch(self, trainer, data):
+        """One epoch of the compiled trainer over dense rows; scikit-learn's data loss."""
+        history = trainer.fit(data.rows.X, data.T, epochs=1, shuffle=bool(self.shuffle),
+                              sample_weight=data.sw)
+        if history.interrupted:
+            raise KeyboardInterrupt
+        value = history.loss[0]
+        if self.out_activation_ == "identity":
+            value /= self.n_outputs_
+        return value
+
+    def _block_epoch(self, trainer, data, batch_size, perm_rng):
+        """One epoch, a block of rows at a time: blocks of whole batches densified from
+        sparse rows, or (Poisson) single batches whose targets are shifted from the
+        batch's forward pass (the engine has no exp output); scikit-learn's data loss."""
+        poisson = self.out_activation_ == "exp"
+        order = perm_rng.permutation(data.n) if self.shuffle else None
+        per = batch_size if poisson else data.rows.rows_per_block(batch_size)
+        total = 0.0
+        for sl in data.rows.blocks(per):
+            idx = sl if order is None else order[sl]
+            Xb = data.rows.take(idx)
+            swb = None if data.sw is None else data.sw[idx]
+            if poisson:
+                yb = data.y[idx]
+                Z = trainer.net.predict(Xb)
+                target = _poisson_targets(Z, yb)
+                total += _poisson_loss(yb, Z, swb) * Xb.shape[0]
+            else:
+                target = data.T[idx]
+            history = trainer.fit(Xb, target, epochs=1, shuffle=False, sample_weight=swb)
+            if history.interrupted:
+                raise KeyboardInterrupt
+            if not poisson:
+                wb = Xb.shape[0] if swb is None else float(swb.sum())
+                value = history.loss[0] * wb
+                if self.out_activation_ == "identity":
+                    value /= self.n_outputs_
+                total += value
+        return total / (data.n if poisson else data.sw_sum)
+
+    @staticmethod
+    def _epoch_or_divergence(run_epoch, net):
+        """(run_epoch()'s data loss, False), or (NaN, True) when training diverges, with
+        the weights set to NaN: scikit-learn goes on with NaN weights (NaN losses and
+        scores; early stopping then restores the best weights, otherwise fit raises at
+        the end), and so does the caller, without computing on NaNs."""
+        try:
+            return run_epoch(), False
+        except TrainingDiverged:
+            net.parameters[...] = np.nan
+            return np.nan, True
+
+    def _record_epoch_loss(self, data_loss, sq_start, net, n_samples, penalty_batches):
+        """n_iter_, t_, loss_ and loss_curve_ (and the verbose line) after an epoch. loss_
+        is the data loss plus the L2 penalty, its squared weights the mean of those at the
+        epoch's start (``sq_start``) and end."""
+        penalty = 0.0
+        if self.alpha:
+            penalty = (0.5 * self.alpha * 0.5 * (sq_start + _sum_squares(net.weights))
+                       * penalty_batches / n_samples)
+        self.n_iter_ += 1
+        self.loss_ = data_loss + penalty
+        self.t_ += n_samples
+        self.loss_curve_.append(self.loss_)
+        if self.verbose:
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+    def _validate(self, net, val):
+        """``val_loss`` (also appended to validation_loss_curve_) and ``val_score`` of the
+        network on the validation set."""
+        out = self._net_output(net, val.rows)
+        val_loss = float(self._sk_loss(val.y_2d, out, val.sw))
+        self.validation_loss_curve_.append(val_loss)
+        return {"val_loss": val_loss, "val_score": self._score_output(out, val.y, val.sw)}
+
+    def _no_improvement_stop(self, val_score, net):
+        """scikit-learn's end of an iteration: the no-improvement count (on val_score with
+        early stopping, else on the training loss), the invscaling learning rate, and
+        after n_iter_no_change iterations without improvement the stop or (adaptive) the
+        learning-rate cut. True to stop."""
+        self._update_no_improvement_count(val_score, net)
+        self._iteration_ends()
+        if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        if self.early_stopping:
+            msg = ("Validation score did not improve more than tol=%f for %d consecutive "
+                   "epochs." % (self.tol, self.n_iter_no_change))
+        else:
+            msg = ("Training loss did not improve more than tol=%f for %d consecutive "
+                   "epochs." % (self.tol, self.n_iter_no_change))
+        if self._trigger_stopping(msg):
+            return True
+        self._no_improvement_count = 0
+        return False
 
     def _iteration_ends(self):
         if self.solver == "sgd" and self.learning_rate == "invscaling":
@@ -901,8 +932,8 @@ class _BaseMLP(BaseEstimator):
             print(msg + " Setting learning rate to %f" % self._optimizer.lr)
         return False
 
-    def _update_no_improvement_count(self, early_stopping, val_score, net):
-        if early_stopping:
+    def _update_no_improvement_count(self, val_score, net):
+        if self.early_stopping:
             self.validation_scores_.append(val_score)
             if self.verbose:
                 print("Validation score: %f" % self.validation_scores_[-1])
