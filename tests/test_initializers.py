@@ -274,13 +274,16 @@ def test_get_unknown_and_callable():
         init.get(3)
 
 
+# As in fastbp._validation: TypeError for a wrong type, ValueError for a bad value.
 @pytest.mark.parametrize("name", init.names())
 @pytest.mark.parametrize("arg", ["fan_in", "fan_out"])
-@pytest.mark.parametrize("bad", [0, -3, 2.5, 3.0, "3", None, True])
-def test_bad_fans(name, arg, bad):
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (-3, ValueError), (2.5, TypeError),
+                                       (3.0, TypeError), ("3", TypeError), (None, TypeError),
+                                       (True, TypeError)])
+def test_bad_fans(name, arg, bad, error):
     fans = {"fan_in": 4, "fan_out": 5}
     fans[arg] = bad
-    with pytest.raises(ValueError, match=arg):
+    with pytest.raises(error, match=arg):
         init.get(name)(fans["fan_in"], fans["fan_out"], rng=0)
 
 
@@ -289,9 +292,11 @@ def test_numpy_integer_fans_accepted():
 
 
 @pytest.mark.parametrize("name", init.names())
-@pytest.mark.parametrize("bad", ["int32", "float16", "complex64", "banana", None, int])
-def test_bad_dtype(name, bad):
-    with pytest.raises(ValueError, match="dtype"):
+@pytest.mark.parametrize("bad,error", [("int32", ValueError), ("float16", ValueError),
+                                       ("complex64", ValueError), (int, ValueError),
+                                       ("banana", TypeError), (None, TypeError)])
+def test_bad_dtype(name, bad, error):
+    with pytest.raises(error, match="dtype"):
         init.get(name)(4, 5, rng=0, dtype=bad)
 
 
@@ -315,17 +320,19 @@ def test_bad_gain(name, bad):
     (lambda: init.variance_scaling(3, 3, mode="avg"), "mode"),
     (lambda: init.variance_scaling(3, 3, distribution="cauchy"), "distribution"),
     (lambda: init.variance_scaling(3, 3, scale=0), "scale"),
-    (lambda: init.lecun_normal(3, 3, truncated="yes"), "truncated"),
     (lambda: init.glorot_normal(3, 3, rng=-1), "rng"),
+    (lambda: init.calculate_gain("leaky_relu", float("nan")), "param"),
 ])
 def test_bad_parameters(call, match):
     with pytest.raises(ValueError, match=match):
         call()
 
 
-def test_bad_rng_type():
+def test_bad_types():
     with pytest.raises(TypeError, match="rng"):
         init.glorot_uniform(3, 3, rng="seed")
+    with pytest.raises(TypeError, match="truncated"):
+        init.lecun_normal(3, 3, truncated="yes")
     with pytest.raises(TypeError):
         init.glorot_uniform(3, 3, rng=0, stddev=1.0)  # unknown keyword
 
@@ -405,7 +412,7 @@ def test_lsuv_reproducible_and_max_iter():
 @pytest.mark.parametrize("X,match", [
     (np.zeros((10,)), "2-D"),
     (np.zeros((10, 5)), "4 columns"),
-    (np.zeros((0, 4)), "at least one"),
+    (np.zeros((0, 4)), "empty"),
     (np.full((3, 4), np.nan), "NaN"),
     (np.array([[1.0, 2.0, np.inf, 0.0]]), "inf"),
 ])
@@ -425,3 +432,7 @@ def test_lsuv_bad_options():
         init.lsuv(net, X, tol=0.0)
     with pytest.raises(ValueError, match="max_iter"):
         init.lsuv(net, X, max_iter=-1)
+    with pytest.raises(TypeError, match="max_iter"):
+        init.lsuv(net, X, max_iter=2.0)
+    with pytest.raises(TypeError, match="X"):
+        init.lsuv(net, [["a", "b", "c", "d"]])
