@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fastbp import initializers as init
+from fastbp import activations, initializers as init
 
 DTYPES = ["float32", "float64"]
 FAN_IN, FAN_OUT = 400, 300
@@ -192,8 +192,6 @@ def test_calculate_gain(nonlinearity, param, expected):
 
 
 def test_calculate_gain_knows_every_activation():
-    from fastbp import activations
-
     for name in activations.names():
         g = init.calculate_gain(name)
         assert math.isfinite(g) and g > 0
@@ -354,7 +352,7 @@ def _fake_net(sizes, acts, dtype):
                            dtype=np.dtype(dtype))
 
 
-def _preactivation_vars(net, X, activations):
+def _preactivation_vars(net, X):
     z = np.asarray(X, dtype=np.float64)
     out = []
     for W, b, a in zip(net.weights, net.biases, net.activations):
@@ -368,7 +366,6 @@ def _preactivation_vars(net, X, activations):
 @pytest.mark.parametrize("acts", [("tanh", "relu", "identity"), ("relu", "sigmoid", "softmax")])
 @pytest.mark.parametrize("tol", [0.1, 0.01])
 def test_lsuv_unit_variance(acts, tol, dtype):
-    from fastbp import activations
     rng = np.random.default_rng(0)
     X = 3.0 * rng.standard_normal((256, 12)) + 1.0  # far from unit variance
     X_copy = X.copy()
@@ -377,14 +374,14 @@ def test_lsuv_unit_variance(acts, tol, dtype):
     # orthogonal weights alone would not give unit variance on this X
     for W in net.weights:
         W[...] = init.orthogonal(*W.shape, rng=1, dtype=dtype)
-    assert abs(_preactivation_vars(net, X, activations)[0] - 1.0) > 1.0
+    assert abs(_preactivation_vars(net, X)[0] - 1.0) > 1.0
 
     assert init.lsuv(net, X, tol=tol, rng=0) is net
     np.testing.assert_array_equal(X, X_copy)  # X not modified
     assert [id(W) for W in net.weights] == ids  # in place
     for W in net.weights:
         assert W.dtype == np.dtype(dtype)
-    for var in _preactivation_vars(net, X, activations):
+    for var in _preactivation_vars(net, X):
         assert abs(var - 1.0) < tol
     # each W is a scaled orthogonal matrix (orthogonal start, then uniform rescaling)
     for W in net.weights:
