@@ -292,6 +292,7 @@ def test_numpy_integer_fans_accepted():
 @pytest.mark.parametrize("name", init.names())
 @pytest.mark.parametrize("bad,error", [("int32", ValueError), ("float16", ValueError),
                                        ("complex64", ValueError), (int, ValueError),
+                                       (">f4" if np.little_endian else "<f4", ValueError),
                                        ("banana", TypeError), (None, TypeError)])
 def test_bad_dtype(name, bad, error):
     with pytest.raises(error, match="dtype"):

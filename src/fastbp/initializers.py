@@ -161,7 +161,10 @@ __doc__ = _fill(__doc__)
 def _check_dtype(dtype):
     if dtype is None:  # np.dtype(None) would silently be float64
         raise TypeError("dtype must be 'float32' or 'float64', got None")
-    return check_dtype(dtype)
+    dt = check_dtype(dtype)
+    if not dt.isnative:  # check_dtype goes by the name, which ignores the byte order
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt
 
 
 def _as_generator(rng):
