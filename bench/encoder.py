@@ -3,7 +3,8 @@
 
     python bench/encoder.py                 # full run (a few minutes on 1 core), writes
                                             # bench/results/encoder.md
-    python bench/encoder.py --seeds 5 --cap 2000 --out /tmp/encoder.md   # quick look
+    python bench/encoder.py --seeds 5 --cap 2000 --out bench/results/quick/encoder.md
+                                            # quick look (results/quick/ is git-ignored)
 
 The task (Fahlman 1988, "An Empirical Study of Learning Speed in Back-Propagation
 Networks"): 8 one-hot input patterns must be reproduced at 8 outputs through a

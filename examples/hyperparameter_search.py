@@ -42,17 +42,16 @@ import warnings
 
 import joblib
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from fastbp.datasets import load_digits
+from fastbp.sklearn import MLPClassifier
 
 
 def make_search(quick=False, n_jobs=2):
-    from sklearn.model_selection import GridSearchCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from fastbp.sklearn import MLPClassifier
-
     pipe = make_pipeline(StandardScaler(),
                          MLPClassifier(max_iter=80 if quick else 200, early_stopping=not quick,
                                        random_state=0))
@@ -84,7 +83,6 @@ def main(quick=False, n_jobs=2, backend="loky", scheduler=None):
     t0 = time.perf_counter()
     with joblib.parallel_backend(backend, n_jobs=n_jobs), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        from sklearn.exceptions import ConvergenceWarning
         warnings.simplefilter("ignore", category=ConvergenceWarning)
         search.fit(X, y)
     dt = time.perf_counter() - t0

@@ -162,6 +162,7 @@ def figure(results, path, n_layers):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         print("matplotlib is not installed: no figure (pip install fastbp[plot])")
         return None
@@ -189,7 +190,6 @@ def figure(results, path, n_layers):
               title="first-layer gradient norm during training, seed 0")
     ax[2].set(xlabel="epoch", ylabel="test accuracy (%)", ylim=(0, 100),
               title="test accuracy (mean over the seeds that did not diverge)")
-    from matplotlib.ticker import MaxNLocator
     ax[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     for a in ax:
         a.grid(alpha=0.3, which="both")

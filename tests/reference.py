@@ -4,7 +4,7 @@ This module is the yardstick the compiled package is tested against. It is writt
 obviously correct, not fast: float64 everywhere, no fused passes, no workspaces.
 It imports nothing from ``fastbp``.
 
-Conventions (``/work/shared/API.md``):
+Conventions (the same as fastbp's):
 
 * ``X`` has shape ``(n, n_features)``; layer ``l`` computes ``a_l = f_l(z_{l-1} @ W_l + b_l)``
   with ``W_l`` of shape ``(n_in, n_out)`` and ``b_l`` of shape ``(n_out,)``.

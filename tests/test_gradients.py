@@ -341,6 +341,7 @@ def test_repeated_calls_with_changing_batch_sizes(dtype):
 # eps ~ 1e-5 (the cube root of machine epsilon). A wrong gradient is off by > 1e-2.
 GRADCHECK_OK = 1e-5
 
+
 @pytest.mark.parametrize("hidden", SMOOTH)
 def test_gradient_check_small_for_smooth_activations(hidden):
     sizes = [4, 5, 3]

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fastbp import initializers as init
+from fastbp import activations, initializers as init
 
 DTYPES = ["float32", "float64"]
 FAN_IN, FAN_OUT = 400, 300
@@ -192,8 +192,6 @@ def test_calculate_gain(nonlinearity, param, expected):
 
 
 def test_calculate_gain_knows_every_activation():
-    from fastbp import activations
-
     for name in activations.names():
         g = init.calculate_gain(name)
         assert math.isfinite(g) and g > 0
@@ -274,13 +272,16 @@ def test_get_unknown_and_callable():
         init.get(3)
 
 
+# As in fastbp._validation: TypeError for a wrong type, ValueError for a bad value.
 @pytest.mark.parametrize("name", init.names())
 @pytest.mark.parametrize("arg", ["fan_in", "fan_out"])
-@pytest.mark.parametrize("bad", [0, -3, 2.5, 3.0, "3", None, True])
-def test_bad_fans(name, arg, bad):
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (-3, ValueError), (2.5, TypeError),
+                                       (3.0, TypeError), ("3", TypeError), (None, TypeError),
+                                       (True, TypeError)])
+def test_bad_fans(name, arg, bad, error):
     fans = {"fan_in": 4, "fan_out": 5}
     fans[arg] = bad
-    with pytest.raises(ValueError, match=arg):
+    with pytest.raises(error, match=arg):
         init.get(name)(fans["fan_in"], fans["fan_out"], rng=0)
 
 
@@ -289,9 +290,12 @@ def test_numpy_integer_fans_accepted():
 
 
 @pytest.mark.parametrize("name", init.names())
-@pytest.mark.parametrize("bad", ["int32", "float16", "complex64", "banana", None, int])
-def test_bad_dtype(name, bad):
-    with pytest.raises(ValueError, match="dtype"):
+@pytest.mark.parametrize("bad,error", [("int32", ValueError), ("float16", ValueError),
+                                       ("complex64", ValueError), (int, ValueError),
+                                       (">f4" if np.little_endian else "<f4", ValueError),
+                                       ("banana", TypeError), (None, TypeError)])
+def test_bad_dtype(name, bad, error):
+    with pytest.raises(error, match="dtype"):
         init.get(name)(4, 5, rng=0, dtype=bad)
 
 
@@ -315,17 +319,19 @@ def test_bad_gain(name, bad):
     (lambda: init.variance_scaling(3, 3, mode="avg"), "mode"),
     (lambda: init.variance_scaling(3, 3, distribution="cauchy"), "distribution"),
     (lambda: init.variance_scaling(3, 3, scale=0), "scale"),
-    (lambda: init.lecun_normal(3, 3, truncated="yes"), "truncated"),
     (lambda: init.glorot_normal(3, 3, rng=-1), "rng"),
+    (lambda: init.calculate_gain("leaky_relu", float("nan")), "param"),
 ])
 def test_bad_parameters(call, match):
     with pytest.raises(ValueError, match=match):
         call()
 
 
-def test_bad_rng_type():
+def test_bad_types():
     with pytest.raises(TypeError, match="rng"):
         init.glorot_uniform(3, 3, rng="seed")
+    with pytest.raises(TypeError, match="truncated"):
+        init.lecun_normal(3, 3, truncated="yes")
     with pytest.raises(TypeError):
         init.glorot_uniform(3, 3, rng=0, stddev=1.0)  # unknown keyword
 
@@ -347,7 +353,7 @@ def _fake_net(sizes, acts, dtype):
                            dtype=np.dtype(dtype))
 
 
-def _preactivation_vars(net, X, activations):
+def _preactivation_vars(net, X):
     z = np.asarray(X, dtype=np.float64)
     out = []
     for W, b, a in zip(net.weights, net.biases, net.activations):
@@ -361,7 +367,6 @@ def _preactivation_vars(net, X, activations):
 @pytest.mark.parametrize("acts", [("tanh", "relu", "identity"), ("relu", "sigmoid", "softmax")])
 @pytest.mark.parametrize("tol", [0.1, 0.01])
 def test_lsuv_unit_variance(acts, tol, dtype):
-    from fastbp import activations
     rng = np.random.default_rng(0)
     X = 3.0 * rng.standard_normal((256, 12)) + 1.0  # far from unit variance
     X_copy = X.copy()
@@ -370,14 +375,14 @@ def test_lsuv_unit_variance(acts, tol, dtype):
     # orthogonal weights alone would not give unit variance on this X
     for W in net.weights:
         W[...] = init.orthogonal(*W.shape, rng=1, dtype=dtype)
-    assert abs(_preactivation_vars(net, X, activations)[0] - 1.0) > 1.0
+    assert abs(_preactivation_vars(net, X)[0] - 1.0) > 1.0
 
     assert init.lsuv(net, X, tol=tol, rng=0) is net
     np.testing.assert_array_equal(X, X_copy)  # X not modified
     assert [id(W) for W in net.weights] == ids  # in place
     for W in net.weights:
         assert W.dtype == np.dtype(dtype)
-    for var in _preactivation_vars(net, X, activations):
+    for var in _preactivation_vars(net, X):
         assert abs(var - 1.0) < tol
     # each W is a scaled orthogonal matrix (orthogonal start, then uniform rescaling)
     for W in net.weights:
@@ -405,7 +410,7 @@ def test_lsuv_reproducible_and_max_iter():
 @pytest.mark.parametrize("X,match", [
     (np.zeros((10,)), "2-D"),
     (np.zeros((10, 5)), "4 columns"),
-    (np.zeros((0, 4)), "at least one"),
+    (np.zeros((0, 4)), "empty"),
     (np.full((3, 4), np.nan), "NaN"),
     (np.array([[1.0, 2.0, np.inf, 0.0]]), "inf"),
 ])
@@ -425,3 +430,7 @@ def test_lsuv_bad_options():
         init.lsuv(net, X, tol=0.0)
     with pytest.raises(ValueError, match="max_iter"):
         init.lsuv(net, X, max_iter=-1)
+    with pytest.raises(TypeError, match="max_iter"):
+        init.lsuv(net, X, max_iter=2.0)
+    with pytest.raises(TypeError, match="X"):
+        init.lsuv(net, [["a", "b", "c", "d"]])

@@ -1,5 +1,5 @@
 """Network surface: parameter views, dtype, predict, persistence, pickling, errors."""
-import io
+import os
 import pickle
 import threading
 
@@ -116,7 +116,6 @@ def test_save_is_atomic_when_interrupted(tmp_path, monkeypatch):
     net.save(path)
     original = path.read_bytes()
     other = make(activation="relu")
-    import os
 
     def boom(*a, **k):
         raise OSError("disk full")

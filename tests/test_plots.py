@@ -8,7 +8,7 @@ import pytest
 
 import fastbp
 from fastbp.datasets import load_digits, train_test_split
-from fastbp import plots
+from fastbp import cli, plots
 from fastbp.diagnostics import GradientNormRecorder
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -77,7 +77,6 @@ def test_demo_figures(mpl, tmp_path, trained):
 
 
 def test_cli_demo_plots(mpl, tmp_path, capsys):
-    from fastbp import cli
     out = tmp_path / "demo"
     assert cli.main(["demo", "--epochs", "1", "--hidden", "16", "--threads", "1",
                      "--plots", str(out)]) == 0

@@ -1,5 +1,4 @@
 """Reliability: property tests, bad input never crashes, Ctrl-C, concurrency, memory."""
-import os
 import signal
 import subprocess
 import sys
@@ -50,41 +49,59 @@ def test_gradients_match_reference_for_random_networks(data):
         np.testing.assert_allclose(got, want, atol=tol * max(1.0, np.abs(want).max()), rtol=0)
 
 
-BAD_X = [
-    lambda n, d: np.zeros((n, d + 1)),
-    lambda n, d: np.zeros((n,)),
-    lambda n, d: np.zeros((n, d, 1)),
-    lambda n, d: np.full((n, d), np.nan),
-    lambda n, d: np.full((n, d), -np.inf),
-    lambda n, d: np.zeros((0, d)),
-    lambda n, d: np.array([["x"] * d] * n),
-    lambda n, d: np.zeros((n, d), dtype=complex),
-    lambda n, d: [[object()] * d] * n,
-]
+BAD_X = {
+    "extra_column": lambda n, d: np.zeros((n, d + 1)),
+    "1d": lambda n, d: np.zeros((n,)),
+    "3d": lambda n, d: np.zeros((n, d, 1)),
+    "nan": lambda n, d: np.full((n, d), np.nan),
+    "inf": lambda n, d: np.full((n, d), -np.inf),
+    "empty": lambda n, d: np.zeros((0, d)),
+    "strings": lambda n, d: np.array([["x"] * d] * n),
+    "complex": lambda n, d: np.zeros((n, d), dtype=complex),
+    "objects": lambda n, d: [[object()] * d] * n,
+}
+
+
+def _targets(n):
+    labels = np.zeros(n, dtype=np.int64)
+    return {"ok": labels, "nan": np.full(n, np.nan), "short": labels[:-1],
+            "label_oob": labels + 3, "label_frac": labels + 0.5, "wide": np.zeros((n, 7))}
 
 
 @settings(max_examples=80, deadline=None)
-@given(which=st.integers(0, len(BAD_X) - 1), n=st.integers(1, 5), d=st.integers(1, 6),
-       target=st.sampled_from(["ok", "nan", "short", "label_oob", "label_frac", "wide"]),
+@given(x_case=st.sampled_from(sorted(BAD_X)), n=st.integers(1, 5), d=st.integers(1, 6),
+       target=st.sampled_from(sorted(_targets(1))),
        api=st.sampled_from(["predict", "grad", "fit"]))
-def test_bad_inputs_raise_clean_errors(which, n, d, target, api):
+def test_bad_inputs_raise_clean_errors(x_case, n, d, target, api):
     net = fastbp.Network([d, 4, 3], activation="tanh", output="softmax", seed=0)
-    good_X = np.zeros((n, d))
-    labels = np.zeros(n, dtype=np.int64)
-    bad_y = {"ok": labels, "nan": np.full(n, np.nan), "short": labels[:-1] if n > 1 else [],
-             "label_oob": labels + 3, "label_frac": labels + 0.5, "wide": np.zeros((n, 7))}[target]
-    X = BAD_X[which](n, d)
-    with pytest.raises((ValueError, TypeError)):
-        if api == "predict":
-            if which == 5:
-                raise ValueError("empty predict is allowed; nothing to check")
-            net.predict(X)
-        elif api == "grad":
-            net.loss_and_gradients(X, bad_y, loss="cross_entropy")
-        else:
-            fastbp.Trainer(net, batch_size=2).fit(X, bad_y, epochs=1)
+    X, y = BAD_X[x_case](n, d), _targets(n)[target]
+    if api == "predict" and x_case == "empty":
+        out = net.predict(X)                        # no samples, no predictions: not an error
+        assert out.shape == (0, 3) and out.dtype == net.dtype
+    else:
+        with pytest.raises((ValueError, TypeError), match=r"^X\b"):   # X is checked first
+            if api == "predict":
+                net.predict(X)
+            elif api == "grad":
+                net.loss_and_gradients(X, y, loss="cross_entropy")
+            else:
+                fastbp.Trainer(net, batch_size=2).fit(X, y, epochs=1)
     # and a good call still works afterwards
-    assert net.predict(good_X).shape == (n, 3)
+    assert net.predict(np.zeros((n, d))).shape == (n, 3)
+
+
+@pytest.mark.parametrize("target", ["nan", "short", "label_oob", "label_frac", "wide"])
+@pytest.mark.parametrize("api, name", [("grad", "Y"), ("fit", "y")])
+def test_bad_targets_name_the_argument(target, api, name):
+    # the targets are Y for Network methods, y for Trainer.fit (as in scikit-learn)
+    net = fastbp.Network([3, 4, 3], activation="tanh", output="softmax", seed=0)
+    X, y = np.zeros((4, 3)), _targets(4)[target]
+    with pytest.raises(ValueError, match=rf"^{name}\b"):
+        if api == "grad":
+            net.loss_and_gradients(X, y, loss="cross_entropy")
+        else:
+            fastbp.Trainer(net, batch_size=2).fit(X, y, epochs=1)
+    assert net.loss_and_gradients(X, _targets(4)["ok"], loss="cross_entropy")[0] > 0
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -10,7 +10,11 @@
 """
 import numpy as np
 
+from . import activations
+from ._validation import as_float_matrix, check_dtype, check_number, check_positive_int
+from .activations import LECUN_A
 from .callbacks import Callback
+from .network import Network
 
 __all__ = ["gradient_check", "gradient_norms", "health", "HealthReport", "GradientNormRecorder"]
 
@@ -24,7 +28,6 @@ def gradient_check(net, X, Y, loss="mse", eps=None, floor=1e-6, max_checks=None,
     With ``max_checks`` set, that many entries are sampled at random (per kind) instead of
     all of them. Perturbations across a kink (ReLU at 0, step) can give spurious errors.
     """
-    from .network import Network
     if not isinstance(net, Network):
         raise TypeError(f"net must be a fastbp.Network, got {type(net).__name__}")
     eps = 1e-6 if eps is None else float(eps)
@@ -72,13 +75,10 @@ def gradient_check(net, X, Y, loss="mse", eps=None, floor=1e-6, max_checks=None,
     return worst
 
 
-
 def _as_network(net, dtype=None):
-    from .network import Network
     if not isinstance(net, Network):
         raise TypeError(f"net must be a fastbp.Network, got {type(net).__name__}")
     if dtype is not None:
-        from ._validation import check_dtype
         if check_dtype(dtype) != net.dtype:
             return net.copy(dtype=dtype)
     return net
@@ -115,7 +115,7 @@ def gradient_norms(net, X, Y, loss="mse", dtype=None):
 #: |output| above which a unit counts as saturated (fraction of the activation's range)
 SATURATION = 0.97
 _SATURATING = {"tanh": lambda a: np.abs(a) > SATURATION,
-               "lecun_tanh": lambda a: np.abs(a) > SATURATION * 1.7159,
+               "lecun_tanh": lambda a: np.abs(a) > SATURATION * LECUN_A,
                "sigmoid": lambda a: (a < 1 - SATURATION) | (a > SATURATION),
                "softsign": lambda a: np.abs(a) > SATURATION}
 _RELU_LIKE = ("relu",)
@@ -229,8 +229,6 @@ def health(net, X, Y, loss="mse", lr=None, dtype=None):
     :class:`HealthReport` is a list; ``print(report)`` shows it as a table with warnings,
     ``report.to_markdown()`` gives Markdown.
     """
-    from . import activations
-    from ._validation import as_float_matrix, check_number
     net = _as_network(net, dtype)
     X = as_float_matrix(X, net.dtype, "X", n_columns=net.n_inputs)
     if lr is not None:
@@ -295,7 +293,6 @@ class GradientNormRecorder(Callback):
     """
 
     def __init__(self, X, Y, loss=None, every=1, dtype=None, initial=False, key="grad_norms"):
-        from ._validation import check_positive_int
         self.X, self.Y, self.loss = X, Y, loss
         self.every = check_positive_int(every, "every")
         self.dtype, self.initial, self.key = dtype, bool(initial), key
@@ -309,7 +306,6 @@ class GradientNormRecorder(Callback):
         return gradient_norms(trainer.net, self.X, self.Y, loss=loss, dtype=self.dtype)
 
     def on_train_begin(self, trainer):
-        from ._validation import as_float_matrix
         self.X = as_float_matrix(self.X, trainer.net.dtype, "X", n_columns=trainer.net.n_inputs)
         if self.initial and self.initial_norms is None:
             self.initial_norms = self._norms(trainer)

@@ -10,7 +10,8 @@ dtype (``"float32"`` or ``"float64"``). ``rng`` is ``None`` (a fresh
 seed always gives the same array, and the random numbers are drawn in float64 and then
 rounded, so a float32 array is the rounded float64 one drawn from the same seed.
 ``gain`` multiplies the standard deviation of the distribution (for ``zeros`` and
-``constant`` it multiplies the value).
+``constant`` it multiplies the value). Bad arguments raise as everywhere in fastbp: a
+``TypeError`` for a wrong type, a ``ValueError`` for a bad value, naming the argument.
 
 Weight layout
 -------------
@@ -36,9 +37,7 @@ name (aliases)                                            distribution
 ``variance_scaling``                                      Var = gain^2 * scale / n (Keras)
 ========================================================  ===================================
 
-A note on the name "Xavier": Caffe's ``XavierFiller`` (and many notes and blog posts
-that follow it) uses Var = 1/fan_in. Here, as in PyTorch and Keras, Var = 1/fan_in is
-``lecun_*`` and ``xavier_*`` is Glorot & Bengio's Var = 2/(fan_in + fan_out).
+%(xavier)s
 
 The ``*_normal`` variance-scaling initializers are untruncated (PyTorch convention) unless
 ``truncated=True`` is passed; then they use Keras' truncated normal (redrawn beyond two
@@ -48,8 +47,13 @@ deviation after truncation is exactly the one in the table.
 
 import math
 import numbers
+import re
+import textwrap
 
 import numpy as np
+
+from . import activations as _activations
+from ._validation import as_float_matrix, check_dtype, check_number, check_positive_int
 
 __all__ = [
     "zeros",
@@ -85,40 +89,82 @@ _SQRT3 = math.sqrt(3.0)
 
 
 # --------------------------------------------------------------------------------------
-# argument checking
+# shared docstring text
 # --------------------------------------------------------------------------------------
-def _check_fan(value, name):
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (numbers.Integral, np.integer))
-        or value < 1
-    ):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+# A docstring line that is only ``%(key)s`` is replaced by _DOCS[key], indented as the line.
+_DOCS = {
+    "fans": """\
+fan_in, fan_out : int
+    Number of inputs and outputs of the layer, ``W.shape``: fastbp's weights are
+    ``(fan_in, fan_out)`` (PyTorch's are transposed).""",
+    "rng": """\
+rng : None, int or numpy.random.Generator, optional
+    Random source; the same seed gives the same array.""",
+    "rng_unused": """\
+rng : None, int or numpy.random.Generator, optional
+    Unused (no randomness).""",
+    "dtype": 'dtype : {"float32", "float64"} or numpy dtype, default "float32"',
+    "gain": """\
+gain : float, default 1.0
+    Multiplies the standard deviation (must be > 0).""",
+    "gain_value": """\
+gain : float, default 1.0
+    Multiplies the value.""",
+    "he_mode": """\
+mode : {"fan_in", "fan_out"}, default "fan_in"
+    ``n`` in Var = 2/n: ``fan_in`` preserves the variance of the forward pass,
+    ``fan_out`` that of the backward pass.""",
+    "truncated": """\
+truncated : bool, default False
+    False: untruncated normal (PyTorch). True: Keras' truncated normal, values redrawn
+    beyond 2 pre-truncation standard deviations, rescaled by 1/0.87962566103423978 so
+    that the final std is exactly ``std``.""",
+    "returns": """\
+Returns
+-------
+numpy.ndarray of shape (fan_in, fan_out)""",
+    "symmetry": """\
+A constant initialization never breaks the symmetry between the hidden units of a
+layer: every unit computes the same output and receives the same gradient, so
+backpropagation keeps them identical and the layer behaves like a single unit. Use it
+for output layers of special models or for tests, not for hidden layers.""",
+    "xavier": """\
+A note on the name "Xavier": Caffe's ``XavierFiller`` (and many notes and blog posts
+that follow it) uses Var = 1/fan_in. Here, as in PyTorch and Keras, Var = 1/fan_in is
+``lecun_*`` and ``xavier_*`` is Glorot & Bengio's Var = 2/(fan_in + fan_out).""",
+}
+_DOCS["random_params"] = "\n".join(_DOCS[k] for k in ["fans", "rng", "dtype", "gain"])
+_DOCS["constant_params"] = "\n".join(_DOCS[k] for k in ["fans", "rng_unused", "dtype",
+                                                        "gain_value"])
+
+_PLACEHOLDER = re.compile(r"^( *)%\((\w+)\)s$", re.MULTILINE)
 
 
+def _fill(doc):
+    if not doc:  # python -OO strips docstrings
+        return doc
+    return _PLACEHOLDER.sub(lambda m: textwrap.indent(_DOCS[m[2]], m[1]), doc)
+
+
+def _doc(func):
+    """Decorator: fill the ``%(key)s`` lines of ``func``'s docstring from ``_DOCS``."""
+    func.__doc__ = _fill(func.__doc__)
+    return func
+
+
+__doc__ = _fill(__doc__)
+
+
+# --------------------------------------------------------------------------------------
+# argument checking (the messages and exception types of fastbp._validation)
+# --------------------------------------------------------------------------------------
 def _check_dtype(dtype):
-    err = ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    if dtype is None:
-        raise err
-    try:
-        dt = np.dtype(dtype)
-    except (TypeError, ValueError):
-        raise err from None
-    if dt != np.float32 and dt != np.float64:
-        raise err
+    if dtype is None:  # np.dtype(None) would silently be float64
+        raise TypeError("dtype must be 'float32' or 'float64', got None")
+    dt = check_dtype(dtype)
+    if not dt.isnative:  # check_dtype goes by the name, which ignores the byte order
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return dt
-
-
-def _check_real(value, name, *, positive=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if positive and value <= 0.0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return value
 
 
 def _as_generator(rng):
@@ -128,9 +174,7 @@ def _as_generator(rng):
     if rng is None:
         return np.random.default_rng()
     if isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, (bool, np.bool_)):
-        if rng < 0:
-            raise ValueError(f"rng seed must be a non-negative integer, got {rng!r}")
-        return np.random.default_rng(int(rng))
+        return np.random.default_rng(check_positive_int(rng, "rng", minimum=0))
     if isinstance(rng, (np.random.SeedSequence, np.random.BitGenerator)):
         return np.random.default_rng(rng)
     raise TypeError(
@@ -139,10 +183,10 @@ def _as_generator(rng):
 
 
 def _prepare(fan_in, fan_out, rng, dtype, gain, *, random=True):
-    fan_in = _check_fan(fan_in, "fan_in")
-    fan_out = _check_fan(fan_out, "fan_out")
+    fan_in = check_positive_int(fan_in, "fan_in")
+    fan_out = check_positive_int(fan_out, "fan_out")
     dt = _check_dtype(dtype)
-    gain = _check_real(gain, "gain", positive=random)
+    gain = check_number(gain, "gain", low=0 if random else None, low_open=True)
     gen = _as_generator(rng)
     return fan_in, fan_out, gen, dt, gain
 
@@ -166,30 +210,20 @@ def _truncated_standard_normal(gen, shape):
 # --------------------------------------------------------------------------------------
 # constant initializers
 # --------------------------------------------------------------------------------------
+@_doc
 def zeros(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
     """All-zero weights.
 
     ``W_ij = 0``. ``rng`` and ``gain`` are accepted for a uniform signature (``gain``
     multiplies the value, which stays 0).
 
-    A constant initialization never breaks the symmetry between the hidden units of a
-    layer: every unit computes the same function and receives the same gradient, so they
-    stay identical for the whole of training. Use it for output layers of special models
-    or for tests, not for hidden layers.
+    %(symmetry)s
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        Number of inputs and outputs of the layer (``W.shape``).
-    rng : None, int or numpy.random.Generator, optional
-        Unused (no randomness).
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies the value.
+    %(constant_params)s
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
 
     Examples
     --------
@@ -200,27 +234,18 @@ def zeros(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
     return np.zeros((fan_in, fan_out), dtype=dt)
 
 
+@_doc
 def constant(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, value=0.0):
     """Constant weights ``W_ij = gain * value``.
 
-    A constant initialization never breaks the symmetry between the hidden units of a
-    layer: all units of the layer compute the same output and receive the same gradient,
-    so backpropagation keeps them identical and the layer behaves like a single unit.
+    %(symmetry)s
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        Number of inputs and outputs of the layer (``W.shape``).
-    rng : None, int or numpy.random.Generator, optional
-        Unused (no randomness).
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies ``value``.
+    %(constant_params)s
     value : float, default 0.0
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
 
     Examples
     --------
@@ -228,32 +253,25 @@ def constant(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, value=0.0)
     [[1.0, 1.0]]
     """
     fan_in, fan_out, _, dt, gain = _prepare(fan_in, fan_out, rng, dtype, gain, random=False)
-    value = _check_real(value, "value")
+    value = check_number(value, "value")
     return np.full((fan_in, fan_out), gain * value, dtype=dt)
 
 
 # --------------------------------------------------------------------------------------
 # plain random initializers
 # --------------------------------------------------------------------------------------
+@_doc
 def normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mean=0.0, std=0.01):
     """Gaussian weights ``W_ij ~ N(mean, (gain * std)^2)`` (untruncated).
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        Number of inputs and outputs of the layer (``W.shape``).
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies ``std`` (must be > 0).
+    %(random_params)s
     mean : float, default 0.0
     std : float, default 0.01
         Standard deviation (> 0).
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
 
     Examples
     --------
@@ -261,14 +279,15 @@ def normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mean=0.0, st
     (3, 2)
     """
     fan_in, fan_out, gen, dt, gain = _prepare(fan_in, fan_out, rng, dtype, gain)
-    mean = _check_real(mean, "mean")
-    std = _check_real(std, "std", positive=True)
+    mean = check_number(mean, "mean")
+    std = check_number(std, "std", low=0, low_open=True)
     values = gen.standard_normal((fan_in, fan_out))
     values *= gain * std
     values += mean
     return _finish(values, dt)
 
 
+@_doc
 def uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, low=-0.05, high=0.05):
     """Uniform weights ``W_ij ~ U(low, high)``.
 
@@ -280,19 +299,11 @@ def uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, low=-0.05, 
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        Number of inputs and outputs of the layer (``W.shape``).
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies the standard deviation (must be > 0).
+    %(random_params)s
     low, high : float, default -0.05, 0.05
         Interval bounds, ``low < high``.
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
 
     Examples
     --------
@@ -301,8 +312,8 @@ def uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, low=-0.05, 
     True
     """
     fan_in, fan_out, gen, dt, gain = _prepare(fan_in, fan_out, rng, dtype, gain)
-    low = _check_real(low, "low")
-    high = _check_real(high, "high")
+    low = check_number(low, "low")
+    high = check_number(high, "high")
     if not low < high:
         raise ValueError(f"low must be < high, got low={low!r}, high={high!r}")
     if gain != 1.0:
@@ -312,6 +323,7 @@ def uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, low=-0.05, 
     return _finish(gen.uniform(low, high, (fan_in, fan_out)), dt)
 
 
+@_doc
 def truncated_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mean=0.0,
                      std=0.05):
     """Truncated Gaussian weights (Keras ``TruncatedNormal`` convention).
@@ -329,20 +341,12 @@ def truncated_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, me
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        Number of inputs and outputs of the layer (``W.shape``).
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies ``std`` (must be > 0).
+    %(random_params)s
     mean : float, default 0.0
     std : float, default 0.05
         Standard deviation of the untruncated normal (> 0).
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
 
     Examples
     --------
@@ -351,8 +355,8 @@ def truncated_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, me
     True
     """
     fan_in, fan_out, gen, dt, gain = _prepare(fan_in, fan_out, rng, dtype, gain)
-    mean = _check_real(mean, "mean")
-    std = _check_real(std, "std", positive=True)
+    mean = check_number(mean, "mean")
+    std = check_number(std, "std", low=0, low_open=True)
     values = _truncated_standard_normal(gen, (fan_in, fan_out))
     values *= gain * std
     values += mean
@@ -379,6 +383,7 @@ def _scaled(gen, shape, std, distribution):
     return values
 
 
+@_doc
 def variance_scaling(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, scale=1.0,
                      mode="fan_in", distribution="normal"):
     """Zero-mean weights with ``Var(W_ij) = gain^2 * scale / n`` (Keras ``VarianceScaling``).
@@ -397,24 +402,16 @@ def variance_scaling(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, sc
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        Number of inputs and outputs of the layer (``W.shape``).
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies the standard deviation (must be > 0).
+    %(random_params)s
     scale : float, default 1.0
         Variance numerator (> 0).
     mode : {"fan_in", "fan_out", "fan_avg"}, default "fan_in"
     distribution : {"normal", "truncated_normal", "uniform"}, default "normal"
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
     """
     fan_in, fan_out, gen, dt, gain = _prepare(fan_in, fan_out, rng, dtype, gain)
-    scale = _check_real(scale, "scale", positive=True)
+    scale = check_number(scale, "scale", low=0, low_open=True)
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
     if distribution not in _DISTRIBUTIONS:
@@ -428,35 +425,25 @@ def variance_scaling(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, sc
 
 def _normal_kind(truncated):
     if not isinstance(truncated, (bool, np.bool_)):
-        raise ValueError(f"truncated must be True or False, got {truncated!r}")
+        raise TypeError(f"truncated must be True or False, got {truncated!r}")
     return "truncated_normal" if truncated else "normal"
 
 
+@_doc
 def lecun_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, truncated=False):
     """LeCun normal: ``W_ij ~ N(0, std^2)``, ``std = gain * sqrt(1 / fan_in)``.
 
     Var = 1/fan_in keeps the variance of the pre-activations equal to that of the inputs
-    (LeCun, Bottou, Orr & Mueller, "Efficient BackProp", 1998). This is what Caffe's
-    ``XavierFiller`` (and notes following Caffe) call "Xavier"; in fastbp, as in PyTorch
-    and Keras, ``xavier_*`` means Glorot's Var = 2/(fan_in + fan_out).
+    (LeCun, Bottou, Orr & Mueller, "Efficient BackProp", 1998).
+
+    %(xavier)s
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        ``W.shape``; fastbp's weights are ``(fan_in, fan_out)`` (PyTorch's are transposed).
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies the standard deviation (must be > 0).
-    truncated : bool, default False
-        False: untruncated normal (PyTorch). True: Keras' truncated normal, values
-        redrawn beyond 2 pre-truncation std, rescaled by 1/0.87962566103423978 so the
-        final std is exactly ``std``.
+    %(random_params)s
+    %(truncated)s
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
 
     Examples
     --------
@@ -467,33 +454,26 @@ def lecun_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, trunca
                             mode="fan_in", distribution=_normal_kind(truncated))
 
 
+@_doc
 def lecun_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
     """LeCun uniform: ``W_ij ~ U(-a, a)``, ``a = gain * sqrt(3 / fan_in)`` (Var = gain^2/fan_in).
 
-    LeCun, Bottou, Orr & Mueller, "Efficient BackProp" (1998). Caffe's
-    ``XavierFiller`` default is exactly this distribution (Caffe calls it "Xavier");
-    fastbp's ``xavier_uniform`` is Glorot's Var = 2/(fan_in + fan_out) instead.
-    PyTorch's default ``nn.Linear`` init, ``U(+-1/sqrt(fan_in))``, is
-    ``lecun_uniform(gain=1/sqrt(3))``.
+    LeCun, Bottou, Orr & Mueller, "Efficient BackProp" (1998). PyTorch's default
+    ``nn.Linear`` init, ``U(+-1/sqrt(fan_in))``, is ``lecun_uniform(gain=1/sqrt(3))``.
+
+    %(xavier)s
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        ``W.shape``; fastbp's weights are ``(fan_in, fan_out)`` (PyTorch's are transposed).
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies the standard deviation (must be > 0).
+    %(random_params)s
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
     """
     return variance_scaling(fan_in, fan_out, rng=rng, dtype=dtype, gain=gain, scale=1.0,
                             mode="fan_in", distribution="uniform")
 
 
+@_doc
 def glorot_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, truncated=False):
     """Glorot (Xavier) normal: ``N(0, std^2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``.
 
@@ -501,51 +481,38 @@ def glorot_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, trunc
     networks", AISTATS 2010: the compromise between preserving the forward
     (1/fan_in) and the backward (1/fan_out) variance. Same as PyTorch's
     ``xavier_normal_`` (untruncated) or, with ``truncated=True``, Keras'
-    ``GlorotNormal``. Note: Caffe's "Xavier" is Var = 1/fan_in, which is ``lecun_normal``
-    here. Alias: ``xavier_normal``.
+    ``GlorotNormal``. Alias: ``xavier_normal``.
+
+    %(xavier)s
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        ``W.shape``; fastbp's weights are ``(fan_in, fan_out)`` (PyTorch's are transposed).
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies the standard deviation (must be > 0).
-    truncated : bool, default False
-        True: Keras' truncated normal with the 0.8796 std correction (final std exact).
+    %(random_params)s
+    %(truncated)s
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
     """
     return variance_scaling(fan_in, fan_out, rng=rng, dtype=dtype, gain=gain, scale=1.0,
                             mode="fan_avg", distribution=_normal_kind(truncated))
 
 
+@_doc
 def glorot_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
     """Glorot (Xavier) uniform: ``U(-a, a)``, ``a = gain * sqrt(6 / (fan_in + fan_out))``.
 
     Glorot & Bengio (AISTATS 2010), their "normalized initialization";
     Var = gain^2 * 2/(fan_in + fan_out). Same as PyTorch's ``xavier_uniform_`` and
-    Keras' ``GlorotUniform`` (the Keras ``Dense`` default). Note: Caffe's "Xavier" is
-    Var = 1/fan_in, which is ``lecun_uniform`` here. Alias: ``xavier_uniform``.
+    Keras' ``GlorotUniform`` (the Keras ``Dense`` default); PyTorch's
+    ``xavier_uniform_(w, gain=calculate_gain(name))`` is
+    ``glorot_uniform(gain=calculate_gain(name))``. Alias: ``xavier_uniform``.
+
+    %(xavier)s
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        ``W.shape``; fastbp's weights are ``(fan_in, fan_out)`` (PyTorch's are transposed).
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies the standard deviation (must be > 0); PyTorch: use
-        ``calculate_gain(activation)``.
+    %(random_params)s
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
 
     Examples
     --------
@@ -563,6 +530,7 @@ def _he_mode(mode):
     return mode
 
 
+@_doc
 def he_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fan_in",
               truncated=False):
     """He (Kaiming, MSRA) normal: ``N(0, std^2)``, ``std = gain * sqrt(2 / n)``.
@@ -572,30 +540,22 @@ def he_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fan
     the forward pass) or ``n = fan_out`` (``mode="fan_out"``, preserves the backward
     pass). The factor 2 is built in: ``gain`` multiplies further. PyTorch's
     ``kaiming_normal_(w, nonlinearity="relu")`` equals ``he_normal()``; for another
-    nonlinearity use ``lecun_normal(gain=calculate_gain(name))``. Aliases: ``msra``,
-    ``kaiming_normal``.
+    nonlinearity use ``lecun_normal(gain=calculate_gain(name))``. With
+    ``truncated=True``, Keras' ``HeNormal``. Aliases: ``msra``, ``kaiming_normal``.
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        ``W.shape``; fastbp's weights are ``(fan_in, fan_out)`` (PyTorch's are transposed).
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies the standard deviation (must be > 0).
-    mode : {"fan_in", "fan_out"}, default "fan_in"
-    truncated : bool, default False
-        True: Keras' truncated normal (``HeNormal``) with the 0.8796 std correction.
+    %(random_params)s
+    %(he_mode)s
+    %(truncated)s
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
     """
     return variance_scaling(fan_in, fan_out, rng=rng, dtype=dtype, gain=gain, scale=2.0,
                             mode=_he_mode(mode), distribution=_normal_kind(truncated))
 
 
+@_doc
 def he_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fan_in"):
     """He (Kaiming) uniform: ``U(-a, a)``, ``a = gain * sqrt(6 / n)`` (Var = gain^2 * 2/n).
 
@@ -606,23 +566,16 @@ def he_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fa
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        ``W.shape``; fastbp's weights are ``(fan_in, fan_out)`` (PyTorch's are transposed).
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies the standard deviation (must be > 0).
-    mode : {"fan_in", "fan_out"}, default "fan_in"
+    %(random_params)s
+    %(he_mode)s
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
     """
     return variance_scaling(fan_in, fan_out, rng=rng, dtype=dtype, gain=gain, scale=2.0,
                             mode=_he_mode(mode), distribution="uniform")
 
 
+@_doc
 def orthogonal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
     """(Semi-)orthogonal weights times ``gain`` (Saxe, McClelland & Ganguli 2013).
 
@@ -637,17 +590,9 @@ def orthogonal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
 
     Parameters
     ----------
-    fan_in, fan_out : int
-        ``W.shape``.
-    rng : None, int or numpy.random.Generator, optional
-        Random source; the same seed gives the same array.
-    dtype : {"float32", "float64"} or numpy dtype, default "float32"
-    gain : float, default 1.0
-        Multiplies the matrix (must be > 0).
+    %(random_params)s
 
-    Returns
-    -------
-    numpy.ndarray of shape (fan_in, fan_out)
+    %(returns)s
 
     Examples
     --------
@@ -759,12 +704,8 @@ def calculate_gain(nonlinearity, param=None):
     if key == "leaky_relu":
         if param is None:
             slope = 0.01
-        elif isinstance(param, (bool, np.bool_)) or not isinstance(param, numbers.Real):
-            raise ValueError(f"param (negative_slope) must be a real number, got {param!r}")
         else:
-            slope = float(param)
-            if not math.isfinite(slope):
-                raise ValueError(f"param (negative_slope) must be finite, got {param!r}")
+            slope = check_number(param, "param (negative_slope)")
         return math.sqrt(2.0 / (1.0 + slope * slope))
     return _GAINS[key]
 
@@ -886,6 +827,8 @@ def lsuv(net, X, *, tol=0.1, max_iter=10, rng=None):
 
     Raises
     ------
+    TypeError
+        Non-numeric ``X``, non-integer ``max_iter``.
     ValueError
         Bad ``X`` (not 2-D, wrong number of columns, empty, NaN/inf), bad ``tol`` or
         ``max_iter``, or a layer whose pre-activations have zero or non-finite variance
@@ -899,34 +842,14 @@ def lsuv(net, X, *, tol=0.1, max_iter=10, rng=None):
             "net must have as many weights, biases and activations (one per layer); got "
             f"{len(weights)}, {len(biases)}, {len(acts)}"
         )
-    tol = _check_real(tol, "tol", positive=True)
-    if (
-        isinstance(max_iter, (bool, np.bool_))
-        or not isinstance(max_iter, (numbers.Integral, np.integer))
-        or max_iter < 0
-    ):
-        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
-    max_iter = int(max_iter)
-    n_in = weights[0].shape[0]
-    try:
-        X = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("X must be a 2-D array of numbers") from None
-    if X.ndim != 2 or X.shape[1] != n_in:
-        raise ValueError(
-            f"X must be 2-D with {n_in} columns (n_samples, n_features), got shape {X.shape}"
-        )
-    if X.shape[0] == 0:
-        raise ValueError("X must have at least one sample (row), got 0")
-    if not np.isfinite(X).all():
-        raise ValueError("X contains NaN or inf")
-
-    from . import activations  # lazy: keeps this module importable on its own
+    tol = check_number(tol, "tol", low=0, low_open=True)
+    max_iter = check_positive_int(max_iter, "max_iter", minimum=0)
+    X = as_float_matrix(X, np.float64, "X", n_columns=weights[0].shape[0])
 
     forwards = []
     for a in acts:
         if isinstance(a, str):
-            forwards.append(activations.get(a).forward)
+            forwards.append(_activations.get(a).forward)
         elif hasattr(a, "forward"):
             forwards.append(a.forward)
         elif callable(a):

@@ -1,6 +1,6 @@
 """Loss names, their kernel codes and the output activations they accept.
 
-All losses are averaged over the samples of the batch (see API.md):
+All losses are averaged over the samples of the batch:
 - ``mse``: E = (1/n) sum_i 0.5 * sum_j (yhat_ij - y_ij)^2, any output activation;
 - ``cross_entropy``: softmax output, E = -(1/n) sum_i sum_j t_ij log p_ij, targets are
   integer labels (n,) or one-hot / probability rows (n, k);

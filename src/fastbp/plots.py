@@ -10,6 +10,9 @@ import os
 
 import numpy as np
 
+from . import activations
+from .diagnostics import health
+
 __all__ = ["plot_activations", "plot_history", "plot_gradient_norms", "demo_figures"]
 
 _HINT = "fastbp.plots needs matplotlib: pip install fastbp[plot] (or pip install matplotlib)"
@@ -45,7 +48,6 @@ def plot_activations(path, x_range=(-5.0, 5.0)):
     through tanh layers; both vanish in the saturated tails. Bottom row: the ReLU family
     (ReLU, leaky ReLU, ELU, softplus, SiLU, GELU) and their derivatives.
     """
-    from . import activations
     x = np.linspace(float(x_range[0]), float(x_range[1]), 801)
     fig, ax = _figure(2, 2)
     families = [("sigmoid family", ["sigmoid", "tanh", "lecun_tanh"]),
@@ -143,7 +145,7 @@ def plot_gradient_norms(norms_per_epoch, path, epochs=None, title=None, max_curv
     epochs = np.arange(n_rec) if epochs is None or len(epochs) != n_rec else np.asarray(epochs)
     values = _positive(norms)
     fig, ax = _figure(1, 2 if n_rec > 1 else 1)
-    from matplotlib import colormaps
+    from matplotlib import colormaps            # optional dependency: imported on call
     cmap = colormaps["viridis"]
     picks = np.unique(np.linspace(0, n_rec - 1, min(n_rec, max_curves)).round().astype(int))
     layers = np.arange(n_layers)
@@ -215,7 +217,6 @@ def _plot_confusion(net, X, y, path):
 
 
 def _plot_layers(net, X, y, path):
-    from .diagnostics import health
     loss, target = _loss_and_targets(net, y)
     rows = health(net, X, target, loss=loss)
     layers = [r["layer"] for r in rows]

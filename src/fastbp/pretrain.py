@@ -18,6 +18,11 @@ import sys
 
 import numpy as np
 
+from . import initializers as _init
+from ._validation import as_float_matrix, check_number, check_positive_int
+from .network import Network
+from .trainer import Trainer
+
 __all__ = ["pretrain_autoencoders"]
 
 
@@ -112,11 +117,6 @@ def pretrain_autoencoders(net, X, epochs=10, *, decoder="auto", loss="mse", init
         An autoencoder diverged; the layers already pretrained keep their new weights, the
         failing layer keeps its old ones.
     """
-    from . import initializers as _init
-    from .network import Network
-    from .trainer import Trainer
-    from ._validation import as_float_matrix, check_number, check_positive_int
-
     if not isinstance(net, Network):
         raise TypeError(f"net must be a fastbp.Network, got {type(net).__name__}")
     epochs = check_positive_int(epochs, "epochs", minimum=0)
