@@ -71,8 +71,8 @@ def main(argv=None):
                 rec = runs[(w, t)]
                 print(f"round {r + 1} {w} t{t}: a {rec['a'][-1]:,.0f}  b {rec['b'][-1]:,.0f}  "
                       f"b/a {rec['b'][-1] / rec['a'][-1]:.3f}", flush=True)
-    print(f"\n| workload | threads | a samples/s | b samples/s | b / a (median of rounds) "
-          f"| b / a range |\n|---|---|---:|---:|---:|---|")
+    print("\n| workload | threads | a samples/s | b samples/s | b / a (median of rounds) "
+          "| b / a range |\n|---|---|---:|---:|---:|---|")
     for (w, t), rec in runs.items():
         ratios = [b / a for a, b in zip(rec["a"], rec["b"])]
         print(f"| {w} | {t} | {statistics.median(rec['a']):,.0f} | "

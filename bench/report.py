@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 SYS_LABEL = {"fastbp": "fastbp", "torch": "PyTorch eager", "sklearn": "sklearn (float64)",
              "numpy": "NumPy BP"}

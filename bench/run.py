@@ -82,6 +82,32 @@ def wait_quiet(max_wait: float, threshold: float = 0.25) -> float | None:
     return load
 
 
+REPO = os.path.dirname(HERE)
+
+
+def portable(obj):
+    """obj with the paths of this machine shortened: the checkout's relative to the
+    repository, installed packages' relative to site-packages, other absolute paths
+    (an --out folder, the interpreter) reduced to their last component."""
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable(v) for v in obj]
+    if not isinstance(obj, str) or os.sep not in obj:
+        return obj
+    out = []
+    for word in obj.split(" "):
+        if os.path.isabs(word):
+            if word.startswith(REPO + os.sep):
+                word = os.path.relpath(word, REPO)
+            elif "site-packages" + os.sep in word:
+                word = "site-packages" + os.sep + word.split("site-packages" + os.sep, 1)[1]
+            else:
+                word = os.path.join("...", os.path.basename(word.rstrip(os.sep)))
+        out.append(word)
+    return " ".join(out)
+
+
 def run_cell(spec: dict, threads: int, timeout: float, python: str) -> dict:
     cmd = [python, os.path.join(HERE, "cell.py"), json.dumps(spec)]
     t0 = time.perf_counter()
@@ -216,7 +242,7 @@ def main(argv=None) -> int:
 
     def save():
         with open(json_path + ".tmp", "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump(portable(results), f, indent=1)
         os.replace(json_path + ".tmp", json_path)
 
     def do(spec, label):

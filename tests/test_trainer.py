@@ -628,7 +628,7 @@ def _overflowing(momentum, nesterov=False):
     net = fastbp.Network([4, 8, 2], activation="tanh", output="sigmoid", dtype="float64",
                          seed=0)
     loss, lr, wd = "binary_cross_entropy", 1.0, 1000.0
-    p, where, state = net.parameters.copy(), None, {}
+    p, state = net.parameters.copy(), {}
     for epoch in range(20):
         for b, idx in enumerate(ref_batches(64, 8)):
             with np.errstate(all="ignore"):

@@ -7,7 +7,7 @@
 # alive at exit by design).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/fastbp-asan-XXXXXX)
+WORK=$(mktemp -d -t fastbp-asan-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 cp --parents -t "$WORK")
 cd "$WORK"

@@ -4,7 +4,7 @@
 # Needs valgrind (apt-get install valgrind). Takes a few minutes: valgrind is ~50x slower.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LOG=${LOG:-/tmp/fastbp-memcheck.log}
+LOG=${LOG:-${TMPDIR:-/tmp}/fastbp-memcheck.log}
 PYTHONMALLOC=malloc OMP_NUM_THREADS=2 valgrind --tool=memcheck --error-limit=no \
     --errors-for-leak-kinds=definite --leak-check=full --num-callers=30 \
     --log-file="$LOG" python3 tools/memcheck_workload.py

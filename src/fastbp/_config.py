@@ -9,6 +9,8 @@ import contextlib
 import os
 import threading
 
+import numpy
+
 from threadpoolctl import ThreadpoolController, threadpool_info
 
 from . import _blas, _engine
@@ -139,8 +141,7 @@ def blas_info():
 
 def show_config(file=None):
     """Print the version, OpenMP status, BLAS in use and thread counts; return them as a dict."""
-    import numpy
-    import scipy
+    import scipy    # here, not at import: importing fastbp does not run scipy's __init__
     blas = blas_info()
     cfg = {
         "fastbp": __version__,

@@ -3,6 +3,9 @@ import numbers
 
 import numpy as np
 
+from . import _engine
+from ._config import get_num_threads
+
 FLOAT_DTYPES = ("float32", "float64")
 
 
@@ -13,6 +16,8 @@ def check_dtype(dtype, name="dtype"):
         raise TypeError(f"{name} must be 'float32' or 'float64', got {dtype!r}") from None
     if dt.name not in FLOAT_DTYPES:
         raise ValueError(f"{name} must be 'float32' or 'float64', got {dt.name!r}")
+    if not dt.isnative:
+        raise ValueError(f"{name} must be in the machine's byte order, got {dtype!r}")
     return dt
 
 
@@ -39,8 +44,6 @@ def check_number(value, name, low=None, high=None, low_open=False, high_open=Fal
 def _max_abs(arr):
     """max |element| of a C-contiguous array of float32/float64, inf if one is not finite
     (compiled, one parallel pass, no temporary array)."""
-    from . import _engine
-    from ._config import get_num_threads
     return float(_engine.max_abs(arr.reshape(-1), get_num_threads()))
 
 
