@@ -213,3 +213,9 @@ def test_predict_with_two_alternating_buffers_matches_the_reference(sizes, acts,
     ws = net._workspace(37, 8, kind="predict")
     assert ws.buf.size == 8 * (2 * max(sizes[1:]) + max(
         [sizes[-1]] + [s for s, a in zip(sizes[1:-1], acts) if a in ("silu", "gelu")]))
+
+
+def test_a_foreign_byte_order_is_refused_naming_the_argument():
+    other = ">f4" if np.little_endian else "<f4"
+    with pytest.raises(ValueError, match="dtype.*byte order"):
+        fastbp.Network([2, 3, 1], dtype=other)
