@@ -60,12 +60,10 @@ cdef int small_isa = cpu_isa
 # FASTBP_SMALL_GEMM: "0" (BLAS only), a kernel name for set_small_gemm_kernel, and/or
 # "always" (a testing aid: the own kernel for every float32 product), comma-separated.
 _SMALL_ENV = [w.strip() for w in os.environ.get("FASTBP_SMALL_GEMM", "auto").split(",")]
-# Where the own kernel runs (float32 only), measured in training on AVX-512 against
-# OpenBLAS 0.3.30: 1.2x on 128-wide layers at batch 64 (W4), where BLAS packs both operands
-# for every product; 1.0-1.05x on W1's 784/512-wide layers at batch 128. Below 2^18
-# multiply-adds BLAS's own small-matrix kernels do as well (64-wide layers at batch 32:
-# 0.97x); where op(A) has more than 2^17 entries (W3) BLAS's blocked kernels win (ours
-# re-reads all of A for every 32-column panel), and for narrow outputs (n < 32) too.
+# Where the own kernel runs (float32 only; bench/README.md has the measurements): from
+# 2^18 multiply-adds on (below that BLAS's small-matrix kernels do as well), while op(A)
+# has at most 2^17 entries (ours re-reads all of A for every column panel, so beyond that
+# BLAS's blocked kernels win), and for outputs at least 32 wide (BLAS wins on narrower).
 cdef double SMALL_MIN_MNK = 262144.0
 cdef double SMALL_MAX_MK = 131072.0
 cdef int SMALL_MIN_N = 32
