@@ -1,9 +1,10 @@
 """fastbp takes its BLAS from scipy.linalg.cython_blas without importing scipy.linalg
 (nor running scipy's __init__).
 
-``fastbp._blas`` reads sgemm/dgemm from cython_blas's ``__pyx_capi__`` capsules after
-loading only that extension file (see its module docstring). Each test runs in a fresh
-interpreter, since this one has long imported scipy.linalg (scikit-learn, the tests).
+``fastbp._scipy_blas`` loads only that extension file (its module docstring says why and
+what it guarantees), and ``fastbp._blas`` reads sgemm/dgemm from its ``__pyx_capi__``
+capsules. Each test runs in a fresh interpreter, since this one has long imported
+scipy.linalg (scikit-learn, the tests).
 """
 import os
 import subprocess

@@ -1,23 +1,19 @@
-"""Row-major BLAS over scipy.linalg.cython_blas, for float32 and float64.
+"""Row-major BLAS over scipy.linalg.cython_blas, for float32 and float64, and the
+choice of fastbp's own kernel (_gemm.h) for small float32 products.
 
 Column-major BLAS computes C^T = op(B)^T op(A)^T when given the row-major
 buffers with the operands (and m/n) swapped, so nothing is ever copied.
 
-sgemm/dgemm are taken from cython_blas's ``__pyx_capi__`` capsules rather than
-cimported: a cimport makes this module's init run ``import
-scipy.linalg.cython_blas``, which first imports the whole ``scipy.linalg``
-package (~26 MB of RSS and a good part of ``import fastbp``'s time). Loading
-only cython_blas's extension file gives the same C functions (and loads the
-same BLAS library, which ``_config`` finds by its path) without that.
+sgemm/dgemm are taken from cython_blas's ``__pyx_capi__`` capsules, the module
+loaded by ``_scipy_blas`` (which says why that is not a plain cimport).
 """
-import importlib.machinery
-import importlib.util
 import os
 import re
-import sys
 
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cython cimport floating
+
+from . import _scipy_blas
 
 # The signatures of scipy.linalg.cython_blas's sgemm/dgemm (its `s`/`d` are float/double).
 ctypedef void (*sgemm_ptr)(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*,
@@ -29,87 +25,6 @@ ctypedef void (*dgemm_ptr)(char*, char*, int*, int*, int*, double*, double*, int
 cdef sgemm_ptr sgemm = NULL
 cdef dgemm_ptr dgemm = NULL
 
-_CYTHON_BLAS = "scipy.linalg.cython_blas"
-
-
-def _load_cython_blas():
-    """scipy.linalg.cython_blas and how it was found: "sys.modules" (already imported),
-    "file" (its extension file loaded on its own, without the scipy.linalg package) or
-    "import" (a plain import, the fallback if loading the file fails for any reason)."""
-    mod = sys.modules.get(_CYTHON_BLAS)
-    if mod is not None:
-        return mod, "sys.modules"
-    try:
-        return _load_extension_file(), "file"
-    except Exception:
-        pass
-    importlib.import_module(_CYTHON_BLAS)
-    return sys.modules[_CYTHON_BLAS], "import"
-
-
-def _extension_file(bases, subdir, name):
-    """The path of extension module `name` in one of the folders base/subdir, or None."""
-    for base in bases:
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            candidate = os.path.join(base, subdir, name + suffix)
-            if os.path.isfile(candidate):
-                return candidate
-    return None
-
-
-def _exec_extension_file(name, path, made):
-    """Create and run extension module `name` from `path` and return it. made[name] gets
-    (module, loader, spec) before its init runs (which may enter the module in sys.modules,
-    and then fail)."""
-    loader = importlib.machinery.ExtensionFileLoader(name, path)
-    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-    mod = importlib.util.module_from_spec(spec)
-    made[name] = (mod, loader, spec)
-    loader.exec_module(mod)
-    return mod
-
-
-def _load_extension_file():
-    # find_spec locates the scipy package without running its __init__.
-    scipy_spec = importlib.util.find_spec("scipy")
-    bases = list(scipy_spec.submodule_search_locations or []) if scipy_spec else []
-    path = _extension_file(bases, "linalg", "cython_blas")
-    if path is None:
-        raise ImportError(f"no {_CYTHON_BLAS} extension file under {bases}")
-    # cython_blas's init imports scipy._cyutility (Cython's shared utility module, in scipy
-    # builds made with Cython >= 3.1), and importing that runs scipy/__init__ first
-    # (scipy._lib and its test utilities: ~1.7 MB of RSS and ~15 ms). So while cython_blas's
-    # init runs, sys.modules holds the scipy package unexecuted and _cyutility loaded from
-    # its file; both entries are taken out again right after.
-    made = {}          # name -> (module, loader, spec) of each extension loaded here
-    stub = None
-    try:
-        if "scipy" not in sys.modules:
-            stub = sys.modules["scipy"] = importlib.util.module_from_spec(scipy_spec)
-        util = None if "scipy._cyutility" in sys.modules else _extension_file(bases, "", "_cyutility")
-        if util is not None:
-            sys.modules["scipy._cyutility"] = _exec_extension_file("scipy._cyutility", util, made)
-        blas_mod = _exec_extension_file(_CYTHON_BLAS, path, made)
-    finally:
-        # An entry put in sys.modules before its parent package was imported never becomes
-        # the parent's attribute, so a later `import scipy.linalg.cython_blas` would leave
-        # `scipy.linalg.cython_blas` an AttributeError. A later import instead loads each
-        # module the usual way, and Cython hands back this same module object (one per
-        # process; checked just below), sets it as the parent's attribute and does not
-        # run its init again.
-        if stub is not None and sys.modules.get("scipy") is stub:
-            del sys.modules["scipy"]
-        for name, (mod, _, _) in made.items():
-            if sys.modules.get(name) is mod:
-                del sys.modules[name]
-    for name, (mod, loader, spec) in made.items():
-        if loader.create_module(spec) is not mod:
-            # This Cython build would make a second module object, whose init could then
-            # fail on a later import: keep ours registered instead.
-            sys.modules[name] = mod
-    return blas_mod
-
-
 # void (char *, char *, int *, int *, int *, T *, T *, int *, T *, int *, T *, T *, int *);
 # T is cython_blas's typedef of float/double, whose C name is Cython's mangling.
 _GEMM_SIG = re.compile(r"void \((char \*, ){2}(int \*, ){3}(\w+ \*, ){2}int \*, \w+ \*, "
@@ -120,12 +35,13 @@ cdef void* _capi_function(module, str name) except NULL:
     cap = module.__pyx_capi__[name]
     cdef const char* sig = PyCapsule_GetName(cap)
     if sig == NULL or not _GEMM_SIG.fullmatch(sig.decode()):
-        raise ImportError(f"{_CYTHON_BLAS}.{name} has an unexpected signature "
+        raise ImportError(f"{module.__name__}.{name} has an unexpected signature "
                           f"{None if sig == NULL else sig.decode()!r}")
     return PyCapsule_GetPointer(cap, sig)
 
 
-_cython_blas, _cython_blas_source = _load_cython_blas()
+# the module and how _scipy_blas found it ("sys.modules", "file" or "import")
+_cython_blas, _cython_blas_source = _scipy_blas.load_cython_blas()
 sgemm = <sgemm_ptr>_capi_function(_cython_blas, "sgemm")
 dgemm = <dgemm_ptr>_capi_function(_cython_blas, "dgemm")
 
@@ -144,12 +60,10 @@ cdef int small_isa = cpu_isa
 # FASTBP_SMALL_GEMM: "0" (BLAS only), a kernel name for set_small_gemm_kernel, and/or
 # "always" (a testing aid: the own kernel for every float32 product), comma-separated.
 _SMALL_ENV = [w.strip() for w in os.environ.get("FASTBP_SMALL_GEMM", "auto").split(",")]
-# Where the own kernel runs (float32 only), measured in training on AVX-512 against
-# OpenBLAS 0.3.30: 1.2x on 128-wide layers at batch 64 (W4), where BLAS packs both operands
-# for every product; 1.0-1.05x on W1's 784/512-wide layers at batch 128. Below 2^18
-# multiply-adds BLAS's own small-matrix kernels do as well (64-wide layers at batch 32:
-# 0.97x); where op(A) has more than 2^17 entries (W3) BLAS's blocked kernels win (ours
-# re-reads all of A for every 32-column panel), and for narrow outputs (n < 32) too.
+# Where the own kernel runs (float32 only; bench/README.md has the measurements): from
+# 2^18 multiply-adds on (below that BLAS's small-matrix kernels do as well), while op(A)
+# has at most 2^17 entries (ours re-reads all of A for every column panel, so beyond that
+# BLAS's blocked kernels win), and for outputs at least 32 wide (BLAS wins on narrower).
 cdef double SMALL_MIN_MNK = 262144.0
 cdef double SMALL_MAX_MK = 131072.0
 cdef int SMALL_MIN_N = 32

@@ -1,14 +1,14 @@
 /* fastbp's own sgemm for small products (the hidden layers of small and medium MLPs).
  *
- * BLAS packs both operands into its own layout before every product; with a batch of 64
- * and 128-wide layers the packing costs as much as a quarter of the product. Row-major
- * training products have rows of op(B) contiguous in two of their three forms (x W and
- * x^T g), so a register tile can stream B's rows in place and broadcast A's entries: no
- * packing at all while m is small (from 16 row tiles on, one copy of each column panel
- * is cheaper than L1 conflicts on every tile); the third form (g W^T) packs B^T one
- * column panel at a time, transposed in registers. A is never packed. Each C entry is
- * summed over k in the same order (by FMA) whatever the split of m or n, so row and
- * column blocks of one product are bit-identical to the product done whole.
+ * BLAS packs both operands into its own layout before every product, a large part of
+ * the work when the product is small. Row-major training products have rows of op(B)
+ * contiguous in two of their three forms (x W and x^T g), so a register tile can stream
+ * B's rows in place and broadcast A's entries: no packing at all while m is small (from
+ * 16 row tiles on, one copy of each column panel is cheaper than L1 conflicts on every
+ * tile); the third form (g W^T) packs B^T one column panel at a time, transposed in
+ * registers. A is never packed. Each C entry is summed over k in the same order (by FMA)
+ * whatever the split of m or n, so row and column blocks of one product are
+ * bit-identical to the product done whole.
  *
  * x86-64 with gcc/clang only (AVX-512 and AVX2+FMA instances, picked at run time);
  * elsewhere fbp_sgemm_small_isa() is 0 and BLAS does every product. */
