@@ -107,6 +107,7 @@ def test_finiteness_check_split_over_threads_finds_every_position(dtype):
                 assert not _engine.params_finite(y, 2) and not _engine.params_finite(y, 1)
 
 
+@pytest.mark.filterwarnings("ignore:training loss rose")
 def test_batch_shards_momentum_backup_only_when_needed_and_divergence_restores():
     """Sharded SGD momentum (100-64-64-10, batches of 128 at 2 threads): an ordinary step
     writes no backup (the summed gradient's max proves the update finite); weights blown up

@@ -584,6 +584,7 @@ def _diverging():
     return net, X, Y
 
 
+@pytest.mark.filterwarnings("ignore:training loss rose")
 @pytest.mark.parametrize("batch_size", [None, 8, 1])
 def test_huge_lr_raises_training_diverged(batch_size):
     net, X, Y = _diverging()
@@ -598,6 +599,7 @@ def test_huge_lr_raises_training_diverged(batch_size):
     assert np.isfinite(net.parameters).all()     # (huge but finite: predict may overflow)
 
 
+@pytest.mark.filterwarnings("ignore:training loss rose")
 def test_divergence_keeps_the_last_finite_parameters_full_batch():
     """Full batch: the network ends at exactly the reference's last finite iterate."""
     net, X, Y = _diverging()
@@ -641,6 +643,7 @@ def _overflowing(momentum, nesterov=False):
     return net, X, Y, loss, lr, wd, p, None
 
 
+@pytest.mark.filterwarnings("ignore:training loss rose")
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.5, True)])
 def test_divergence_mid_chunk_keeps_the_last_finite_parameters(momentum, nesterov):
     """The weights blow up geometrically through weight decay (lr * weight_decay = 1000)
@@ -905,6 +908,7 @@ def encoder_net(seed):
                           dtype="float64", seed=seed)
 
 
+@pytest.mark.filterwarnings("ignore:training loss rose")
 @pytest.mark.parametrize("name,loss,opt,cap", [
     ("quickprop", "binary_cross_entropy", lambda: O.Quickprop(lr=4.0), 150),
     ("quickprop", "mse", lambda: O.Quickprop(lr=16.0), 150),
@@ -1197,3 +1201,100 @@ def test_optimizer_state_decays_to_zero_not_to_subnormals(make, n_used, dtype):
     for s in states:
         assert np.all(s[dead] == 0), s[dead]
         assert np.all(s[~dead] != 0)
+
+
+# ---- 9. issue-19 behaviours: schedules reaching 0, History kept, defaults, warnings ---------
+
+def test_a_cosine_schedule_reaches_zero_and_holds_or_restarts():
+    """lr 0 is legal (an epoch that changes nothing); past T_max the cosine holds eta_min,
+    or restarts with restart=True; a second fit continues the schedule."""
+    net, X, y, loss = problem("ce")
+    tr = fastbp.Trainer(net, loss=loss, lr=0.1, lr_schedule="cosine", batch_size=8, seed=0)
+    h = tr.fit(X, y, epochs=101)
+    assert h.lr[100] == 0 and h.lr[0] == 0.1 and len(h) == 101
+    net, X, y, loss = problem("ce")
+    tr = fastbp.Trainer(net, loss=loss, lr=0.1, lr_schedule=S.CosineLR(10), batch_size=8)
+    tr.fit(X, y, epochs=10)
+    before = net.parameters.copy()
+    h = tr.fit(X, y, epochs=3)
+    assert h.lr == [0.0, 0.0, 0.0]
+    np.testing.assert_array_equal(net.parameters, before)     # lr 0: nothing moves
+    sched = S.get(S.CosineLR(4, eta_min=0.01, restart=True), 0.1)
+    assert [sched(e) for e in (0, 4, 8)] == [0.1, 0.1, 0.1] and sched(2) == pytest.approx(0.055)
+
+
+def test_the_history_of_completed_epochs_survives_an_exception():
+    net, X, y, loss = problem("ce")
+    tr = fastbp.Trainer(net, loss=loss, batch_size=8, seed=0)
+
+    def fail_at_3(epoch, logs):
+        if epoch == 2:
+            raise RuntimeError("boom")
+
+    tr.fit(X, y, epochs=2)
+    with pytest.raises(RuntimeError, match="boom") as info:
+        tr.fit(X, y, epochs=10, callbacks=[fail_at_3])
+    assert len(info.value.history) == 1 and info.value.history.epochs == [2]
+    assert len(tr.history) == 3 and tr.history.epochs == [0, 1, 2] and tr.epoch == 3
+    with pytest.raises(ValueError, match="lr_schedule gave") as info:
+        fastbp.Trainer(net, loss=loss, lr_schedule=lambda e: 0.1 if e < 1 else -1.0).fit(
+            X, y, epochs=3)
+    assert len(info.value.history) == 1
+
+
+def test_history_as_a_mapping_and_a_dataframe():
+    net, X, y, loss = problem("ce")
+    h = fastbp.Trainer(net, loss=loss, batch_size=8, seed=0).fit(
+        X, y, epochs=3, validation_data=(X, y))
+    m = h.history
+    assert set(m) == {"loss", "val_loss", "accuracy", "val_accuracy", "samples_per_second",
+                      "lr"} and all(len(v) == 3 for v in m.values())
+    pd = pytest.importorskip("pandas")
+    df = h.to_pandas()
+    assert list(df.index) == [0, 1, 2] and df.index.name == "epoch"
+    np.testing.assert_array_equal(df["val_loss"].to_numpy(), h.val_loss)
+    assert isinstance(pd.DataFrame(h.history), pd.DataFrame)
+
+
+def test_the_loss_defaults_to_the_output_activations_everywhere():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(20, 4)), rng.normal(size=(20, 3))
+    net = fastbp.Network([4, 3], seed=0)                      # identity output: mse
+    tr = fastbp.Trainer(net)
+    assert tr.loss == "mse"
+    tr.fit(X, Y, epochs=1)
+    labels = rng.integers(0, 3, 20)
+    soft = fastbp.Network([4, 5, 3], output="softmax", dtype="float64", seed=0)
+    assert fastbp.Trainer(soft).loss == "cross_entropy"
+    assert soft.loss(X, labels) == soft.loss(X, labels, loss="cross_entropy")
+    assert fastbp.gradient_check(soft, X[:4], labels[:4]) < 1e-6
+    sig = fastbp.Network([4, 2], output="sigmoid", seed=0)
+    assert fastbp.Trainer(sig).loss == "binary_cross_entropy"
+    assert fastbp.diagnostics.health(sig, X, (Y[:, :2] > 0) * 1.0)[0]["grad_norm"] > 0
+
+
+def test_a_custom_activation_object_is_refused_not_run_as_another():
+    import dataclasses
+    tanh = fastbp.activations.get("tanh")
+    mine = dataclasses.replace(tanh, name="mytanh", code=99)
+    with pytest.raises(ValueError, match="not one of fastbp's activations"):
+        fastbp.Network([3, 4, 2], activation=mine)
+    with pytest.raises(ValueError, match="not one of fastbp's activations"):
+        fastbp.Network([3, 2], output=dataclasses.replace(tanh))    # equal, not the same
+    assert fastbp.Network([3, 4, 2], activation=tanh).activations[0] == "tanh"
+
+
+def test_a_loss_rising_by_orders_of_magnitude_warns_once():
+    from fastbp.datasets import load_digits
+    X, y = load_digits()
+    X = X / 16.0
+    net = fastbp.Network([64, 32, 10], activation="relu", output="softmax", seed=0)
+    with pytest.warns(RuntimeWarning, match="probably too large") as record:
+        h = fastbp.Trainer(net, lr=1e8, batch_size=32, seed=0).fit(X, y, epochs=3)
+    assert np.isfinite(h.loss).all()
+    assert len([w for w in record if "probably too large" in str(w.message)]) == 1
+    import warnings
+    net = fastbp.Network([64, 32, 10], activation="relu", output="softmax", seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fastbp.Trainer(net, lr=0.05, batch_size=32, seed=0).fit(X, y, epochs=3)

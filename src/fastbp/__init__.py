@@ -8,10 +8,11 @@ from ._config import get_gemm_kernel, set_gemm_kernel
 from .diagnostics import GradientNormRecorder, gradient_check
 from .network import Gradients, Network
 from .trainer import History, Trainer, TrainingDiverged
-from .callbacks import EarlyStopping
+from .callbacks import EarlyStopping, ModelCheckpoint
 from .pretrain import pretrain_autoencoders
 
 __all__ = ["Network", "Gradients", "Trainer", "History", "TrainingDiverged", "EarlyStopping",
+           "ModelCheckpoint",
            "gradient_check", "set_num_threads", "get_num_threads", "num_threads", "show_config",
            "get_gemm_kernel", "set_gemm_kernel",
            "activations", "initializers", "losses", "optimizers", "schedules", "callbacks",

@@ -22,7 +22,12 @@ GELU_C, GELU_SCALE = _kernels.GELU_CUBIC, _kernels.GELU_SCALE   # C x^3, sqrt(2/
 
 @dataclass(frozen=True)
 class Activation:
-    """An activation: its canonical name, kernel code and NumPy reference."""
+    """An activation: its canonical name, kernel code and NumPy reference.
+
+    The compiled kernels compute the activation by its code, so only the built-in objects
+    (``get(name)``) are accepted by a Network; a new Activation is refused there, never run
+    as something else.
+    """
     name: str
     code: int
     forward: Callable
@@ -98,6 +103,10 @@ def names():
 def get(name):
     """The Activation called ``name`` (or an alias); ValueError lists the valid names."""
     if isinstance(name, Activation):
+        if _ACTIVATIONS.get(name.name) is not name:
+            raise ValueError(
+                f"activation: {name!r} is not one of fastbp's activations; the compiled "
+                f"kernels compute only these (pass one by name): {sorted(_ACTIVATIONS)}")
         return name
     if not isinstance(name, str):
         raise TypeError(f"activation must be a name (str), got {type(name).__name__}")

@@ -4,10 +4,12 @@
 ``samples_per_second`` and ``lr`` (those that apply), and ``trainer``.
 """
 import contextlib
+import os
+import re
 
 import numpy as np
 
-__all__ = ["Callback", "EarlyStopping", "check_callbacks", "running"]
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "check_callbacks", "running"]
 
 
 class Callback:
@@ -92,3 +94,70 @@ class EarlyStopping(Callback):
     def on_train_end(self, trainer):
         if self.restore_best_weights and self.best_params is not None:
             trainer.net.parameters[...] = self.best_params
+
+
+class ModelCheckpoint(Callback):
+    """Write the trainer's checkpoint (``Trainer.save_checkpoint``) into ``directory``:
+    every ``every`` epochs as ``{prefix}-{epoch:05d}.fbpc`` (epoch = epochs trained so far),
+    keeping the last ``keep`` of them (None: all), and with ``save_best`` also
+    ``{prefix}-best.fbpc`` whenever ``monitor`` improves on the best seen by this callback.
+    ``every=0`` writes only the best. ``ModelCheckpoint.latest(directory)`` finds the
+    newest periodic one, to resume from with ``fastbp.Trainer.load_checkpoint``.
+    """
+
+    def __init__(self, directory, every=1, keep=3, save_best=False, monitor="val_loss",
+                 mode="auto", prefix="checkpoint"):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"every must be an int >= 0, got {every!r}")
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
+                                 or keep < 1):
+            raise ValueError(f"keep must be an int >= 1 or None, got {keep!r}")
+        if not every and not save_best:
+            raise ValueError("ModelCheckpoint writes nothing with every=0 and save_best=False")
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+        self.directory, self.every, self.keep = os.fspath(directory), every, keep
+        self.save_best, self.monitor, self.mode, self.prefix = save_best, monitor, mode, prefix
+        self.best = None
+
+    def on_train_begin(self, trainer):
+        os.makedirs(self.directory, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs):
+        trainer = logs["trainer"]
+        if self.every and trainer.epoch % self.every == 0:
+            trainer.save_checkpoint(os.path.join(self.directory,
+                                                 f"{self.prefix}-{trainer.epoch:05d}.fbpc"))
+            if self.keep is not None:
+                for _, path in self._periodic(self.directory, self.prefix)[:-self.keep]:
+                    os.unlink(path)
+        if self.save_best:
+            value = logs.get(self.monitor)
+            if value is None:
+                raise ValueError(f"ModelCheckpoint: {self.monitor!r} is not in the epoch logs "
+                                 f"({sorted(k for k in logs if k != 'trainer')})")
+            if self.best is None or (value < self.best if self.mode == "min"
+                                     else value > self.best):
+                self.best = value
+                trainer.save_checkpoint(os.path.join(self.directory,
+                                                     f"{self.prefix}-best.fbpc"))
+        return False
+
+    @staticmethod
+    def _periodic(directory, prefix):
+        found = []
+        for name in os.listdir(directory):
+            m = re.fullmatch(re.escape(prefix) + r"-(\d+)\.fbpc", name)
+            if m:
+                found.append((int(m.group(1)), os.path.join(directory, name)))
+        return sorted(found)
+
+    @classmethod
+    def latest(cls, directory, prefix="checkpoint"):
+        """The path of the newest periodic checkpoint in ``directory``, or None."""
+        if not os.path.isdir(directory):
+            return None
+        found = cls._periodic(directory, prefix)
+        return found[-1][1] if found else None

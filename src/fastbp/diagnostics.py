@@ -19,7 +19,7 @@ from .network import Network
 __all__ = ["gradient_check", "gradient_norms", "health", "HealthReport", "GradientNormRecorder"]
 
 
-def gradient_check(net, X, Y, loss="mse", eps=None, floor=1e-6, max_checks=None, seed=0,
+def gradient_check(net, X, Y, loss=None, eps=None, floor=1e-6, max_checks=None, seed=0,
                    return_details=False):
     """Compare BP gradients with float64 central finite differences.
 
@@ -27,6 +27,8 @@ def gradient_check(net, X, Y, loss="mse", eps=None, floor=1e-6, max_checks=None,
     dW, db and dX. The check runs on a float64 copy of ``net`` (``eps`` defaults to 1e-6).
     With ``max_checks`` set, that many entries are sampled at random (per kind) instead of
     all of them. Perturbations across a kink (ReLU at 0, step) can give spurious errors.
+    ``loss`` None: the output activation's (softmax: cross_entropy, sigmoid:
+    binary_cross_entropy, else mse), as everywhere in fastbp.
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a fastbp.Network, got {type(net).__name__}")
@@ -84,7 +86,7 @@ def _as_network(net, dtype=None):
     return net
 
 
-def gradient_norms(net, X, Y, loss="mse", dtype=None):
+def gradient_norms(net, X, Y, loss=None, dtype=None):
     """Frobenius norm of dE/dW for each layer, input layer first.
 
     ``E`` is the mean loss over the rows of X (the gradients of ``net.loss_and_gradients``).
@@ -95,7 +97,8 @@ def gradient_norms(net, X, Y, loss="mse", dtype=None):
     ----------
     net : Network
     X, Y : the probe batch and its targets (as for ``net.loss_and_gradients``)
-    loss : str
+    loss : str or None
+        None: the output activation's (as ``net.loss_and_gradients``).
     dtype : None, "float32" or "float64"
         Compute on a copy of the network in this dtype. Vanishing gradients of deep
         networks can underflow float32 (they print as 0.0); ``dtype="float64"`` shows
@@ -207,7 +210,7 @@ class HealthReport(list):
         return out
 
 
-def health(net, X, Y, loss="mse", lr=None, dtype=None):
+def health(net, X, Y, loss=None, lr=None, dtype=None):
     """Per-layer health table of a network on a batch (a list of dicts, one per layer).
 
     Each row has

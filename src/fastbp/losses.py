@@ -9,7 +9,7 @@ All losses are averaged over the samples of the batch:
 """
 from . import _kernels
 
-__all__ = ["get", "names", "required_output"]
+__all__ = ["get", "names", "required_output", "for_output"]
 
 _LOSSES = {
     "mse": _kernels.Loss.MSE,
@@ -43,3 +43,9 @@ def get(name):
 def required_output(name):
     """The output activation a loss needs, or None when any output works."""
     return _REQUIRED_OUTPUT.get(canonical(name))
+
+
+def for_output(activation):
+    """The loss a network with this output activation trains on when none is named:
+    cross_entropy for softmax, binary_cross_entropy for sigmoid, mse otherwise."""
+    return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(activation, "mse")

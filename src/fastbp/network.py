@@ -4,15 +4,11 @@ Layer l computes ``a_l = f_l(z_{l-1} @ W_l + b_l)`` with ``W_l`` of shape
 ``(n_in, n_out)``. All weights and biases live in one contiguous array; the
 ``weights`` and ``biases`` lists are writable views into it.
 """
-import io
-import json
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._files import atomic_write
-from . import _engine, activations as _act, initializers as _init, losses as _losses
+from . import _container, _engine, activations as _act, initializers as _init, losses as _losses
 from ._config import blas_single_threaded, get_num_threads
 from ._validation import (as_float_matrix, check_dtype, check_number, check_positive_int,
                           check_sample_weight, targets_for_loss)
@@ -22,11 +18,6 @@ __all__ = ["Network", "Gradients"]
 _MAGIC = b"FASTBPNN"
 _FORMAT_VERSION = 1
 PREDICT_CHUNK = 2048   # rows per forward pass in predict / loss_and_gradients
-
-
-def _sha256(data):
-    import hashlib   # here, not at import: it loads OpenSSL's libcrypto (3.5 MB of RSS)
-    return hashlib.sha256(data).digest()
 
 
 @dataclass
@@ -154,9 +145,11 @@ class Network:
                 _engine.predict(self._plan, ws, self._params, X, out, get_num_threads())
         return out
 
-    def check_loss(self, loss):
-        """Canonical loss name; ValueError when the loss does not fit the output activation."""
-        name = _losses.canonical(loss)
+    def check_loss(self, loss=None):
+        """Canonical loss name (None: the output activation's, ``losses.for_output``);
+        ValueError when the loss does not fit the output activation."""
+        name = _losses.canonical(_losses.for_output(self._acts[-1].name) if loss is None
+                                 else loss)
         need = _losses.required_output(name)
         if need is not None and self._acts[-1].name != need:
             raise ValueError(f"loss {name!r} needs a {need!r} output activation, this network's "
@@ -169,11 +162,13 @@ class Network:
                 raise ValueError(f"layer {i} uses the {a.name!r} activation, which has no useful "
                                  f"gradient: networks with it can be evaluated but not trained")
 
-    def loss_and_gradients(self, X, Y, loss="mse", inputs=True, chunk_size=PREDICT_CHUNK,
+    def loss_and_gradients(self, X, Y, loss=None, inputs=True, chunk_size=PREDICT_CHUNK,
                            sample_weight=None, l2=0.0):
         """Mean loss over the rows of X and its gradients by backpropagation.
 
-        Returns ``(loss, grads)`` with ``grads.weights``, ``grads.biases`` (same shapes as
+        ``loss`` None: the output activation's (softmax: cross_entropy, sigmoid:
+        binary_cross_entropy, else mse). Returns ``(loss, grads)`` with ``grads.weights``,
+        ``grads.biases`` (same shapes as
         the parameters) and ``grads.inputs`` (dE/dX, shape of X; None if ``inputs=False``).
         With ``sample_weight`` the mean is weighted (divided by the sum of the weights).
         ``l2`` adds ``l2 / sum_w * W`` to the weight gradients only (not the loss; this is
@@ -195,8 +190,9 @@ class Network:
         gw, gb = _layer_views(flat, self._sizes)
         return float(value), Gradients(gw, gb, dX, flat)
 
-    def loss(self, X, Y, loss="mse", sample_weight=None):
-        """Mean loss over the rows of X (weighted mean with ``sample_weight``)."""
+    def loss(self, X, Y, loss=None, sample_weight=None):
+        """Mean loss over the rows of X (weighted mean with ``sample_weight``; ``loss`` None:
+        the output activation's)."""
         return self.loss_and_gradients(X, Y, loss=loss, inputs=False,
                                        sample_weight=sample_weight)[0]
 
@@ -233,39 +229,19 @@ class Network:
 
         Format: magic, format version, JSON header, raw parameters, SHA-256 of all of it.
         """
-        header = json.dumps({**self._config(), "n_params": int(self._params.size),
-                             "byteorder": "little"}).encode()
-        body = io.BytesIO()
-        body.write(_MAGIC)
-        body.write(struct.pack("<IQ", _FORMAT_VERSION, len(header)))
-        body.write(header)
-        body.write(self._params.astype(self._dtype.newbyteorder("<"), copy=False).tobytes())
-        data = body.getvalue()
-        data += _sha256(data)
-        atomic_write(path, data)
+        header = {**self._config(), "n_params": int(self._params.size), "byteorder": "little"}
+        _container.write(path, _MAGIC, _FORMAT_VERSION, header, [self._params])
 
     @classmethod
     def load(cls, path):
         """Read a network written by ``save``; a corrupt or foreign file raises ValueError."""
-        with open(path, "rb") as f:
-            data = f.read()
-        if len(data) < len(_MAGIC) + 12 + 32 or not data.startswith(_MAGIC):
-            raise ValueError(f"{path}: not a fastbp network file")
-        if _sha256(data[:-32]) != data[-32:]:
-            raise ValueError(f"{path}: checksum mismatch (file truncated or corrupt)")
-        version, hlen = struct.unpack("<IQ", data[8:20])
-        if version != _FORMAT_VERSION:
-            raise ValueError(f"{path}: format version {version} is not supported "
-                             f"(this fastbp reads version {_FORMAT_VERSION})")
+        _, cfg, raw = _container.read(path, _MAGIC, (_FORMAT_VERSION,), "network")
         try:
-            cfg = json.loads(data[20:20 + hlen])
-            dtype = np.dtype(cfg["dtype"]).newbyteorder("<")
             net = cls(cfg["layer_sizes"], cfg["activation"] or "tanh", cfg["output"],
                       init="zeros", dtype=cfg["dtype"])
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: invalid header ({e})") from None
-        raw = data[20 + hlen:-32]
-        if len(raw) != net._params.size * dtype.itemsize:
+        if len(raw) != net._params.size * net._dtype.itemsize:
             raise ValueError(f"{path}: parameter block has the wrong size")
-        net._params[...] = np.frombuffer(raw, dtype=dtype)
+        net._params[...] = _container.split(path, raw, [(net._dtype, net._params.size)])[0]
         return net

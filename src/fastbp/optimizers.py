@@ -21,6 +21,8 @@ where PyTorch has the optimizer:
   sign of the previous step, and plain ``lr*S`` when the previous step was zero
   (S = -(dE/dw + weight_decay*w)). Rprop and Quickprop are full-batch methods.
 """
+import inspect
+
 from . import _optim
 from ._validation import check_number
 
@@ -69,6 +71,11 @@ class Optimizer:
         if self.state is None:
             raise ValueError("the optimizer has no state yet (it is made when training starts)")
         self.state.t = value
+
+    def get_params(self):
+        """The constructor's arguments, by name (as the object holds them now)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if k != "state")
@@ -184,6 +191,8 @@ class Quickprop(Optimizer):
 
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop, "rprop": Rprop,
                "quickprop": Quickprop}
+CLASSES = tuple(_OPTIMIZERS.values())
+OptimizerState = _optim.OptimizerState
 
 
 def names():

@@ -1,16 +1,41 @@
-"""Learning-rate schedules: epoch -> learning rate (epochs count from 0)."""
+"""Learning-rate schedules: epoch -> learning rate (epochs count from 0).
+
+A schedule may reach 0 (``CosineLR`` with ``eta_min=0`` at ``T_max``, as ``torch``'s
+default): an epoch with lr 0 changes no weight. Built-in schedules have a ``config()``
+that checkpoints store and ``from_config`` rebuilds.
+"""
 import math
 
 from ._validation import check_number, check_positive_int
 
-__all__ = ["StepLR", "ExponentialLR", "CosineLR", "get"]
+__all__ = ["Schedule", "ConstantLR", "StepLR", "ExponentialLR", "CosineLR", "get",
+           "from_config"]
 
 
 class Schedule:
+    """Base of the built-in schedules; ``base_lr`` is set by the Trainer (the optimizer's lr)."""
     base_lr = None
 
     def __call__(self, epoch):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def config(self):
+        """The constructor's arguments, by name, with the schedule's name under "name"."""
+        return {"name": _NAMES[type(self)], **self._args()}
+
+    def _args(self):
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._args().items())
+        return f"{type(self).__name__}({args})"
+
+
+class ConstantLR(Schedule):
+    """lr = base_lr every epoch (the default)."""
+
+    def __call__(self, epoch):
+        return self.base_lr
 
 
 class StepLR(Schedule):
@@ -23,6 +48,9 @@ class StepLR(Schedule):
     def __call__(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
+    def _args(self):
+        return {"step_size": self.step_size, "gamma": self.gamma}
+
 
 class ExponentialLR(Schedule):
     """lr = base_lr * gamma ** epoch."""
@@ -33,34 +61,59 @@ class ExponentialLR(Schedule):
     def __call__(self, epoch):
         return self.base_lr * self.gamma ** epoch
 
+    def _args(self):
+        return {"gamma": self.gamma}
+
 
 class CosineLR(Schedule):
-    """Cosine annealing from base_lr to eta_min over T_max epochs (Loshchilov & Hutter)."""
+    """Cosine annealing from base_lr to eta_min over T_max epochs (Loshchilov & Hutter).
 
-    def __init__(self, T_max, eta_min=0.0):
+    Past T_max the lr stays at eta_min, or with ``restart=True`` the annealing starts
+    again every T_max epochs (SGDR's warm restarts with a constant period).
+    """
+
+    def __init__(self, T_max, eta_min=0.0, restart=False):
         self.T_max = check_positive_int(T_max, "T_max")
         self.eta_min = check_number(eta_min, "eta_min", low=0)
+        self.restart = bool(restart)
 
     def __call__(self, epoch):
-        e = min(epoch, self.T_max)
+        e = epoch % self.T_max if self.restart else min(epoch, self.T_max)
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.T_max)) / 2
+
+    def _args(self):
+        return {"T_max": self.T_max, "eta_min": self.eta_min, "restart": self.restart}
+
+
+_NAMES = {ConstantLR: "constant", StepLR: "step", ExponentialLR: "exponential",
+          CosineLR: "cosine"}
+BUILTIN = tuple(_NAMES)
+_DEFAULTS = {"step": lambda: StepLR(10, 0.1), "exponential": lambda: ExponentialLR(0.95),
+             "cosine": lambda: CosineLR(100), "constant": ConstantLR}
 
 
 def get(spec, base_lr):
-    """A callable epoch -> lr from a Schedule, a name ("step", "exponential", "cosine"
-    with their defaults), or any callable."""
+    """A callable epoch -> lr from None (constant), a Schedule, a name ("constant",
+    "step", "exponential", "cosine" with their defaults), or any callable."""
     if spec is None:
-        return lambda epoch: base_lr
+        spec = ConstantLR()
     if isinstance(spec, str):
-        table = {"step": lambda: StepLR(10, 0.1), "exponential": lambda: ExponentialLR(0.95),
-                 "cosine": lambda: CosineLR(100)}
-        if spec not in table:
-            raise ValueError(f"unknown lr_schedule {spec!r}; valid names: {sorted(table)} "
+        if spec not in _DEFAULTS:
+            raise ValueError(f"unknown lr_schedule {spec!r}; valid names: {sorted(_DEFAULTS)} "
                              "or a callable epoch -> lr")
-        spec = table[spec]()
+        spec = _DEFAULTS[spec]()
     if isinstance(spec, Schedule):
         spec.base_lr = base_lr
         return spec
     if callable(spec):
         return spec
     raise TypeError(f"lr_schedule must be a name, a Schedule or a callable, got {spec!r}")
+
+
+def from_config(config, base_lr):
+    """The schedule a ``Schedule.config()`` describes, with ``base_lr``."""
+    config = dict(config)
+    cls = {v: k for k, v in _NAMES.items()}.get(config.pop("name", None))
+    if cls is None:
+        raise ValueError(f"unknown schedule in {config!r}")
+    return get(cls(**config), base_lr)

@@ -822,8 +822,6 @@ class _BaseMLP(BaseEstimator):
         """One epoch of the compiled trainer over dense rows; scikit-learn's data loss."""
         history = trainer.fit(data.rows.X, data.T, epochs=1, shuffle=bool(self.shuffle),
                               sample_weight=data.sw)
-        if history.interrupted:
-            raise KeyboardInterrupt
         value = history.loss[0]
         if self.out_activation_ == "identity":
             value /= self.n_outputs_
@@ -849,8 +847,6 @@ class _BaseMLP(BaseEstimator):
             else:
                 target = data.T[idx]
             history = trainer.fit(Xb, target, epochs=1, shuffle=False, sample_weight=swb)
-            if history.interrupted:
-                raise KeyboardInterrupt
             if not poisson:
                 wb = Xb.shape[0] if swb is None else float(swb.sum())
                 value = history.loss[0] * wb

@@ -11,17 +11,23 @@ per chunk, with no allocation.
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from . import _engine, callbacks as _callbacks, losses as _losses, optimizers as _opt
-from . import schedules as _schedules
+from . import _container, _engine, callbacks as _callbacks, losses as _losses
+from . import optimizers as _opt, schedules as _schedules
+from .network import Network
 from ._config import blas_single_threaded, get_num_threads, num_threads
 from ._validation import (as_float_matrix, check_number, check_positive_int,
                           check_sample_weight, targets_for_loss)
 
 __all__ = ["Trainer", "History", "TrainingDiverged"]
+
+CHECKPOINT_MAGIC = b"FASTBPCK"
+CHECKPOINT_VERSION = 1
+LOSS_RISE_WARNING = 100.0   # warn when an epoch's loss exceeds this many times the lowest
 
 CHUNK_SECONDS = 0.2
 # Slow steps are grouped into chunks of a few, as long as a chunk stays under 1 s, so that
@@ -59,7 +65,10 @@ class TrainingDiverged(ArithmeticError):
 
 @dataclass
 class History:
-    """Per-epoch records of a ``fit``."""
+    """Per-epoch records of training: one entry per epoch in each list (``val_*`` and
+    ``accuracy`` only where they apply). ``history`` is the Keras-style mapping of the
+    lists (``pandas.DataFrame(h.history)``), ``to_pandas()`` that DataFrame indexed by
+    epoch."""
     loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     accuracy: list = field(default_factory=list)
@@ -73,6 +82,30 @@ class History:
     def __len__(self):
         return len(self.loss)
 
+    @property
+    def history(self):
+        """{name: list} of the per-epoch records that are present (every list as long as
+        ``epochs``), ``extra``'s lists included."""
+        out = {f.name: list(getattr(self, f.name)) for f in fields(self)
+               if f.name not in ("interrupted", "extra", "epochs")
+               and len(getattr(self, f.name)) == len(self.epochs) and self.epochs}
+        out.update({k: list(v) for k, v in self.extra.items()
+                    if isinstance(v, list) and len(v) == len(self.epochs) and self.epochs})
+        return out
+
+    def to_pandas(self):
+        """The records as a pandas DataFrame, one row per epoch (needs pandas)."""
+        import pandas as pd   # an optional dependency
+        return pd.DataFrame(self.history, index=pd.Index(self.epochs, name="epoch"))
+
+    def to_dict(self):
+        """Every field, JSON-able (checkpoints)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
 
 _OPT_ARGS = {"sgd": ("momentum", "nesterov"), "rmsprop": ("momentum",)}
 
@@ -83,7 +116,9 @@ class Trainer:
     Parameters
     ----------
     net : Network
-    loss : {"mse", "cross_entropy", "binary_cross_entropy"}
+    loss : {"mse", "cross_entropy", "binary_cross_entropy"} or None
+        None: the network's output activation's (softmax: cross_entropy, sigmoid:
+        binary_cross_entropy, else mse).
     optimizer : str or Optimizer
         "sgd", "adam", "rmsprop", "rprop", "quickprop", or an object from
         ``fastbp.optimizers`` (then lr, momentum, ... here are ignored).
@@ -96,13 +131,18 @@ class Trainer:
         Threads for the kernels and the BLAS (None: ``fastbp.get_num_threads()``).
     seed : int or None
         Seed of the shuffling; the same seed and n_threads give bit-identical weights.
-    lr_schedule : None, "step", "exponential", "cosine", a Schedule or callable epoch -> lr
+    lr_schedule : None, "constant", "step", "exponential", "cosine", a Schedule or callable
+        epoch -> lr (>= 0; an epoch at lr 0 changes nothing). Checkpoints keep built-in
+        Schedules; a plain callable must be given again to ``load_checkpoint``.
     l2 : float
         L2 penalty on the weights only (not biases), added to each batch's weight gradient
         as ``l2 / sum_w(batch) * W``: scikit-learn's ``alpha``. ``weight_decay`` is PyTorch's.
+
+    ``history`` holds every epoch this Trainer has trained (over all ``fit`` calls, and
+    those before a checkpoint it was loaded from); ``epoch`` counts them.
     """
 
-    def __init__(self, net, loss="cross_entropy", optimizer="sgd", lr=None, momentum=0.0,
+    def __init__(self, net, loss=None, optimizer="sgd", lr=None, momentum=0.0,
                  nesterov=False, weight_decay=0.0, batch_size=32, n_threads=None, seed=None,
                  lr_schedule=None, l2=0.0):
         self.net = net
@@ -129,6 +169,7 @@ class Trainer:
         self.seed = seed
         self._rng_state = np.array([np.random.default_rng(seed).integers(0, 2**63)], dtype=np.uint64)
         self._schedule = _schedules.get(lr_schedule, self.optimizer.lr)
+        self.history = History()
         self.l2 = check_number(l2, "l2", low=0)
         self._workspace = None        # reused by the next fit when the shape allows
         self._threads_policy = _ThreadsPolicy()
@@ -176,13 +217,19 @@ class Trainer:
 
     # ---- training ----------------------------------------------------------------------
     def fit(self, X, y, epochs=10, validation_data=None, shuffle=True, verbose=False,
-            callbacks=None, sample_weight=None):
-        """Train for ``epochs`` epochs; returns a History.
+            callbacks=None, sample_weight=None, catch_interrupt=False):
+        """Train for ``epochs`` epochs; returns the History of these epochs.
 
         Raises TrainingDiverged (network at its last finite parameters) when the loss or a
         gradient becomes NaN/inf. With ``sample_weight`` each batch's loss and gradient are
-        weighted means over its samples. Ctrl-C stops within about a second after the current chunk
-        of batches, leaving the network and the History consistent (``interrupted=True``).
+        weighted means over its samples. Warns (RuntimeWarning) when an epoch's loss rises
+        to LOSS_RISE_WARNING times the lowest seen in this fit: the lr is likely too large.
+
+        Ctrl-C stops within about a second, after the current chunk of batches, with the
+        network and the History consistent (``interrupted=True``); the KeyboardInterrupt
+        then goes on to the caller, unless ``catch_interrupt=True``, when ``fit`` returns the
+        History instead. Whatever ends a fit early, the epochs it completed are in
+        ``trainer.history`` and in the exception's ``history`` attribute.
         """
         epochs = check_positive_int(epochs, "epochs", minimum=0)
         net = self.net
@@ -203,17 +250,26 @@ class Trainer:
         history = History()
         self.stop_training = False
         bar = _progress(verbose, chunks.n_batches)
+        lowest, warned = math.inf, False
         try:
             with _callbacks.running(cbs, self), num_threads(nt), blas_single_threaded():
                 for epoch in range(epochs):
                     lr = float(self._schedule(self.epoch))
-                    if not (lr > 0 and math.isfinite(lr)):
+                    if not (lr >= 0 and math.isfinite(lr)):
                         raise ValueError(f"lr_schedule gave lr={lr!r} at epoch {self.epoch}")
                     state.begin_epoch(data, lr, bool(shuffle))
                     bar.start(epoch, epochs)
                     t0 = time.perf_counter()
-                    self._train_epoch(state, data, chunks, bar, t0)
-                    logs = {"loss": state.loss_sum / state.weight_sum,
+                    first = self._train_epoch(state, data, chunks, bar, t0)
+                    loss = state.loss_sum / state.weight_sum
+                    lowest = min(lowest, first)
+                    if not warned and loss > LOSS_RISE_WARNING * lowest > 0:
+                        warned = True
+                        warnings.warn(f"training loss rose from {lowest:.4g} to {loss:.4g} in "
+                                      f"epoch {self.epoch}: the learning rate ({lr:g}) is "
+                                      "probably too large", RuntimeWarning, stacklevel=2)
+                    lowest = min(lowest, loss)
+                    logs = {"loss": loss,
                             "samples_per_second": state.samples / max(time.perf_counter() - t0,
                                                                       1e-12),
                             "lr": lr}
@@ -225,6 +281,7 @@ class Trainer:
                         if self.loss != "mse":
                             logs["val_accuracy"] = self._accuracy(vX, vT, vL)
                     self._record(history, logs)
+                    self._record(self.history, logs)
                     bar.end(logs)
                     logs["trainer"] = self
                     self.epoch += 1
@@ -236,19 +293,26 @@ class Trainer:
                         data.input_bound = -1      # or X in place
                     if self.stop_training:
                         break
-        except KeyboardInterrupt:
-            history.interrupted = True
+        except KeyboardInterrupt as e:
+            history.interrupted = self.history.interrupted = True
             bar.close()
             print(f"fastbp: training interrupted at epoch {self.epoch}; the network keeps the "
                   "parameters of the last completed chunk of batches", file=sys.stderr)
+            if not catch_interrupt:
+                e.history = history
+                raise
+        except Exception as e:
+            e.history = history
+            raise
         finally:
             state.close()
             bar.close()
         return history
 
     def _train_epoch(self, state, data, chunks, bar, t0):
-        """The epoch that ``state.begin_epoch`` started, in chunks of batches."""
-        b = 0
+        """The epoch that ``state.begin_epoch`` started, in chunks of batches; returns the
+        mean loss of its first chunk."""
+        b, first = 0, None
         while b < chunks.n_batches:
             end, state.run_threads = chunks.next(b)
             tc = time.perf_counter()
@@ -258,9 +322,85 @@ class Trainer:
                                        "loss" if done.status == _engine.Status.LOSS_NOT_FINITE
                                        else "parameter update")
             chunks.record(time.perf_counter() - tc, done.samples, done.steps)
+            if first is None:
+                first = state.loss_sum / max(state.weight_sum, 1e-300)
             b = end
             bar.update(b, state.loss_sum / max(state.weight_sum, 1e-300),
                        state.samples / max(time.perf_counter() - t0, 1e-9))
+        return first
+
+    # ---- checkpoints and pickling ------------------------------------------------------
+    def save_checkpoint(self, path):
+        """Write everything that continuing this training needs, atomically and checksummed
+        (the network file's container): the network, the optimizer (settings and state),
+        the schedule, the epoch count, the shuffle's RNG state, the settings and History.
+
+        ``Trainer.load_checkpoint(path)`` then continues bit for bit as this Trainer would
+        (same n_threads). Written between epochs (callbacks, ``ModelCheckpoint``) or after
+        ``fit``. Needs one of ``fastbp.optimizers``' classes; a plain callable lr_schedule
+        is not stored (give it to ``load_checkpoint`` again).
+        """
+        net, opt = self.net, self.optimizer
+        if type(opt) not in _opt.CLASSES:
+            raise TypeError(f"save_checkpoint needs one of fastbp.optimizers' classes "
+                            f"({', '.join(c.__name__ for c in _opt.CLASSES)}), got "
+                            f"{type(opt).__name__}")
+        opt.ensure_state(net.parameters.size, net.dtype)
+        sched = self._schedule
+        sched = sched.config() if type(sched) in _schedules.BUILTIN else None
+        header = {
+            "network": net._config(),
+            "trainer": {"loss": self.loss, "batch_size": self.batch_size,
+                        "n_threads": self.n_threads, "seed": self.seed, "l2": self.l2,
+                        "epoch": self.epoch, "rng_state": int(self._rng_state[0])},
+            "optimizer": {"class": type(opt).__name__, "params": opt.get_params(),
+                          "t": int(opt.state.t), "last_loss": float(opt.state.last_loss),
+                          "buffers": list(opt.state.names)},
+            "lr_schedule": sched,
+            "history": self.history.to_dict(),
+        }
+        arrays = [net.parameters] + [opt.state[name] for name in opt.state.names]
+        _container.write(path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, header, arrays)
+
+    @classmethod
+    def load_checkpoint(cls, path, lr_schedule=None):
+        """The Trainer (with its Network) that ``save_checkpoint`` wrote to ``path``; a
+        corrupt or foreign file raises ValueError. ``lr_schedule`` replaces the stored one
+        (it must be given when the saved one was a plain callable)."""
+        _, h, raw = _container.read(path, CHECKPOINT_MAGIC, (CHECKPOINT_VERSION,), "checkpoint")
+        try:
+            cfg, tr, o = h["network"], h["trainer"], h["optimizer"]
+            net = Network(cfg["layer_sizes"], cfg["activation"] or "tanh", cfg["output"],
+                          init="zeros", dtype=cfg["dtype"])
+            P = net.parameters.size
+            arrays = _container.split(path, raw, [(net.dtype, P)] * (1 + len(o["buffers"])))
+            opt_cls = {c.__name__: c for c in _opt.CLASSES}[o["class"]]
+            params = {k: tuple(v) if isinstance(v, list) else v for k, v in o["params"].items()}
+            opt = opt_cls(**params)
+            opt.state = _opt.OptimizerState(o["buffers"], P, net.dtype,
+                                            dict(zip(o["buffers"], arrays[1:])), o["t"],
+                                            o["last_loss"])
+            if lr_schedule is None:
+                if h["lr_schedule"] is None:
+                    raise ValueError("the checkpoint's lr_schedule was a plain callable: pass "
+                                     "it as lr_schedule=")
+                lr_schedule = _schedules.from_config(h["lr_schedule"], opt.lr)
+            trainer = cls(net, loss=tr["loss"], optimizer=opt, batch_size=tr["batch_size"],
+                          n_threads=tr["n_threads"], seed=tr["seed"], lr_schedule=lr_schedule,
+                          l2=tr["l2"])
+            history = History.from_dict(h["history"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path}: invalid checkpoint header ({e!r})") from None
+        net.parameters[...] = arrays[0]
+        trainer.epoch = tr["epoch"]
+        trainer._rng_state[0] = tr["rng_state"]
+        trainer.history = history
+        return trainer
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_workspace"] = None      # scratch memory, made again by the next fit
+        return state
 
     def _record(self, history, logs):
         history.epochs.append(self.epoch)
