@@ -43,7 +43,7 @@ import os
 import numpy as np
 
 from ._files import atomic_write
-from .network import Network
+from .network import _MAGIC, Network
 
 __all__ = ["TrainedModel", "load_model", "META_SUFFIX"]
 
@@ -210,8 +210,8 @@ def load_model(path):
     FileNotFoundError
         When ``MODEL`` or ``MODEL.json`` is missing.
     ValueError
-        When a file is corrupt, of an unsupported version, or the two files do not belong
-        together.
+        When ``MODEL`` is not a fastbp network file (checked first), a file is corrupt or
+        of an unsupported version, or the two files do not belong together.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -220,6 +220,14 @@ def load_model(path):
     if path.endswith(META_SUFFIX) and os.path.exists(path[:-len(META_SUFFIX)]):
         raise ValueError(f"{path}: give the network file {path[:-len(META_SUFFIX)]} as MODEL, "
                          f"not its {META_SUFFIX} metadata")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not a model file")
+    with open(path, "rb") as f:
+        magic = f.read(len(_MAGIC))
+    if magic != _MAGIC:
+        raise ValueError(f"{path}: not a fastbp model file (expected the network file that "
+                         f"`fastbp train` or TrainedModel.save wrote, next to its "
+                         f"{META_SUFFIX} metadata)")
     if not os.path.exists(meta_path):
         raise FileNotFoundError(f"{meta_path}: the model's metadata file is missing (`fastbp "
                                 f"train` writes MODEL and MODEL{META_SUFFIX} side by side)")
