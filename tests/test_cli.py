@@ -337,6 +337,71 @@ def test_demo_and_info(capsys):
     assert rc == 0 and "test accuracy" in out
     rc, out, _ = run(capsys, "info")
     assert rc == 0 and "OpenMP" in out
+    assert "usable cores (affinity " in out and "cgroup quota" in out
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--epochs", "0", "--epochs must be >= 1, got 0"),
+    ("--hidden", "0", "--hidden sizes must be >= 1, got 0"),
+    ("--lr", "0", "--lr must be > 0"),
+    ("--lr", "inf", "--lr must be a finite number"),
+    ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+    ("--threads", "0", "--threads must be >= 1, got 0"),
+    ("--seed", "-1", "--seed must be >= 0"),
+])
+def test_demo_reports_bad_options_by_their_names(capsys, option, value, message):
+    rc, out, err = run(capsys, "demo", option, value)
+    assert rc == 2 and f"fastbp demo: error: {message}" in err, err
+    assert out == ""          # checked before loading or training anything
+
+
+def test_threads_above_the_usable_cores_warn_on_stderr(tmp_path, capsys, monkeypatch):
+    from fastbp import _config
+    monkeypatch.setattr(_config, "usable_cores", lambda: 1)
+    monkeypatch.setattr(_config, "_warned", set())
+    data = write_csv(tmp_path / "d.csv", ["a", "y"], [[i, i % 2] for i in range(20)])
+    model = str(tmp_path / "m.fbp")
+    try:
+        rc, _, err = run(capsys, "train", data, *FAST, "--threads", "2", "-o", model)
+        assert rc == 0, err
+        assert err.count("fastbp train: warning: --threads=2 is more than the 1 core(s)") == 1
+        rc, _, err = run(capsys, "predict", model, data, "--threads", "3")
+        assert rc == 0 and "fastbp predict: warning: --threads=3" in err
+        rc, _, err = run(capsys, "predict", model, data, "--threads", "0")
+        assert rc == 2 and "--threads must be >= 1" in err
+        rc, _, err = run(capsys, "train", data, *FAST, "--threads", "0", "-o", model)
+        assert rc == 2 and "--threads must be >= 1" in err
+    finally:
+        fastbp.set_num_threads(None)
+
+
+def test_broken_pipe_exits_quietly():
+    """`fastbp info | head -1`: no "Broken pipe" error, no traceback at exit."""
+    import subprocess
+    import sys
+    for argv in (["info"], ["--version"]):
+        r, w = os.pipe()
+        os.close(r)           # the reader is gone before fastbp writes anything
+        try:
+            proc = subprocess.run([sys.executable, "-m", "fastbp", *argv], stdout=w,
+                                  stderr=subprocess.PIPE, timeout=120)
+        finally:
+            os.close(w)
+        assert proc.stderr.decode() == "" and proc.returncode in (0, 1), proc.stderr
+
+
+def test_predict_with_a_foreign_model_file(digits_csv, tmp_path, capsys):
+    foreign = tmp_path / "model.pkl"
+    foreign.write_bytes(b"\x80\x04K\x01.")
+    rc, _, err = run(capsys, "predict", foreign, digits_csv)
+    assert rc == 2 and f"{foreign}: not a fastbp model file" in err and "missing" not in err
+    (tmp_path / "model.pkl.json").write_text("{}")
+    rc, _, err = run(capsys, "predict", foreign, digits_csv)
+    assert rc == 2 and f"{foreign}: not a fastbp model file" in err
+    rc, _, err = run(capsys, "predict", digits_csv, digits_csv)
+    assert rc == 2 and "not a fastbp model file" in err
+    rc, _, err = run(capsys, "predict", tmp_path, digits_csv)
+    assert rc == 2 and "is a directory" in err
 
 
 def test_version(capsys):

@@ -12,11 +12,12 @@ import math
 import os
 import sys
 import time
+import warnings
 import zipfile
 
 import numpy as np
 
-from ._config import get_num_threads, num_threads
+from ._config import check_thread_count, get_num_threads, num_threads
 from ._files import atomic_write
 from ._validation import check_number, check_positive_int
 from ._version import __version__
@@ -26,7 +27,7 @@ from .models import META_SUFFIX, TrainedModel, load_model
 from .network import Network
 from .trainer import Trainer, TrainingDiverged
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "check_threads"]
 
 AUTO_MAX_CLASSES = 20          # --task auto: integral targets with at most this many values
 _RELU_LIKE = ("relu", "leaky_relu", "elu", "silu", "swish", "gelu")
@@ -113,6 +114,17 @@ def add_commands(sub):
     p.add_argument("--delimiter", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_predict)
+
+
+def check_threads(args):
+    """Check ``--threads``; more than the cores this process may use prints a warning
+    (``fastbp CMD: warning: ...``) once, instead of Python's file:line form."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        n = check_thread_count(args.threads, "--threads")
+    for w in caught:
+        print(f"fastbp {args.command}: warning: {w.message}", file=sys.stderr)
+    return n
 
 
 # ---- reading data --------------------------------------------------------------------------
@@ -436,6 +448,7 @@ def _check_train_args(args):
             raise ValueError("--patience needs a validation split (--validation-split > 0)")
     if args.batch_size is not None:
         check_positive_int(args.batch_size, "--batch-size", minimum=0)
+    check_threads(args)
     _check_file(args.file)
     _check_output_path(args.output, args.file)
     return frac
@@ -700,6 +713,7 @@ def _prediction_features(model, args):
 
 
 def _predict(args):
+    check_threads(args)
     model = load_model(args.model)
     if args.proba and model.task != "classification":
         raise ValueError("--proba needs a classification model; this one is a regression model")
