@@ -20,6 +20,9 @@ JSON object with these keys:
     Names of the feature columns in network-input order, or None (trained on arrays).
 ``target``, ``ignored_columns``, ``source_format``
     Name of the target, columns that were skipped, ``"csv"`` or ``"npz"``.
+``index_columns``
+    Optional: names of the CSV columns dropped as row indices (``--index-col``, or
+    pandas' unnamed 0..n-1 index column); ``fastbp predict`` skips them too.
 ``feature_mean``, ``feature_std``
     Per-feature standardization statistics, or None (raw features).
 ``classes``
