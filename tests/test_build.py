@@ -57,6 +57,97 @@ def test_thread_settings():
         fastbp.set_num_threads("two")
 
 
+def test_show_config_reports_usable_cores(capsys, monkeypatch):
+    from fastbp import _config
+    cfg = fastbp.show_config()
+    out = capsys.readouterr().out
+    usable = fastbp._config.usable_cores()
+    assert cfg["usable_cores"] == cfg["cores"] == usable
+    assert 1 <= usable <= (os.cpu_count() or 1) and cfg["cpu_count"] == (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        assert cfg["affinity_cores"] == len(os.sched_getaffinity(0)) >= usable
+    assert f"threads: {cfg['num_threads']} of {usable} usable cores (affinity " in out
+    assert "cgroup quota" in out
+    # a container limited to 1.5 CPUs on a 64-CPU machine: 2 usable cores
+    monkeypatch.setattr(_config, "_quota_cache", [1.5, 64])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    want = min(2, cfg["affinity_cores"] or 2)
+    assert _config.usable_cores() == want and fastbp.get_num_threads() == want
+    cfg = fastbp.show_config()
+    assert cfg["cgroup_quota"] == 1.5 and cfg["cpu_count"] == 64
+    out = capsys.readouterr().out
+    assert f"of {want} usable cores" in out and "cgroup quota 1.5)" in out
+
+
+def _cgroup_tree(root, files):
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@pytest.mark.parametrize("proc, files, want", [
+    ("0::/\n", {}, None),
+    ("0::/\n", {"cpu.max": "max 100000\n"}, None),
+    ("0::/\n", {"cpu.max": "150000 100000\n"}, 1.5),
+    # the tightest of the process's cgroup and its ancestors
+    ("0::/a/b\n", {"a/cpu.max": "200000 100000\n", "a/b/cpu.max": "max 100000\n"}, 2.0),
+    ("0::/a/b\n", {"a/cpu.max": "400000 100000\n", "a/b/cpu.max": "50000 100000\n"}, 0.5),
+    # a container's own cgroup mounted at the root, its host path absent
+    ("0::/docker/abc\n", {"cpu.max": "300000 100000\n"}, 3.0),
+    # hybrid: cgroup v2 under unified/
+    ("1:cpu:/\n0::/x\n", {"unified/x/cpu.max": "100000 100000\n"}, 1.0),
+    # cgroup v1
+    ("4:cpu,cpuacct:/\n", {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+                            "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, None),
+    ("4:cpu,cpuacct:/j\n", {"cpu,cpuacct/j/cpu.cfs_quota_us": "250000\n",
+                             "cpu,cpuacct/j/cpu.cfs_period_us": "100000\n"}, 2.5),
+    ("1:cpu:/\n", {"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"},
+     0.5),
+    ("0::/\n", {"cpu.max": "garbage\n"}, None),
+])
+def test_cgroup_quota(tmp_path, proc, files, want):
+    from fastbp import _config
+    _cgroup_tree(tmp_path / "cg", files)
+    (tmp_path / "cgroup").write_text(proc)
+    assert _config._cgroup_quota(str(tmp_path / "cg"), str(tmp_path / "cgroup")) == want
+    assert _config._cgroup_quota(str(tmp_path / "cg"), str(tmp_path / "none")) is None
+
+
+def test_more_threads_than_usable_cores_warns_once_per_count(monkeypatch):
+    import warnings
+    from fastbp import _config
+    monkeypatch.setattr(_config, "usable_cores", lambda: 2)
+    monkeypatch.setattr(_config, "_warned", set())
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fastbp.set_num_threads(2)
+            with fastbp.num_threads(2):
+                pass
+            assert _config.check_thread_count(2) == 2 and _config.check_thread_count(None) is None
+            assert not caught
+            fastbp.set_num_threads(4)
+            fastbp.set_num_threads(4)
+            with fastbp.num_threads(4):
+                assert fastbp.get_num_threads() == 4
+            _config.check_thread_count(4)
+            assert len(caught) == 1
+            w = caught[0]
+            assert w.category is RuntimeWarning and w.filename == __file__   # the caller's line
+            assert "n_threads=4" in str(w.message) and "oversubscribe" in str(w.message)
+            assert "slower" in str(w.message) and "2 core(s)" in str(w.message)
+            with fastbp.num_threads(3):
+                pass
+            assert len(caught) == 2 and caught[1].filename == __file__
+            _config.check_thread_count(5, name="--threads")
+            assert len(caught) == 3 and "--threads=5" in str(caught[2].message)
+    finally:
+        fastbp.set_num_threads(None)
+    with pytest.raises(ValueError, match="--threads must be >= 1"):
+        _config.check_thread_count(0, "--threads")
+
+
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_split_products_and_batch_shards_give_the_same_gradients(n_threads):
     """Products split over threads (big layers) and batch shards (small layers) agree with

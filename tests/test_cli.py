@@ -217,6 +217,132 @@ def test_diverged_training_saves_nothing(tmp_path, capsys):
     assert not (tmp_path / "m.fbp").exists() and not (tmp_path / "m.fbp.json").exists()
 
 
+# ---- row-index columns (pandas' to_csv writes its index as an unnamed first column) ------
+
+def sorted_by_class(n=80, seed=0):
+    """Features and labels sorted by class, as in wine: the row number gives the label away."""
+    rng = np.random.default_rng(seed)
+    y = np.sort(rng.integers(0, 2, n))
+    X = rng.normal(size=(n, 2)) + y[:, None]
+    return X, y
+
+
+def indexed_csv(path, X, y=None, index=None, name=""):
+    index = range(len(X)) if index is None else index
+    header = [name, "a", "b"] + (["label"] if y is not None else [])
+    rows = [[i, *x] + ([int(c)] if y is not None else [])
+            for i, x, c in zip(index, X.tolist(), y if y is not None else [None] * len(X))]
+    return write_csv(path, header, rows)
+
+
+@pytest.mark.parametrize("name", ["", "Unnamed: 0"])
+def test_unnamed_row_index_column_is_dropped_with_a_notice(tmp_path, capsys, name):
+    X, y = sorted_by_class()
+    data = indexed_csv(tmp_path / "d.csv", X, y, name=name)
+    assert open(data).readline().startswith(f"{name},a,b,label")
+    model = str(tmp_path / "m.fbp")
+    rc, out, err = run(capsys, "train", data, *FAST, "-o", model)
+    assert rc == 0, err
+    notice = [line for line in err.splitlines() if "dropped" in line]
+    assert len(notice) == 1 and f"column 1 ({name!r})" in notice[0] and "0..79" in notice[0]
+    assert "2 features" in out
+    meta = json.load(open(model + ".json"))
+    assert meta["feature_names"] == ["a", "b"] and meta["index_columns"] == [name]
+    assert fastbp.Network.load(model).n_inputs == 2
+    want = read_csv(run(capsys, "predict", model, data)[1])
+    # the same rows without the index, or with a test split's index (no longer 0..n-1):
+    # the same predictions, no notice (the model knows the column)
+    plain = write_csv(tmp_path / "plain.csv", ["a", "b"], X.tolist())
+    split = indexed_csv(tmp_path / "split.csv", X, index=range(100, 20, -1), name=name)
+    for path in (plain, split):
+        rc, out, err = run(capsys, "predict", model, path)
+        assert rc == 0 and err == "" and read_csv(out) == want, err
+
+
+def test_row_index_detection_is_strict(tmp_path, capsys):
+    X, y = sorted_by_class(n=30)
+    model = str(tmp_path / "m.fbp")
+    # unnamed but not 0..n-1: an ordinary feature, as before
+    data = indexed_csv(tmp_path / "d.csv", X, y, index=range(1, 31))
+    rc, _, err = run(capsys, "train", data, *FAST, "-o", model)
+    assert rc == 0 and "dropped" not in err
+    assert json.load(open(model + ".json"))["feature_names"] == ["", "a", "b"]
+    # named 0..n-1: a feature too (only unnamed columns are taken for an index)
+    data = indexed_csv(tmp_path / "d.csv", X, y, name="step")
+    rc, _, err = run(capsys, "train", data, *FAST, "-o", model)
+    assert rc == 0 and "dropped" not in err
+    assert json.load(open(model + ".json"))["feature_names"] == ["step", "a", "b"]
+    # an --ignore'd index column: ignored, no notice
+    data = indexed_csv(tmp_path / "d.csv", X, y)
+    rc, _, err = run(capsys, "train", data, *FAST, "--ignore", "0", "-o", model)
+    assert rc == 0 and "dropped" not in err
+    assert json.load(open(model + ".json"))["feature_names"] == ["a", "b"]
+
+
+def test_index_col_option(tmp_path, capsys):
+    X, y = sorted_by_class(n=40)
+    data = indexed_csv(tmp_path / "d.csv", X, y, index=[f"row{i}" for i in range(40)],
+                       name="id")
+    model = str(tmp_path / "m.fbp")
+    for col in ("id", "0"):
+        rc, _, err = run(capsys, "train", data, *FAST, "--index-col", col, "-o", model)
+        assert rc == 0 and "dropped" not in err, err
+        meta = json.load(open(model + ".json"))
+        assert meta["feature_names"] == ["a", "b"] and meta["index_columns"] == ["id"]
+    rc, out, err = run(capsys, "predict", model, data)
+    assert rc == 0 and len(read_csv(out)[1]) == 40, err
+    # --index-col replaces the detection: the unnamed 0..n-1 column stays a feature
+    pandas_like = indexed_csv(tmp_path / "p.csv", X, y)
+    rc, _, err = run(capsys, "train", pandas_like, *FAST, "--index-col", "a", "-o", model)
+    assert rc == 0 and "dropped" not in err
+    assert json.load(open(model + ".json"))["feature_names"] == ["", "b"]
+
+    rc, _, err = run(capsys, "train", data, "--index-col", "nope", "-o", model)
+    assert rc == 2 and "--index-col: unknown column 'nope'" in err
+    rc, _, err = run(capsys, "train", data, "--index-col", "label", "-o", model)
+    assert rc == 2 and "--index-col 'label' is the target column" in err
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    rc, _, err = run(capsys, "train", tmp_path / "d.npz", "--index-col", "0", "-o", model)
+    assert rc == 2 and "--index-col applies to CSV files" in err
+    rc, _, err = run(capsys, "predict", model, pandas_like, "--index-col", "b")
+    assert rc == 2 and "--index-col 'b' is one of the model's feature columns" in err
+
+
+def test_predict_drops_a_row_index_for_a_model_trained_on_arrays(tmp_path, capsys):
+    """A .npz-trained model takes the CSV's columns in order: the index must not shift them."""
+    X, y = sorted_by_class(n=50)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    model = str(tmp_path / "m.fbp")
+    assert run(capsys, "train", tmp_path / "d.npz", *FAST, "-o", model)[0] == 0
+    rc, want, _ = run(capsys, "predict", model, write_csv(tmp_path / "x.csv", ["a", "b"],
+                                                          X.tolist()))
+    assert rc == 0
+    rc, out, err = run(capsys, "predict", model, indexed_csv(tmp_path / "i.csv", X))
+    assert rc == 0 and out == want and "dropped the unnamed column 1 ('')" in err
+    rc, out, err = run(capsys, "predict", model,
+                       indexed_csv(tmp_path / "j.csv", X, index=range(7, 57), name="id"),
+                       "--index-col", "id")
+    assert rc == 0 and out == want and err == ""
+
+
+def test_pandas_written_csv(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    X, y = sorted_by_class(n=60)
+    df = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "label": y})
+    df.to_csv(tmp_path / "d.csv")                       # with its default index
+    model = str(tmp_path / "m.fbp")
+    rc, _, err = run(capsys, "train", tmp_path / "d.csv", *FAST, "-o", model)
+    assert rc == 0 and "dropped the unnamed column 1 ('')" in err
+    assert json.load(open(model + ".json"))["feature_names"] == ["a", "b"]
+    df.sample(frac=0.5, random_state=0).drop(columns="label").to_csv(tmp_path / "t.csv")
+    rc, out, err = run(capsys, "predict", model, tmp_path / "t.csv")
+    assert rc == 0 and len(read_csv(out)[1]) == 30, err
+    pd.read_csv(tmp_path / "d.csv").to_csv(tmp_path / "twice.csv")   # ,Unnamed: 0,a,...
+    rc, _, err = run(capsys, "train", tmp_path / "twice.csv", *FAST, "-o", model)
+    assert rc == 0 and "column 2 ('Unnamed: 0')" in err
+    assert json.load(open(model + ".json"))["index_columns"] == ["", "Unnamed: 0"]
+
+
 # ---- errors ------------------------------------------------------------------------------
 
 def test_train_errors(tmp_path, capsys):
@@ -337,6 +463,71 @@ def test_demo_and_info(capsys):
     assert rc == 0 and "test accuracy" in out
     rc, out, _ = run(capsys, "info")
     assert rc == 0 and "OpenMP" in out
+    assert "usable cores (affinity " in out and "cgroup quota" in out
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--epochs", "0", "--epochs must be >= 1, got 0"),
+    ("--hidden", "0", "--hidden sizes must be >= 1, got 0"),
+    ("--lr", "0", "--lr must be > 0"),
+    ("--lr", "inf", "--lr must be a finite number"),
+    ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+    ("--threads", "0", "--threads must be >= 1, got 0"),
+    ("--seed", "-1", "--seed must be >= 0"),
+])
+def test_demo_reports_bad_options_by_their_names(capsys, option, value, message):
+    rc, out, err = run(capsys, "demo", option, value)
+    assert rc == 2 and f"fastbp demo: error: {message}" in err, err
+    assert out == ""          # checked before loading or training anything
+
+
+def test_threads_above_the_usable_cores_warn_on_stderr(tmp_path, capsys, monkeypatch):
+    from fastbp import _config
+    monkeypatch.setattr(_config, "usable_cores", lambda: 1)
+    monkeypatch.setattr(_config, "_warned", set())
+    data = write_csv(tmp_path / "d.csv", ["a", "y"], [[i, i % 2] for i in range(20)])
+    model = str(tmp_path / "m.fbp")
+    try:
+        rc, _, err = run(capsys, "train", data, *FAST, "--threads", "2", "-o", model)
+        assert rc == 0, err
+        assert err.count("fastbp train: warning: --threads=2 is more than the 1 core(s)") == 1
+        rc, _, err = run(capsys, "predict", model, data, "--threads", "3")
+        assert rc == 0 and "fastbp predict: warning: --threads=3" in err
+        rc, _, err = run(capsys, "predict", model, data, "--threads", "0")
+        assert rc == 2 and "--threads must be >= 1" in err
+        rc, _, err = run(capsys, "train", data, *FAST, "--threads", "0", "-o", model)
+        assert rc == 2 and "--threads must be >= 1" in err
+    finally:
+        fastbp.set_num_threads(None)
+
+
+def test_broken_pipe_exits_quietly():
+    """`fastbp info | head -1`: no "Broken pipe" error, no traceback at exit."""
+    import subprocess
+    import sys
+    for argv in (["info"], ["--version"]):
+        r, w = os.pipe()
+        os.close(r)           # the reader is gone before fastbp writes anything
+        try:
+            proc = subprocess.run([sys.executable, "-m", "fastbp", *argv], stdout=w,
+                                  stderr=subprocess.PIPE, timeout=120)
+        finally:
+            os.close(w)
+        assert proc.stderr.decode() == "" and proc.returncode in (0, 1), proc.stderr
+
+
+def test_predict_with_a_foreign_model_file(digits_csv, tmp_path, capsys):
+    foreign = tmp_path / "model.pkl"
+    foreign.write_bytes(b"\x80\x04K\x01.")
+    rc, _, err = run(capsys, "predict", foreign, digits_csv)
+    assert rc == 2 and f"{foreign}: not a fastbp model file" in err and "missing" not in err
+    (tmp_path / "model.pkl.json").write_text("{}")
+    rc, _, err = run(capsys, "predict", foreign, digits_csv)
+    assert rc == 2 and f"{foreign}: not a fastbp model file" in err
+    rc, _, err = run(capsys, "predict", digits_csv, digits_csv)
+    assert rc == 2 and "not a fastbp model file" in err
+    rc, _, err = run(capsys, "predict", tmp_path, digits_csv)
+    assert rc == 2 and "is a directory" in err
 
 
 def test_version(capsys):

@@ -188,6 +188,13 @@ def test_load_errors(digits, tmp_path):
         load_model(lone)
     with pytest.raises(ValueError, match="give the network file"):
         load_model(path + ".json")
+    foreign = tmp_path / "foreign.fbp"
+    foreign.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="foreign.fbp: not a fastbp model file"):
+        load_model(foreign)     # said before looking for foreign.fbp.json
+    (tmp_path / "foreign.fbp.json").write_text(open(path + ".json").read())
+    with pytest.raises(ValueError, match="foreign.fbp: not a fastbp model file"):
+        load_model(foreign)
 
     meta = json.load(open(path + ".json"))
     (tmp_path / "lone.fbp.json").write_text(json.dumps(dict(meta, version=2)))

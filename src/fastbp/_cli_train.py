@@ -10,13 +10,15 @@ import gzip
 import io
 import math
 import os
+import re
 import sys
 import time
+import warnings
 import zipfile
 
 import numpy as np
 
-from ._config import get_num_threads, num_threads
+from ._config import check_thread_count, get_num_threads, num_threads
 from ._files import atomic_write
 from ._validation import check_number, check_positive_int
 from ._version import __version__
@@ -26,7 +28,7 @@ from .models import META_SUFFIX, TrainedModel, load_model
 from .network import Network
 from .trainer import Trainer, TrainingDiverged
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "check_threads"]
 
 AUTO_MAX_CLASSES = 20          # --task auto: integral targets with at most this many values
 _RELU_LIKE = ("relu", "leaky_relu", "elu", "silu", "swish", "gelu")
@@ -37,14 +39,22 @@ _MODEL_HELP = (
     "class names, target name). Keep them together; `fastbp predict OUTPUT FILE` needs both.")
 
 
+_INDEX_HELP = (
+    "CSV: a row-index column to drop (name or integer index). Without it, leading unnamed "
+    "columns (header '' or 'Unnamed: N') holding exactly 0, 1, ..., n-1, as pandas' "
+    "to_csv writes its index, are dropped with a notice: row numbers are not a feature, "
+    "and in a file sorted by class they give the label away")
+
+
 # ---- argument parsing ----------------------------------------------------------------------
 
 def add_commands(sub):
     t = sub.add_parser(
         "train", help="train a network on a CSV or .npz file and save it",
         description="Train an MLP on FILE and save it. FILE is a CSV file with a header row "
-                    "(optionally .gz-compressed; every column but the target and --ignore'd "
-                    "ones must be numeric) or a .npz file holding arrays X (n, d) and y. "
+                    "(optionally .gz-compressed; every column but the target, --ignore'd ones "
+                    "and a row index (see --index-col) must be numeric) or a .npz file "
+                    "holding arrays X (n, d) and y. "
                     + _MODEL_HELP)
     t.add_argument("file", metavar="FILE", help="training data (.csv, .tsv, .csv.gz or .npz)")
     t.add_argument("--target", default=None, metavar="COL",
@@ -53,6 +63,7 @@ def add_commands(sub):
                         "(default y)")
     t.add_argument("--ignore", nargs="+", default=[], metavar="COL",
                    help="CSV columns that are neither features nor target (e.g. an id)")
+    t.add_argument("--index-col", default=None, metavar="COL", help=_INDEX_HELP)
     t.add_argument("--task", choices=["auto", "classification", "regression"], default="auto",
                    help="auto (default): classification when the target is non-numeric or "
                         f"integral with at most {AUTO_MAX_CLASSES} distinct values, else "
@@ -110,9 +121,21 @@ def add_commands(sub):
                    help="classification: class probabilities instead of the predicted class")
     p.add_argument("--ignore", nargs="+", default=[], metavar="COL",
                    help="CSV columns to skip besides the model's own ignored columns")
+    p.add_argument("--index-col", default=None, metavar="COL", help=_INDEX_HELP)
     p.add_argument("--delimiter", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_predict)
+
+
+def check_threads(args):
+    """Check ``--threads``; more than the cores this process may use prints a warning
+    (``fastbp CMD: warning: ...``) once, instead of Python's file:line form."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        n = check_thread_count(args.threads, "--threads")
+    for w in caught:
+        print(f"fastbp {args.command}: warning: {w.message}", file=sys.stderr)
+    return n
 
 
 # ---- reading data --------------------------------------------------------------------------
@@ -300,6 +323,34 @@ def _names(names, limit=30):
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
+_UNNAMED = re.compile(r"(Unnamed: \d+)?")   # pandas' names for columns without a header
+
+
+def _is_row_index(table, j):
+    """Column ``j`` holds exactly 0, 1, ..., n-1."""
+    return all(row[j].strip() == str(i) for i, row in enumerate(table.rows))
+
+
+def _index_columns(table, args, keep=(), expected=()):
+    """Indices of the row-index columns to drop: ``--index-col``'s, else the leading
+    unnamed columns holding 0..n-1 (pandas' default index), not in ``keep``, each
+    announced on stderr unless its name is in ``expected``."""
+    if args.index_col is not None:
+        return [_column_index(table, args.index_col, "--index-col")]
+    found = []
+    for j, name in enumerate(table.header):
+        if j in keep or not _UNNAMED.fullmatch(name) or not _is_row_index(table, j):
+            break
+        found.append(j)
+        if name in expected:
+            continue
+        print(f"fastbp {args.command}: {table.path}: dropped the unnamed column {j + 1} "
+              f"({name!r}): it holds the row numbers 0..{len(table) - 1}, a pandas index "
+              "(to_csv without index=False), not a feature; --index-col COL names the "
+              "column to drop instead", file=sys.stderr)
+    return found
+
+
 def read_npz(path, need=("X",)):
     """The arrays of a .npz file as a dict; a ValueError lists the keys when one is missing."""
     _check_file(path)
@@ -436,6 +487,7 @@ def _check_train_args(args):
             raise ValueError("--patience needs a validation split (--validation-split > 0)")
     if args.batch_size is not None:
         check_positive_int(args.batch_size, "--batch-size", minimum=0)
+    check_threads(args)
     _check_file(args.file)
     _check_output_path(args.output, args.file)
     return frac
@@ -446,8 +498,9 @@ def _load_training_data(args):
     values (None when some value is not a number) and the metadata describing the layout."""
     path = args.file
     if _is_npz(path):
-        if args.ignore:
-            raise ValueError("--ignore applies to CSV files (a .npz file holds X and y)")
+        for option, value in (("--ignore", args.ignore), ("--index-col", args.index_col)):
+            if value:
+                raise ValueError(f"{option} applies to CSV files (a .npz file holds X and y)")
         key = "y" if args.target is None else args.target
         arrays = read_npz(path, need=("X", key))
         X = _npz_features(path, arrays["X"])
@@ -471,14 +524,18 @@ def _load_training_data(args):
         else:
             raise ValueError(f"{path}: {key} must be numeric or strings, got dtype {y.dtype}")
         info = {"source_format": "npz", "feature_names": None, "target": key,
-                "ignored_columns": []}
+                "ignored_columns": [], "index_columns": []}
         return X, y, numeric, info
     table = read_table(path, args.delimiter)
     t = _column_index(table, -1 if args.target is None else args.target)
     ignored = sorted({_column_index(table, c, "--ignore") for c in args.ignore})
     if t in ignored:
         raise ValueError(f"{path}: the target column {table.header[t]!r} is also in --ignore")
-    feats = [j for j in range(len(table.header)) if j != t and j not in ignored]
+    index = _index_columns(table, args, keep={t, *ignored})
+    if t in index:
+        raise ValueError(f"{path}: --index-col {table.header[t]!r} is the target column")
+    index = [j for j in index if j not in ignored]
+    feats = [j for j in range(len(table.header)) if j != t and j not in ignored + index]
     if not feats:
         raise ValueError(f"{path}: no feature columns left besides the target "
                          f"{table.header[t]!r}")
@@ -494,7 +551,8 @@ def _load_training_data(args):
                          + " (regression needs a numeric target)")
     y = np.array(strings) if numeric is None else numeric
     info = {"source_format": "csv", "feature_names": [table.header[j] for j in feats],
-            "target": table.header[t], "ignored_columns": [table.header[j] for j in ignored]}
+            "target": table.header[t], "ignored_columns": [table.header[j] for j in ignored],
+            "index_columns": [table.header[j] for j in index]}
     return X, y, numeric, info
 
 
@@ -667,13 +725,27 @@ def _prediction_features(model, args):
     d = model.n_features
     _check_file(path)
     if _is_npz(path):
+        if args.index_col is not None:
+            raise ValueError("--index-col applies to CSV files (a .npz file holds X)")
         return _npz_features(path, read_npz(path, need=("X",))["X"], n_features=d)
     table = read_table(path, args.delimiter)
     names = meta["feature_names"]
     header = table.header
     target = meta.get("target")   # absent from models saved from Python without one
-    skip = set(meta.get("ignored_columns") or ()) | {target}
+    # columns dropped in training: --ignore'd ones and row indices (by name: a test split's
+    # index is no longer 0..n-1)
+    skip = {*(meta.get("ignored_columns") or ()), *(meta.get("index_columns") or ()), target}
     extra_ignored = {header[_column_index(table, c, "--ignore")] for c in args.ignore}
+    # the training rule for row-index columns, so that the features line up (a .npz-trained
+    # model takes the columns in order); a column the model uses is never dropped
+    features = set(names or ())
+    index = _index_columns(table, args, keep={j for j, h in enumerate(header) if h in features},
+                           expected=meta.get("index_columns") or ())
+    for j in index:
+        if header[j] in features:
+            raise ValueError(f"{path}: --index-col {header[j]!r} is one of the model's "
+                             "feature columns")
+    extra_ignored |= {header[j] for j in index}
     if names is None:   # trained on a .npz file: columns in order
         cols = [j for j, h in enumerate(header) if h not in extra_ignored]
         if len(cols) != d:
@@ -695,11 +767,12 @@ def _prediction_features(model, args):
         plus = f" (plus optionally the target {target!r})" if target is not None else ""
         raise ValueError(f"{path}: {len(header)} columns, the model expects its {d} feature "
                          f"columns{plus}; unexpected column(s) {_names(unknown)} (skip them "
-                         "with --ignore)")
+                         "with --ignore, or a row-index column with --index-col)")
     return table.numeric([header.index(f) for f in names], "feature column")
 
 
 def _predict(args):
+    check_threads(args)
     model = load_model(args.model)
     if args.proba and model.task != "classification":
         raise ValueError("--proba needs a classification model; this one is a regression model")

@@ -6,8 +6,10 @@ compiled calls the BLAS is therefore held at one thread (``blas_single_threaded`
 two pools of spinning threads never fight over the cores.
 """
 import contextlib
+import math
 import os
 import threading
+import warnings
 
 import numpy
 
@@ -17,17 +19,107 @@ from . import _blas, _engine
 from ._version import __version__
 
 __all__ = ["set_num_threads", "get_num_threads", "num_threads", "show_config",
-           "set_gemm_kernel", "get_gemm_kernel"]
+           "set_gemm_kernel", "get_gemm_kernel", "usable_cores", "check_thread_count"]
 
 _state = threading.local()
-_default = [None]   # process-wide setting; None = all cores
+_default = [None]   # process-wide setting; None = all usable cores
 
 
-def _cores():
+def _cgroup_quota(root="/sys/fs/cgroup", proc="/proc/self/cgroup"):
+    """The CPU time the process's cgroup may use, in cores (e.g. 1.5), or None.
+
+    cgroup v2: ``cpu.max`` ("QUOTA PERIOD" or "max PERIOD"); v1: ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us`` (quota -1: none). The tightest limit of the process's cgroup and
+    its ancestors counts; the mount root itself is looked at too, since in a container it
+    is the container's own cgroup.
+    """
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        with open(proc) as f:
+            entries = [line.rstrip("\n").split(":", 2) for line in f]
+    except OSError:
+        return None
+    quotas = []
+    for entry in entries:
+        if len(entry) != 3:
+            continue
+        _, controllers, rel = entry
+        if controllers == "":                          # v2: "0::/path"
+            mounts = [root, os.path.join(root, "unified")]   # unified: hybrid systems
+            read = _read_cpu_max
+        elif "cpu" in controllers.split(","):           # v1: "4:cpu,cpuacct:/path"
+            mounts = [os.path.join(root, controllers), os.path.join(root, "cpu"),
+                      os.path.join(root, "cpu,cpuacct")]
+            read = _read_cfs
+        else:
+            continue
+        for mount in dict.fromkeys(mounts):
+            parts = [p for p in rel.split("/") if p]
+            for k in range(len(parts), -1, -1):
+                q = read(os.path.join(mount, *parts[:k]))
+                if q is not None:
+                    quotas.append(q)
+    return min(quotas) if quotas else None
+
+
+def _read_file(path):
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _read_cpu_max(folder):
+    fields = _read_file(os.path.join(folder, "cpu.max"))
+    try:
+        if fields and fields[0] != "max":
+            quota, period = int(fields[0]), int(fields[1]) if len(fields) > 1 else 100000
+            return quota / period if quota > 0 and period > 0 else None
+    except ValueError:
+        pass
+    return None
+
+
+def _read_cfs(folder):
+    quota = _read_file(os.path.join(folder, "cpu.cfs_quota_us"))
+    period = _read_file(os.path.join(folder, "cpu.cfs_period_us"))
+    try:
+        if quota and period and int(quota[0]) > 0 and int(period[0]) > 0:
+            return int(quota[0]) / int(period[0])
+    except ValueError:
+        pass
+    return None
+
+
+_quota_cache = []
+
+
+def _core_limits():
+    """``(usable, affinity, quota, cpu_count)``: the cores this process may use, the
+    cores in its CPU affinity mask (None where the OS has no such mask), its cgroup CPU
+    quota in cores (None: no quota) and the machine's logical CPUs."""
+    if not _quota_cache:   # read once: the quota of a running process rarely changes
+        _quota_cache.append(_cgroup_quota())
+        _quota_cache.append(os.cpu_count() or 1)
+    quota, count = _quota_cache
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        affinity = None
+    usable = count
+    if affinity is not None:
+        usable = min(usable, affinity)
+    if quota is not None:
+        usable = min(usable, max(1, math.ceil(quota - 1e-9)))
+    return max(1, usable), affinity, quota, count
+
+
+def usable_cores():
+    """How many cores this process may run on at once: the smallest of its CPU affinity
+    mask (``taskset``, ``os.sched_setaffinity``), its cgroup CPU quota rounded up (v2
+    ``cpu.max``, v1 ``cpu.cfs_quota_us``; a container's ``--cpus``) and the machine's
+    logical CPUs. The default thread count."""
+    return _core_limits()[0]
 
 
 def _check(n, name="n_threads"):
@@ -37,6 +129,42 @@ def _check(n, name="n_threads"):
     if n < 1:
         raise ValueError(f"{name} must be >= 1, got {n}")
     return n
+
+
+_warned_lock = threading.Lock()
+_warned = set()     # thread counts already warned about in this process
+
+
+def check_thread_count(n, name="n_threads", stacklevel=2):
+    """Check a requested thread count; return it as an int (None stays None).
+
+    Raises TypeError or ValueError (naming ``name``) unless ``n`` is None or an int >= 1.
+    When ``n`` is more than :func:`usable_cores`, issues a RuntimeWarning, once per
+    process for each distinct ``n``: more threads than cores oversubscribe them, and
+    OpenMP's barriers then make every step wait for descheduled threads (measured 18x
+    slower). ``stacklevel`` is passed to ``warnings.warn``: 2 points at the caller of
+    ``check_thread_count``; callers that check on behalf of theirs add one per level.
+    """
+    if n is None:
+        return None
+    n = _check(n, name)
+    usable = usable_cores()
+    if n > usable:
+        with _warned_lock:
+            first = n not in _warned
+            _warned.add(n)
+        if first:
+            warnings.warn(f"{name}={n} is more than the {usable} core(s) this process may "
+                          f"use ({_limits_text()}): the threads oversubscribe the cores and "
+                          f"run slower, often many times; use {name}={usable} or fewer",
+                          RuntimeWarning, stacklevel=stacklevel)
+    return n
+
+
+def _limits_text():
+    _, affinity, quota, count = _core_limits()
+    return (f"affinity {affinity if affinity is not None else 'n/a'}, cgroup quota "
+            f"{'none' if quota is None else f'{quota:g}'}, {count} CPUs")
 
 
 def _env_threads():
@@ -50,24 +178,32 @@ def _env_threads():
 
 def get_num_threads():
     """Threads fastbp uses: ``num_threads``/``set_num_threads`` if set, else
-    OMP_NUM_THREADS if set (as joblib's workers do), else all cores."""
+    OMP_NUM_THREADS if set (as joblib's workers do), else :func:`usable_cores`."""
     n = getattr(_state, "n", None)
     if n is None:
         n = _default[0]
     if n is None:
         n = _env_threads()
-    return n if n is not None else _cores()
+    return n if n is not None else usable_cores()
 
 
 def set_num_threads(n):
-    """Use ``n`` threads (None = all cores) for fastbp's kernels and products, process-wide."""
-    _default[0] = None if n is None else _check(n)
+    """Use ``n`` threads (None = all usable cores) for fastbp's kernels and products,
+    process-wide. More than :func:`usable_cores` warns (once per ``n``)."""
+    _default[0] = check_thread_count(n, stacklevel=3)
+
+
+def num_threads(n):
+    """Context manager: fastbp uses ``n`` threads inside the block (in this Python thread).
+
+    ``n`` is checked when ``num_threads(n)`` is called; more than :func:`usable_cores`
+    warns (once per ``n``)."""
+    n = get_num_threads() if n is None else check_thread_count(n, stacklevel=3)
+    return _num_threads(n)
 
 
 @contextlib.contextmanager
-def num_threads(n):
-    """Context manager: fastbp uses ``n`` threads inside the block (in this Python thread)."""
-    n = get_num_threads() if n is None else _check(n)
+def _num_threads(n):
     old = getattr(_state, "n", None)
     _state.n = n
     try:
@@ -140,9 +276,14 @@ def blas_info():
 
 
 def show_config(file=None):
-    """Print the version, OpenMP status, BLAS in use and thread counts; return them as a dict."""
+    """Print the version, OpenMP status, BLAS in use and thread counts; return them as a dict.
+
+    ``usable_cores`` (also ``cores``) is :func:`usable_cores`; ``affinity_cores`` the size of
+    the CPU affinity mask (None where there is none), ``cgroup_quota`` the cgroup CPU quota
+    in cores (None: no quota), ``cpu_count`` the machine's logical CPUs."""
     import scipy    # here, not at import: importing fastbp does not run scipy's __init__
     blas = blas_info()
+    usable, affinity, quota, count = _core_limits()
     cfg = {
         "fastbp": __version__,
         "numpy": numpy.__version__,
@@ -150,7 +291,11 @@ def show_config(file=None):
         "openmp": _engine.openmp_enabled(),
         "openmp_max_threads": _engine.omp_max_threads(),
         "num_threads": get_num_threads(),
-        "cores": _cores(),
+        "cores": usable,
+        "usable_cores": usable,
+        "affinity_cores": affinity,
+        "cgroup_quota": quota,
+        "cpu_count": count,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "gemm_kernel": get_gemm_kernel(),
         "blas": [{k: b.get(k) for k in ("internal_api", "version", "architecture",
@@ -159,8 +304,11 @@ def show_config(file=None):
     lines = [f"fastbp {cfg['fastbp']} (numpy {cfg['numpy']}, scipy {cfg['scipy']})",
              f"  OpenMP: {'on' if cfg['openmp'] else 'off (serial build)'}"
              f" (max threads {cfg['openmp_max_threads']})",
-             f"  threads: {cfg['num_threads']} of {cfg['cores']} cores "
-             f"(OMP_WAIT_POLICY={cfg['omp_wait_policy']})",
+             f"  threads: {cfg['num_threads']} of {usable} usable cores (affinity "
+             f"{affinity if affinity is not None else 'n/a'}, cgroup quota "
+             f"{'none' if quota is None else f'{quota:g}'})"
+             f"{' - oversubscribed, slower' if cfg['num_threads'] > usable else ''}",
+             f"  CPUs: {count} logical (OMP_WAIT_POLICY={cfg['omp_wait_policy']})",
              f"  small float32 products: {cfg['gemm_kernel']}"
              f"{' (own kernel)' if cfg['gemm_kernel'] != 'blas' else ''}"]
     for b in cfg["blas"]:

@@ -1,5 +1,6 @@
 """Command line: ``fastbp demo``, ``fastbp train``, ``fastbp predict``, ``fastbp info``."""
 import argparse
+import os
 import sys
 import time
 
@@ -7,13 +8,26 @@ import numpy as np
 
 from . import _cli_train, plots, schedules
 from ._config import get_num_threads, show_config
+from ._validation import check_number, check_positive_int
 from ._version import __version__
 from .datasets import load_digits, train_test_split
 from .network import Network
 from .trainer import Trainer
 
 
+def _check_demo_args(args):
+    """Report bad options by their command-line names before anything runs."""
+    check_positive_int(args.epochs, "--epochs", minimum=1)
+    for h in args.hidden:
+        check_positive_int(h, "--hidden sizes")
+    check_number(args.lr, "--lr", low=0.0, low_open=True)
+    check_positive_int(args.batch_size, "--batch-size", minimum=1)
+    check_positive_int(args.seed, "--seed", minimum=0)
+    _cli_train.check_threads(args)
+
+
 def _demo(args):
+    _check_demo_args(args)
     X, y = load_digits(dtype=args.dtype)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_fraction=0.25, seed=args.seed)
     mean, std = X_train.mean(axis=0), X_train.std(axis=0) + 0.1   # LeCun: centre and scale
@@ -74,11 +88,41 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _stdout_to_devnull():
+    """After a broken pipe (``fastbp info | head -1``): point stdout at /dev/null, so that
+    Python's flush at exit does not fail again, as the Python documentation recommends
+    (``signal`` module, "Note on SIGPIPE")."""
     try:
-        return args.func(args)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (AttributeError, OSError, ValueError):   # stdout is not a file (captured)
+        pass
+
+
+def main(argv=None):
+    try:
+        return _main(argv)
+    except BrokenPipeError:   # the reader went away: nothing to say, and nowhere to say it
+        _stdout_to_devnull()
+        return 1              # as Python itself exits on EPIPE
+
+
+def _main(argv):
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:        # --help, --version or a usage error: flush while we can catch
+        sys.stdout.flush()
+        raise
+    try:
+        rc = args.func(args)
+        sys.stdout.flush()    # a broken pipe shows here, not at exit
+        return rc
+    except BrokenPipeError:
+        raise
     except (ValueError, TypeError, OSError) as e:
         print(f"fastbp {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,9 @@ JSON object with these keys:
     Names of the feature columns in network-input order, or None (trained on arrays).
 ``target``, ``ignored_columns``, ``source_format``
     Name of the target, columns that were skipped, ``"csv"`` or ``"npz"``.
+``index_columns``
+    Optional: names of the CSV columns dropped as row indices (``--index-col``, or
+    pandas' unnamed 0..n-1 index column); ``fastbp predict`` skips them too.
 ``feature_mean``, ``feature_std``
     Per-feature standardization statistics, or None (raw features).
 ``classes``
@@ -43,7 +46,7 @@ import os
 import numpy as np
 
 from ._files import atomic_write
-from .network import Network
+from .network import _MAGIC, Network
 
 __all__ = ["TrainedModel", "load_model", "META_SUFFIX"]
 
@@ -210,8 +213,8 @@ def load_model(path):
     FileNotFoundError
         When ``MODEL`` or ``MODEL.json`` is missing.
     ValueError
-        When a file is corrupt, of an unsupported version, or the two files do not belong
-        together.
+        When ``MODEL`` is not a fastbp network file (checked first), a file is corrupt or
+        of an unsupported version, or the two files do not belong together.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -220,6 +223,14 @@ def load_model(path):
     if path.endswith(META_SUFFIX) and os.path.exists(path[:-len(META_SUFFIX)]):
         raise ValueError(f"{path}: give the network file {path[:-len(META_SUFFIX)]} as MODEL, "
                          f"not its {META_SUFFIX} metadata")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not a model file")
+    with open(path, "rb") as f:
+        magic = f.read(len(_MAGIC))
+    if magic != _MAGIC:
+        raise ValueError(f"{path}: not a fastbp model file (expected the network file that "
+                         f"`fastbp train` or TrainedModel.save wrote, next to its "
+                         f"{META_SUFFIX} metadata)")
     if not os.path.exists(meta_path):
         raise FileNotFoundError(f"{meta_path}: the model's metadata file is missing (`fastbp "
                                 f"train` writes MODEL and MODEL{META_SUFFIX} side by side)")
