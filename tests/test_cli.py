@@ -535,3 +535,29 @@ def test_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out == f"fastbp {fastbp.__version__}\n"
+
+
+def test_train_checkpoint_and_resume_give_the_uninterrupted_model(tmp_path, digits_csv, capsys):
+    """3 epochs with --checkpoint, then --resume to 6, save the network an uninterrupted
+    6-epoch run saves, bit for bit; the model records all 6 epochs."""
+    common = ["train", digits_csv, "--target", "digit", "--hidden", "16", "--quiet",
+              "--optimizer", "sgd", "--momentum", "0.9"]
+    assert main(common + ["--epochs", "6", "-o", str(tmp_path / "whole.fbp")]) == 0
+    ck = tmp_path / "ck"
+    assert main(common + ["--epochs", "3", "--checkpoint", str(ck),
+                          "-o", str(tmp_path / "part.fbp")]) == 0
+    assert sorted(os.listdir(ck)) == ["checkpoint-00002.fbpc", "checkpoint-00003.fbpc"]
+    capsys.readouterr()
+    assert main(common + ["--epochs", "6", "--checkpoint", str(ck), "--resume",
+                          "-o", str(tmp_path / "resumed.fbp")]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    assert (tmp_path / "resumed.fbp").read_bytes() == (tmp_path / "whole.fbp").read_bytes()
+    meta = json.loads((tmp_path / "resumed.fbp.json").read_text())
+    assert meta["training"]["epochs"] == 6
+    # a checkpoint for another network is refused; --resume needs --checkpoint
+    assert main(["train", digits_csv, "--target", "digit", "--hidden", "8", "--quiet",
+                 "--epochs", "6", "--checkpoint", str(ck), "--resume",
+                 "-o", str(tmp_path / "x.fbp")]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(common + ["--epochs", "6", "--resume", "-o", str(tmp_path / "y.fbp")]) == 2
+    assert "--resume needs --checkpoint" in capsys.readouterr().err

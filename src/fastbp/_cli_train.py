@@ -22,7 +22,7 @@ from ._config import check_thread_count, get_num_threads, num_threads
 from ._files import atomic_write
 from ._validation import check_number, check_positive_int
 from ._version import __version__
-from .callbacks import EarlyStopping
+from .callbacks import EarlyStopping, ModelCheckpoint
 from .datasets import train_test_split
 from .models import META_SUFFIX, TrainedModel, load_model
 from .network import Network
@@ -102,6 +102,12 @@ def add_commands(sub):
                    help="where to save the model (default model.fbp; also writes MODEL.json)")
     t.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar or per-epoch lines")
+    t.add_argument("--checkpoint", default=None, metavar="DIR",
+                   help="write the training state to DIR after every epoch (the last two "
+                        "are kept), to continue with --resume after a crash or a kill")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --checkpoint DIR (if there is "
+                        "one) up to --epochs epochs in all; give the same data and options")
     t.set_defaults(func=_train)
 
     p = sub.add_parser(
@@ -487,6 +493,11 @@ def _check_train_args(args):
             raise ValueError("--patience needs a validation split (--validation-split > 0)")
     if args.batch_size is not None:
         check_positive_int(args.batch_size, "--batch-size", minimum=0)
+    if args.resume and args.checkpoint is None:
+        raise ValueError("--resume needs --checkpoint DIR")
+    if args.checkpoint is not None and os.path.exists(args.checkpoint) \
+            and not os.path.isdir(args.checkpoint):
+        raise ValueError(f"--checkpoint {args.checkpoint}: not a directory")
     check_threads(args)
     _check_file(args.file)
     _check_output_path(args.output, args.file)
@@ -603,7 +614,25 @@ def _build(args, meta):
     if args.patience is not None:
         callbacks.append(EarlyStopping("val_loss", patience=args.patience,
                                        restore_best_weights=True))
+    if args.checkpoint is not None:
+        latest = ModelCheckpoint.latest(args.checkpoint) if args.resume else None
+        if latest is not None:
+            trainer = _resumed(latest, trainer)
+            net = trainer.net
+        callbacks.append(ModelCheckpoint(args.checkpoint, every=1, keep=2))
     return TrainedModel(net, meta), trainer, callbacks
+
+
+def _resumed(path, fresh):
+    """The Trainer of checkpoint ``path``, which must be for the network ``fresh`` has."""
+    trainer = Trainer.load_checkpoint(path)
+    a, b = trainer.net, fresh.net
+    if (a.layer_sizes, a.activations, a.dtype) != (b.layer_sizes, b.activations, b.dtype):
+        raise ValueError(f"--resume: {path} holds a network {list(a.layer_sizes)} "
+                         f"{','.join(a.activations)} {a.dtype.name}; these options and data "
+                         f"give {list(b.layer_sizes)} {','.join(b.activations)} {b.dtype.name}")
+    print(f"resuming from {path} ({trainer.epoch} epoch(s) done)")
+    return trainer
 
 
 def _network_targets(model, Y):
@@ -640,15 +669,18 @@ def _fit(args, trainer, callbacks, train, validation):
     printing why there is no model to save."""
     t0 = time.perf_counter()
     try:
-        history = trainer.fit(*train, epochs=args.epochs, validation_data=validation,
-                              verbose=not args.quiet, callbacks=callbacks)
+        history = trainer.fit(*train, epochs=max(0, args.epochs - trainer.epoch),
+                              validation_data=validation, verbose=not args.quiet,
+                              callbacks=callbacks, catch_interrupt=True)
     except TrainingDiverged as e:
         print(f"fastbp train: error: {e}; the model was not saved", file=sys.stderr)
         return None, 0.0
     seconds = time.perf_counter() - t0
     if history.interrupted:
         print(f"training interrupted after {len(history)} epoch(s); saving the model as it is")
-    if len(history) == 0:
+    if len(history) == 0 and trainer.epoch >= args.epochs:
+        print(f"nothing left to train: the checkpoint holds all {args.epochs} epochs")
+    elif len(history) == 0:
         print("fastbp train: error: interrupted before the first epoch finished; the model "
               "was not saved", file=sys.stderr)
         return None, seconds
@@ -669,10 +701,12 @@ def _score(model, X_train, Y_train, X_val, Y_val):
 
 
 def _print_result(metric, history, callbacks, seconds, t_start):
-    """The closing line: the score, epochs run (and early stopping), speed and times."""
+    """The closing line: the score, epochs run (and early stopping), speed and times;
+    ``history`` has every epoch of the model (those before a resumed checkpoint too)."""
     stopped = ""
-    if callbacks and callbacks[0].stopped_epoch is not None:
-        stopped = f" (early stop; best epoch {callbacks[0].best_epoch + 1} weights kept)"
+    early = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
+    if early and early[0].stopped_epoch is not None:
+        stopped = f" (early stop; best epoch {early[0].best_epoch + 1} weights kept)"
     epochs = f"{len(history)} epoch{'s' if len(history) != 1 else ''}"
     rate = float(np.median(history.samples_per_second))
     print(f"final {metric} after {epochs}{stopped}; training {seconds:.2f} s "
@@ -712,8 +746,8 @@ def _train(args):
     if history is None:
         return 1
     metric = _score(model, X_train, Y_train, X_val, Y_val)
-    _print_result(metric, history, callbacks, seconds, t_start)
-    _save(args, model, trainer, history, frac, metric)
+    _print_result(metric, trainer.history, callbacks, seconds, t_start)
+    _save(args, model, trainer, trainer.history, frac, metric)
     return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from . import _container, _engine, callbacks as _callbacks, losses as _losses
 from . import optimizers as _opt, schedules as _schedules
 from .network import Network
-from ._config import blas_single_threaded, get_num_threads, num_threads
+from ._config import blas_single_threaded, check_thread_count, get_num_threads, num_threads
 from ._validation import (as_float_matrix, check_number, check_positive_int,
                           check_sample_weight, targets_for_loss)
 
@@ -163,7 +163,7 @@ class Trainer:
                     raise ValueError(f"{key}: the {optimizer!r} optimizer has no {key} setting")
             self.optimizer = _opt.get(name, **kwargs)
         self.batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size")
-        self.n_threads = None if n_threads is None else check_positive_int(n_threads, "n_threads")
+        self.n_threads = check_thread_count(n_threads, "n_threads", stacklevel=3)
         if seed is not None and not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.seed = seed
