@@ -1298,3 +1298,21 @@ def test_a_loss_rising_by_orders_of_magnitude_warns_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         fastbp.Trainer(net, lr=0.05, batch_size=32, seed=0).fit(X, y, epochs=3)
+
+
+def test_trainer_n_threads_above_the_usable_cores_warns_at_the_callers_line(monkeypatch):
+    import warnings
+    from fastbp import _config
+    monkeypatch.setattr(_config, "usable_cores", lambda: 2)
+    monkeypatch.setattr(_config, "_warned", set())
+    net = fastbp.Network([3, 2], seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fastbp.Trainer(net, n_threads=2)
+        assert not caught
+        fastbp.Trainer(net, n_threads=5)
+        fastbp.Trainer(net, n_threads=5)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert "n_threads=5" in str(caught[0].message)
+    with pytest.raises(ValueError, match="n_threads"):
+        fastbp.Trainer(net, n_threads=0)
