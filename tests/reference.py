@@ -318,7 +318,7 @@ def sgd_step(p, g, state, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         p -= lr * g
     """
     g = _check(p, g)
-    if weight_decay:
+    if np.any(weight_decay):
         g = g + weight_decay * p
     if momentum:
         if "momentum_buffer" not in state:
@@ -340,7 +340,7 @@ def adam_step(p, g, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
     """
     g = _check(p, g)
     b1, b2 = betas
-    if weight_decay:
+    if np.any(weight_decay):
         g = g + weight_decay * p
     if "step" not in state:
         state.update(step=0, exp_avg=np.zeros_like(p), exp_avg_sq=np.zeros_like(p))
@@ -354,6 +354,41 @@ def adam_step(p, g, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
     return p
 
 
+def adamw_step(p, g, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    """torch.optim.AdamW: the decay decoupled from the gradient::
+
+        p *= 1 - lr * weight_decay;  then Adam's step with g (no decay term)
+    """
+    g = _check(p, g)
+    p *= 1.0 - lr * np.asarray(weight_decay)
+    return adam_step(p, g, state, lr, betas, eps)
+
+
+def clip_value(g, v):
+    """torch.nn.utils.clip_grad_value_: each entry clamped to [-v, v]."""
+    return np.clip(g, -v, v)
+
+
+def clip_norm(g, c):
+    """torch.nn.utils.clip_grad_norm_ (2-norm): g * min(1, c / (||g|| + 1e-6))."""
+    total = float(np.sqrt(np.sum(np.asarray(g, np.float64) ** 2)))
+    return g * min(1.0, c / (total + 1e-6))
+
+
+def max_norm(W, c):
+    """Each column of W (a unit's incoming weights) with norm > c rescaled: W * c/(norm+1e-7)."""
+    norms = np.sqrt((W * W).sum(axis=0))
+    return W * np.where(norms > c, c / (norms + 1e-7), 1.0)
+
+
+def weight_mask(sizes):
+    """1.0 on the weight entries, 0.0 on the biases, of a flat buffer in fastbp's layout."""
+    parts = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        parts += [np.ones(n_in * n_out), np.zeros(n_out)]
+    return np.concatenate(parts)
+
+
 def rmsprop_step(p, g, state, lr, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0):
     """torch.optim.RMSprop (not centered)::
 
@@ -363,7 +398,7 @@ def rmsprop_step(p, g, state, lr, alpha=0.99, eps=1e-8, weight_decay=0.0, moment
         momentum  > 0: buf = momentum buf + g / (sqrt(v) + eps)  (buf starts at 0); p -= lr buf
     """
     g = _check(p, g)
-    if weight_decay:
+    if np.any(weight_decay):
         g = g + weight_decay * p
     if "square_avg" not in state:
         state["square_avg"] = np.zeros_like(p)
@@ -381,7 +416,7 @@ def rmsprop_step(p, g, state, lr, alpha=0.99, eps=1e-8, weight_decay=0.0, moment
 def _rprop_common(p, g, state, lr, etas, step_sizes, weight_decay):
     """Shared part of iRprop-/iRprop+: adapt the step sizes; return (g, flipped)."""
     g = _check(p, g)
-    if weight_decay:
+    if np.any(weight_decay):
         g = g + weight_decay * p
     eta_minus, eta_plus = etas
     step_min, step_max = step_sizes
@@ -468,7 +503,7 @@ def quickprop_step(p, g, state, lr, mu=1.75, weight_decay=0.0):
     NaN), its term is 0 instead.
     """
     g = _check(p, g)
-    S = g + weight_decay * p if weight_decay else g.copy()
+    S = g + weight_decay * p if np.any(weight_decay) else g.copy()
     if "prev_step" not in state:
         state.update(prev_step=np.zeros_like(p), prev_slope=np.zeros_like(p))
     d, Sp = state["prev_step"], state["prev_slope"]

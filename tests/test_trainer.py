@@ -124,6 +124,8 @@ def problem(kind, dtype="float64", n=23, seed=0):
 
 
 def train(net, X, Y, loss, opt, epochs, batch_size=None, shuffle=False, **kw):
+    """Train as the reference does: weight decay on every parameter, as torch.optim."""
+    kw.setdefault("decay_biases", True)
     tr = fastbp.Trainer(net, loss=loss, optimizer=opt, batch_size=batch_size, n_threads=1, **kw)
     return tr, tr.fit(X, Y, epochs=epochs, shuffle=shuffle)
 
@@ -165,7 +167,7 @@ def _engine_sgd(net, X, Y, loss_code, opt, lr, batches, bs, input_bound=-1.0):
     ws = _engine.Workspace(net.plan, bs, net.dtype, "train")
     opt.ensure_state(net.plan.n_params, net.dtype)
     state = _engine.TrainState(net.plan, net.parameters, ws, opt.config(), opt.state,
-                               loss_code, batch_size=bs)
+                               loss_code, batch_size=bs, decay_biases=True)
     data = _engine.Samples(X, targets=Y, input_bound=input_bound)
 
     def epoch():
@@ -657,7 +659,8 @@ def test_divergence_mid_chunk_keeps_the_last_finite_parameters(momentum, nestero
     net, X, Y, loss, lr, wd, p, where = _overflowing(momentum, nesterov)
     assert where is not None and where[1] > (1 if momentum and not nesterov else 0), where
     tr = fastbp.Trainer(net, loss=loss, optimizer="sgd", lr=lr, weight_decay=wd,
-                        momentum=momentum, nesterov=nesterov, batch_size=8, n_threads=1)
+                        momentum=momentum, nesterov=nesterov, batch_size=8, n_threads=1,
+                        decay_biases=True)
     with pytest.raises(fastbp.TrainingDiverged) as info:
         tr.fit(X, Y, epochs=20, shuffle=False)
     assert np.isfinite(net.parameters).all()

@@ -15,15 +15,16 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
-from libc.math cimport isfinite, fabs
+from libc.math cimport isfinite, fabs, sqrt, INFINITY
 
 from ._blas cimport gemm_as, small_gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
                         all_finite, maxabs, maxabs_par, needs_pre, count_correct, run_threads,
                         thread_cap, set_thread_cap, act_bound, slope_bound, row_coupled,
                         block_forward, block_backward)
-from ._optim cimport (OptParams, OptBuffers, OptimizerConfig, OptimizerState,
-                      optimizer_step, accumulates_momentum, momentum_step, divide_buffer)
+from ._optim cimport (OptParams, OptBuffers, GradOpts, OptimizerConfig, OptimizerState,
+                      optimizer_step, accumulates_momentum, momentum_step, divide_buffer,
+                      grad_sumsq, max_norm_columns)
 
 cnp.import_array()
 
@@ -439,6 +440,14 @@ cdef struct StepCtx:
     long long t               # steps taken
     double last_loss          # the last batch's mean loss
     int loss_increased        # this batch's mean loss is above the last's (iRprop+)
+    # penalties and constraints (see TrainState)
+    double l1                 # + l1 * sign(w) in the gradient
+    int decay_biases          # biases get the weight decay and L1 too
+    double clip_value         # each gradient entry clamped to [-clip_value, clip_value]
+    double clip_norm          # the gradient scaled to a global norm <= clip_norm (0: off)
+    double grad_scale         # this step's scale from clip_norm (1 otherwise)
+    double max_norm           # each unit's incoming weights rescaled to norm <= max_norm
+    void* col_scratch         # max_norm: one entry per unit of the widest layer
     # SGD momentum, direct: the products add the gradient straight into the momentum buffer
     int direct
     int scaled                # direct: the buffer holds mu*buf (next products use beta=1)
@@ -476,16 +485,82 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
                  input_max + i + 1 if track else NULL)
 
 
+cdef inline void range_opts(StepCtx* c, GradOpts* go, int weights) noexcept nogil:
+    """What the update of a range of weights (weights=1) or of biases does to its gradient."""
+    cdef int penalized = weights or c.decay_biases
+    go.weight_decay = c.opt.weight_decay if penalized else 0
+    go.l1 = c.l1 if penalized else 0
+    go.clip_value = c.clip_value
+    go.scale = c.grad_scale
+
+
 cdef int update_range(StepCtx* c, floating* params, floating* g, Py_ssize_t a,
-                      Py_ssize_t z, floating* bk, int last) noexcept nogil:
-    """The optimizer's update of params[a:z] (one layer, or all); 1 if all finite.
-    Direct: the old values are copied to bk if given; the others always back up."""
+                      Py_ssize_t z, floating* bk, int last, const GradOpts* go) noexcept nogil:
+    """The optimizer's update of params[a:z]; 1 if all finite. Direct: the old values are
+    copied to bk if given; the others always back up."""
     if c.direct:
         return momentum_step(&c.opt, params + a, g + a, z - a, not last,
                              bk + a if bk != NULL else NULL, c.n_threads, &c.new_param_max,
-                             &c.new_buffer_max)
+                             &c.new_buffer_max, go.weight_decay)
     return optimizer_step(&c.opt, c.opt_bufs, c.t, c.loss_increased, params, g,
-                          <floating*>c.backup, a, z, c.n_threads)
+                          <floating*>c.backup, a, z, c.n_threads, go)
+
+
+cdef inline int splits_ranges(StepCtx* c) noexcept nogil:
+    """1 when weights and biases are updated differently (decay or L1 on weights only)."""
+    return not c.decay_biases and (c.opt.weight_decay != 0 or c.l1 != 0)
+
+
+cdef int update_layer(StepCtx* c, floating* params, floating* g, int i, floating* bk,
+                      int last) noexcept nogil:
+    """Layer i's update: W with the weights' decay and L1, b with the biases' (none unless
+    decay_biases), then W's max-norm constraint. 1 if all finite."""
+    cdef LayerSpec* ly = &c.lay.layer[i]
+    cdef GradOpts gw, gb
+    cdef int ok
+    range_opts(c, &gw, 1)
+    if splits_ranges(c):
+        range_opts(c, &gb, 0)
+        ok = update_range(c, params, g, ly.w_off, ly.b_off, bk, last, &gw)
+        ok &= update_range(c, params, g, ly.b_off, ly.b_off + ly.n_out, bk, last, &gb)
+    else:
+        ok = update_range(c, params, g, ly.w_off, ly.b_off + ly.n_out, bk, last, &gw)
+    if c.max_norm > 0:
+        max_norm_columns(params + ly.w_off, ly.n_in, ly.n_out, c.max_norm,
+                         <floating*>c.col_scratch)
+    return ok
+
+
+cdef int update_all(StepCtx* c, floating* params, floating* g, floating* bk,
+                    int last) noexcept nogil:
+    """The update of every parameter once all gradients are known (sharded or clipped
+    steps): one pass over the flat buffer, or layer by layer when the ranges differ."""
+    cdef int i, ok = 1
+    cdef GradOpts go
+    if not splits_ranges(c) and c.max_norm == 0:
+        range_opts(c, &go, 1)
+        return update_range(c, params, g, 0, c.n_params, bk, last, &go)
+    for i in range(c.lay.L):
+        ok &= update_layer(c, params, g, i, bk, last)
+    return ok
+
+
+cdef double clip_scale(StepCtx* c, const floating* params, const floating* g) noexcept nogil:
+    """min(1, clip_norm / (||gradient|| + 1e-6)) as torch.nn.utils.clip_grad_norm_, the norm
+    taken of the gradient the updates will use (penalties added, values clipped)."""
+    cdef int i
+    cdef double total = 0
+    cdef LayerSpec* ly
+    if not splits_ranges(c):
+        total = grad_sumsq(params, g, c.n_params, c.l1, c.clip_value, c.n_threads)
+    else:
+        for i in range(c.lay.L):
+            ly = &c.lay.layer[i]
+            total += grad_sumsq(params + ly.w_off, g + ly.w_off, ly.b_off - ly.w_off, c.l1,
+                                c.clip_value, c.n_threads)
+            total += grad_sumsq(params + ly.b_off, g + ly.b_off, ly.n_out, 0, c.clip_value,
+                                c.n_threads)
+    return min(1.0, c.clip_norm / (sqrt(total) + 1e-6))
 
 
 cdef double OVERFLOW_MARGIN = 1048576.0   # 2**20: the bounds below stay this far from the max
@@ -572,7 +647,7 @@ cdef inline int layer_grads(Layout* lay, Bufs* w, floating* params, floating* gr
     if l2coef != 0:
         for j in range(ly.n_in * ly.n_out):
             dw[j] = dw[j] + l2coef * params[ly.w_off + j]
-    return update_range(c, params, grads, ly.w_off, ly.b_off + ly.n_out, bk, last)
+    return update_layer(c, params, grads, i, bk, last)
 
 
 cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
@@ -843,6 +918,14 @@ cdef class TrainState:
     bounds on max|params| and max|buffer| kept across calls (``parameters_changed`` drops
     them when Python code may have changed the parameters) and ``Samples.input_bound``.
 
+    Penalties and constraints (each off by default): ``l1`` adds l1*sign(w) to the
+    gradient of the weights, ``clip_value`` clamps every gradient entry, ``clip_norm``
+    scales the whole gradient to a norm of at most clip_norm (torch's clip_grad_norm_;
+    the gradients are then all computed before any update), ``max_norm`` rescales each
+    unit's incoming weights (a column of W) to a norm of at most max_norm after its update.
+    The optimizer's weight decay and the L1 penalty apply to the weights only, unless
+    ``decay_biases``. All of it happens in the update pass (the norm: one pass before).
+
     ``n_threads`` splits the work; ``run_threads`` (<= n_threads, settable between calls)
     is how many threads run it: results do not depend on it.
     """
@@ -862,8 +945,18 @@ cdef class TrainState:
 
     def __cinit__(self, Plan plan, params, Workspace workspace, OptimizerConfig optimizer,
                   OptimizerState optimizer_state, int loss, *, Py_ssize_t batch_size,
-                  int n_threads=1, bint count_correct=False, double l2=0, rng=None):
+                  int n_threads=1, bint count_correct=False, double l2=0, rng=None,
+                  double l1=0, bint decay_biases=False, clip_value=None, clip_norm=None,
+                  max_norm=None):
         cdef StepCtx* c = &self.ctx
+        for name, v in (("l2", l2), ("l1", l1), ("clip_value", clip_value),
+                        ("clip_norm", clip_norm), ("max_norm", max_norm)):
+            if v is not None and not (v >= 0 and v < INFINITY):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        for name, v in (("clip_value", clip_value), ("clip_norm", clip_norm),
+                        ("max_norm", max_norm)):
+            if v is not None and v == 0:
+                raise ValueError(f"{name} must be > 0 (None: off), got {v!r}")
         check_workspace(plan, workspace, params, "train")
         if not params.flags.c_contiguous or not params.flags.writeable:
             raise ValueError("params must be a writeable C-contiguous array")
@@ -897,7 +990,17 @@ cdef class TrainState:
         c.l2 = l2
         c.opt = optimizer.params
         c.opt_bufs = &optimizer_state.buf
-        c.direct = accumulates_momentum(&c.opt)
+        c.l1 = l1
+        c.decay_biases = decay_biases
+        c.clip_value = INFINITY if clip_value is None else clip_value
+        c.clip_norm = 0 if clip_norm is None else clip_norm
+        c.grad_scale = 1
+        c.max_norm = 0 if max_norm is None else max_norm
+        c.col_scratch = NULL
+        # the products add the gradient straight into the momentum buffer only when the
+        # update takes it as it is
+        c.direct = (accumulates_momentum(&c.opt) and c.l1 == 0 and c.clip_norm == 0
+                    and c.clip_value == INFINITY)
         c.checked = c.direct and c.shards == 1
         self._check_buffers()
         c.grads = (optimizer_state.buf.momentum_buffer if c.direct
@@ -908,7 +1011,9 @@ cdef class TrainState:
         c.param_bound = -1
         c.buffer_bound = -1
         c.input_max = <double*>calloc(plan.lay.L, sizeof(double))
-        if c.input_max == NULL:
+        if c.max_norm > 0:
+            c.col_scratch = calloc(plan.lay.widest, sizeof(double))
+        if c.input_max == NULL or (c.max_norm > 0 and c.col_scratch == NULL):
             raise MemoryError()
 
     cdef _check_buffers(self):
@@ -918,7 +1023,8 @@ cdef class TrainState:
                 1: ("exp_avg", "exp_avg_sq"),
                 2: ("square_avg",) + (("momentum_buffer",) if op.momentum != 0 else ()),
                 3: ("prev_grad", "step_size", "prev_step"),
-                4: ("prev_step", "prev_slope")}.get(op.kind)
+                4: ("prev_step", "prev_slope"),
+                5: ("exp_avg", "exp_avg_sq")}.get(op.kind)
         if need is None:
             raise ValueError(f"unknown optimizer kind {op.kind}")
         missing = [name for name in need if name not in self.optimizer_state]
@@ -927,6 +1033,7 @@ cdef class TrainState:
 
     def __dealloc__(self):
         free(self.ctx.input_max)
+        free(self.ctx.col_scratch)
 
     def begin_epoch(self, Samples data, double lr, bint shuffle=True):
         """Start an epoch over ``data``: learning rate ``lr``, the rows in a new random
@@ -1026,7 +1133,7 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
     cdef floating scale, beta = 0
     cdef floating* bk = NULL
     cdef double gsum = 0
-    cdef int ok, last, sharded
+    cdef int ok, last, sharded, deferred = c.clip_norm > 0
     s = bi * c.batch_size
     nb = min(c.batch_size, c.n_rows - s)
     nb_out[0] = nb
@@ -1093,13 +1200,18 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
     last = s + nb >= c.n_rows
     c.new_param_max = 0
     c.new_buffer_max = 0
-    if sharded:
+    if sharded or deferred:
+        if not sharded:       # the gradients first: clipping needs their global norm
+            backward(lay, w, params, g, xb, nb, NULL, beta, c.n_threads, NULL, 0, 0)
         if c.l2 != 0:
             add_l2(lay, params, g, <floating>(c.l2 / wsum))
+        if deferred:
+            c.grad_scale = clip_scale(c, params, g)
         bk = <floating*>c.backup
         if c.direct and not update_may_overflow(c, params, gsum, c.l2 / wsum):
             bk = NULL
-        ok = update_range(c, params, g, 0, P, bk, last)
+        ok = update_all(c, params, g, bk, last)
+        c.grad_scale = 1
     else:
         ok = backward(lay, w, params, g, xb, nb, NULL, beta, c.n_threads, c,
                       <floating>(c.l2 / wsum), last)

@@ -6,6 +6,7 @@ cpdef enum Opt:
     RMSPROP = 2
     RPROP = 3
     QUICKPROP = 4
+    ADAMW = 5
 
 
 cdef struct OptParams:
@@ -36,6 +37,14 @@ cdef struct OptBuffers:
     void* prev_slope                 # Quickprop: the last slope -dE/dw
 
 
+cdef struct GradOpts:
+    # what an update does with the gradient of its range before the optimizer's rule
+    double weight_decay              # coupled: + wd * w; AdamW: its decoupled w *= 1 - lr*wd
+    double l1                        # + l1 * sign(w)
+    double clip_value                # then clamped to [-clip_value, clip_value] (inf: none)
+    double scale                     # then times scale (clipping by the global norm; 1: none)
+
+
 cdef class OptimizerConfig:
     cdef OptParams params
 
@@ -53,10 +62,16 @@ cdef int accumulates_momentum(const OptParams* op) noexcept nogil
 
 cdef int optimizer_step(const OptParams* op, OptBuffers* st, long long t, int loss_increased,
                         floating* p, const floating* g, floating* backup, Py_ssize_t a,
-                        Py_ssize_t z, int nt) noexcept nogil
+                        Py_ssize_t z, int nt, const GradOpts* go) noexcept nogil
 
 cdef int momentum_step(const OptParams* op, floating* p, floating* buf, Py_ssize_t n,
                        int scale_next, floating* bk, int nt, double* pmax,
-                       double* bmax) noexcept nogil
+                       double* bmax, double wd) noexcept nogil
+
+cdef double grad_sumsq(const floating* p, const floating* g, Py_ssize_t n, double l1,
+                       double clip_value, int nt) noexcept nogil
+
+cdef void max_norm_columns(floating* w, Py_ssize_t rows, Py_ssize_t cols, double c,
+                           floating* scratch) noexcept nogil
 
 cdef void divide_buffer(floating* buf, Py_ssize_t n, double divisor, int nt) noexcept nogil

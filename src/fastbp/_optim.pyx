@@ -11,7 +11,7 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
-from libc.math cimport sqrt
+from libc.math cimport sqrt, INFINITY
 
 from ._kernels cimport run_threads, all_finite, PARALLEL_MIN
 
@@ -42,6 +42,40 @@ cdef extern from "_optim.h" nogil:
                          double keep, unsigned long long* pmax, unsigned long long* bmax)
     double fbp_bits_f32(unsigned int b)
     double fbp_bits_f64(unsigned long long b)
+    # the extended kernels: the same plus l1, clip value cv, scale gs, AdamW's keep
+    int fbp_adam_x_f32(float* p, const float* g, float* m, float* v, float* bk, Py_ssize_t n,
+                       float step, float wd, float b1, float b2, float bc2s, float eps,
+                       float l1, float cv, float gs, float keep)
+    int fbp_adam_x_f64(double* p, const double* g, double* m, double* v, double* bk,
+                       Py_ssize_t n, double step, double wd, double b1, double b2,
+                       double bc2s, double eps, double l1, double cv, double gs, double keep)
+    int fbp_sgd_x_f32(float* p, const float* g, float* s, float* bk, Py_ssize_t n, float lr,
+                      float wd, float mu, int mode, int nesterov, float l1, float cv, float gs,
+                      float keep)
+    int fbp_sgd_x_f64(double* p, const double* g, double* s, double* bk, Py_ssize_t n,
+                      double lr, double wd, double mu, int mode, int nesterov, double l1,
+                      double cv, double gs, double keep)
+    int fbp_velocity_x_f32(float* p, const float* g, float* v, float* bk, Py_ssize_t n,
+                           float lr, float wd, float mu, int nesterov, float l1, float cv,
+                           float gs, float keep)
+    int fbp_velocity_x_f64(double* p, const double* g, double* v, double* bk, Py_ssize_t n,
+                           double lr, double wd, double mu, int nesterov, double l1,
+                           double cv, double gs, double keep)
+    int fbp_rmsprop_x_f32(float* p, const float* g, float* s, float* b, float* bk,
+                          Py_ssize_t n, float lr, float wd, float alpha, float eps, float mu,
+                          float l1, float cv, float gs, float keep)
+    int fbp_rmsprop_x_f64(double* p, const double* g, double* s, double* b, double* bk,
+                          Py_ssize_t n, double lr, double wd, double alpha, double eps,
+                          double mu, double l1, double cv, double gs, double keep)
+    float fbp_xgrad_f32(float g, float p, float l1, float cv, float gs)
+    double fbp_xgrad_f64(double g, double p, double l1, double cv, double gs)
+    double fbp_xgrad_sumsq_f32(const float* p, const float* g, Py_ssize_t n, float l1,
+                               float cv)
+    double fbp_xgrad_sumsq_f64(const double* p, const double* g, Py_ssize_t n, double l1,
+                               double cv)
+    void fbp_max_norm_f32(float* w, Py_ssize_t rows, Py_ssize_t cols, float c, float* scratch)
+    void fbp_max_norm_f64(double* w, Py_ssize_t rows, Py_ssize_t cols, double c,
+                          double* scratch)
 
 
 cdef Py_ssize_t CHUNK = 16384      # elements per block of a parallel update
@@ -188,64 +222,102 @@ cdef inline floating* at(void* buf, Py_ssize_t a, floating* like) noexcept nogil
     return <floating*>buf + a if buf != NULL else NULL
 
 
+cdef inline bint plain(const OptParams* op, const GradOpts* go) noexcept nogil:
+    """The gradient goes to the rule as it is (+ coupled decay): the plain kernels."""
+    return (go.l1 == 0 and not go.clip_value < INFINITY and go.scale == 1
+            and op.kind != ADAMW)
+
+
+cdef inline floating xgrad(floating g, floating p, const GradOpts* go) noexcept nogil:
+    """The gradient an update uses at one entry (see GradOpts), before coupled decay."""
+    if floating is float:
+        return fbp_xgrad_f32(g, p, go.l1, go.clip_value, go.scale)
+    else:
+        return fbp_xgrad_f64(g, p, go.l1, go.clip_value, go.scale)
+
+
 cdef int _fused_block(const OptParams* op, OptBuffers* st, long long t, floating* p,
-                      const floating* g, floating* bk, Py_ssize_t a,
-                      Py_ssize_t z) noexcept nogil:
-    """SGD, Adam and RMSprop on p[a:z], one vectorized pass each: back up p, update, flag
+                      const floating* g, floating* bk, Py_ssize_t a, Py_ssize_t z,
+                      const GradOpts* go) noexcept nogil:
+    """SGD, Adam(W) and RMSprop on p[a:z], one vectorized pass each: back up p, update, flag
     non-finite results. Returns 1 if some new parameter is not finite."""
-    cdef floating lr = op.lr, wd = op.weight_decay, mom = op.momentum
+    cdef floating lr = op.lr, wd = go.weight_decay, mom = op.momentum
     cdef floating b1 = op.beta1, b2 = op.beta2, eps = op.eps, alpha = op.alpha
+    cdef floating l1 = go.l1, cv = go.clip_value, gs = go.scale, keep = 1
     cdef floating step, bc1, bc2s
     cdef Py_ssize_t n = z - a
     cdef int bad = 0, mode
+    cdef bint x = not plain(op, go)
     cdef floating* buf = at(st.momentum_buffer, a, p)
     if op.kind == SGD and op.classic_momentum and mom != 0:
         # v = mu*v - lr*g; w += v (Nesterov: w += mu*v - lr*g); v starts at 0
         if floating is float:
-            bad = not fbp_velocity_f32(p + a, g + a, buf, bk + a, n, lr, wd, mom, op.nesterov)
+            bad = not (fbp_velocity_x_f32(p + a, g + a, buf, bk + a, n, lr, wd, mom,
+                                          op.nesterov, l1, cv, gs, keep) if x else
+                       fbp_velocity_f32(p + a, g + a, buf, bk + a, n, lr, wd, mom, op.nesterov))
         else:
-            bad = not fbp_velocity_f64(p + a, g + a, buf, bk + a, n, lr, wd, mom, op.nesterov)
+            bad = not (fbp_velocity_x_f64(p + a, g + a, buf, bk + a, n, lr, wd, mom,
+                                          op.nesterov, l1, cv, gs, keep) if x else
+                       fbp_velocity_f64(p + a, g + a, buf, bk + a, n, lr, wd, mom, op.nesterov))
     elif op.kind == SGD:
         mode = 0 if mom == 0 else (1 if t == 0 else 2)
         if floating is float:
-            bad = not fbp_sgd_f32(p + a, g + a, buf, bk + a, n, lr, wd, mom, mode, op.nesterov)
+            bad = not (fbp_sgd_x_f32(p + a, g + a, buf, bk + a, n, lr, wd, mom, mode,
+                                     op.nesterov, l1, cv, gs, keep) if x else
+                       fbp_sgd_f32(p + a, g + a, buf, bk + a, n, lr, wd, mom, mode, op.nesterov))
         else:
-            bad = not fbp_sgd_f64(p + a, g + a, buf, bk + a, n, lr, wd, mom, mode, op.nesterov)
-    elif op.kind == ADAM:
+            bad = not (fbp_sgd_x_f64(p + a, g + a, buf, bk + a, n, lr, wd, mom, mode,
+                                     op.nesterov, l1, cv, gs, keep) if x else
+                       fbp_sgd_f64(p + a, g + a, buf, bk + a, n, lr, wd, mom, mode, op.nesterov))
+    elif op.kind == ADAM or op.kind == ADAMW:
         bc1 = 1 - b1 ** (t + 1)
         bc2s = sqrt(1 - b2 ** (t + 1))
         step = lr / bc1
         if op.eps_before_bias_correction:
             eps = eps / bc2s
+        if op.kind == ADAMW:       # torch.optim.AdamW: w *= 1 - lr*wd, not in the gradient
+            keep = 1 - lr * wd
+            wd = 0
         if floating is float:
-            bad = not fbp_adam_f32(p + a, g + a, at(st.exp_avg, a, p), at(st.exp_avg_sq, a, p),
-                                   bk + a, n, step, wd, b1, b2, bc2s, eps)
+            bad = not (fbp_adam_x_f32(p + a, g + a, at(st.exp_avg, a, p),
+                                      at(st.exp_avg_sq, a, p), bk + a, n, step, wd, b1, b2,
+                                      bc2s, eps, l1, cv, gs, keep) if x else
+                       fbp_adam_f32(p + a, g + a, at(st.exp_avg, a, p), at(st.exp_avg_sq, a, p),
+                                    bk + a, n, step, wd, b1, b2, bc2s, eps))
         else:
-            bad = not fbp_adam_f64(p + a, g + a, at(st.exp_avg, a, p), at(st.exp_avg_sq, a, p),
-                                   bk + a, n, step, wd, b1, b2, bc2s, eps)
+            bad = not (fbp_adam_x_f64(p + a, g + a, at(st.exp_avg, a, p),
+                                      at(st.exp_avg_sq, a, p), bk + a, n, step, wd, b1, b2,
+                                      bc2s, eps, l1, cv, gs, keep) if x else
+                       fbp_adam_f64(p + a, g + a, at(st.exp_avg, a, p), at(st.exp_avg_sq, a, p),
+                                    bk + a, n, step, wd, b1, b2, bc2s, eps))
     else:  # RMSPROP
         if floating is float:
-            bad = not fbp_rmsprop_f32(p + a, g + a, at(st.square_avg, a, p), buf, bk + a, n,
-                                      lr, wd, alpha, eps, mom)
+            bad = not (fbp_rmsprop_x_f32(p + a, g + a, at(st.square_avg, a, p), buf, bk + a, n,
+                                         lr, wd, alpha, eps, mom, l1, cv, gs, keep) if x else
+                       fbp_rmsprop_f32(p + a, g + a, at(st.square_avg, a, p), buf, bk + a, n,
+                                       lr, wd, alpha, eps, mom))
         else:
-            bad = not fbp_rmsprop_f64(p + a, g + a, at(st.square_avg, a, p), buf, bk + a, n,
-                                      lr, wd, alpha, eps, mom)
+            bad = not (fbp_rmsprop_x_f64(p + a, g + a, at(st.square_avg, a, p), buf, bk + a, n,
+                                         lr, wd, alpha, eps, mom, l1, cv, gs, keep) if x else
+                       fbp_rmsprop_f64(p + a, g + a, at(st.square_avg, a, p), buf, bk + a, n,
+                                       lr, wd, alpha, eps, mom))
     return bad
 
 
 cdef void _rprop_block(const OptParams* op, OptBuffers* st, long long t, int loss_increased,
-                       floating* p, const floating* g, Py_ssize_t a,
-                       Py_ssize_t z) noexcept nogil:
+                       floating* p, const floating* g, Py_ssize_t a, Py_ssize_t z,
+                       const GradOpts* go) noexcept nogil:
     """Rprop (iRprop-, or iRprop+ with op.backtrack) on p[a:z]."""
     cdef Py_ssize_t i
-    cdef floating wd = op.weight_decay, gi, step, s, dw
+    cdef bint x = not plain(op, go)
+    cdef floating wd = go.weight_decay, gi, step, s, dw
     cdef floating emin = op.eta_minus, eplus = op.eta_plus
     cdef floating smin = op.step_min, smax = op.step_max
     cdef floating* prev = <floating*>st.prev_grad
     cdef floating* size = <floating*>st.step_size
     cdef floating* last = <floating*>st.prev_step
     for i in range(a, z):
-        gi = g[i] + wd * p[i]
+        gi = (xgrad(g[i], p[i], go) if x else g[i]) + wd * p[i]
         if t == 0:
             size[i] = op.lr
         s = sign(gi * prev[i])
@@ -267,15 +339,17 @@ cdef void _rprop_block(const OptParams* op, OptBuffers* st, long long t, int los
 
 
 cdef void _quickprop_block(const OptParams* op, OptBuffers* st, floating* p,
-                           const floating* g, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
+                           const floating* g, Py_ssize_t a, Py_ssize_t z,
+                           const GradOpts* go) noexcept nogil:
     """Quickprop (Fahlman 1988) on p[a:z]; slope S = -(dE/dw + weight_decay * w)."""
     cdef Py_ssize_t i
-    cdef floating lr = op.lr, wd = op.weight_decay, mu = op.max_growth
+    cdef bint x = not plain(op, go)
+    cdef floating lr = op.lr, wd = go.weight_decay, mu = op.max_growth
     cdef floating s, prev, dw, sf = mu / (1 + mu)
     cdef floating* last = <floating*>st.prev_step
     cdef floating* slope = <floating*>st.prev_slope
     for i in range(a, z):
-        s = -(g[i] + wd * p[i])
+        s = -((xgrad(g[i], p[i], go) if x else g[i]) + wd * p[i])
         prev = last[i]
         dw = 0
         if prev > 0:
@@ -301,23 +375,25 @@ cdef void _quickprop_block(const OptParams* op, OptBuffers* st, floating* p,
 
 cdef inline int _checked_block(const OptParams* op, OptBuffers* st, long long t,
                                int loss_increased, floating* p, const floating* g,
-                               floating* backup, Py_ssize_t a, Py_ssize_t z) noexcept nogil:
+                               floating* backup, Py_ssize_t a, Py_ssize_t z,
+                               const GradOpts* go) noexcept nogil:
     """Back up, update and check p[a:z]; 1 if a new value is not finite."""
-    if op.kind == SGD or op.kind == ADAM or op.kind == RMSPROP:
-        return _fused_block(op, st, t, p, g, backup, a, z)
-    memcpy(backup + a, p + a, (z - a) * sizeof(floating))
-    if op.kind == RPROP:
-        _rprop_block(op, st, t, loss_increased, p, g, a, z)
-    else:
-        _quickprop_block(op, st, p, g, a, z)
-    return not all_finite(p + a, z - a, 1)
+    if op.kind == RPROP or op.kind == QUICKPROP:
+        memcpy(backup + a, p + a, (z - a) * sizeof(floating))
+        if op.kind == RPROP:
+            _rprop_block(op, st, t, loss_increased, p, g, a, z, go)
+        else:
+            _quickprop_block(op, st, p, g, a, z, go)
+        return not all_finite(p + a, z - a, 1)
+    return _fused_block(op, st, t, p, g, backup, a, z, go)
 
 
 cdef int optimizer_step(const OptParams* op, OptBuffers* st, long long t, int loss_increased,
                         floating* p, const floating* g, floating* backup, Py_ssize_t a,
-                        Py_ssize_t z, int nt) noexcept nogil:
+                        Py_ssize_t z, int nt, const GradOpts* go) noexcept nogil:
     """One update of p[a:z] from the gradient g[a:z] (all arrays indexed like the flat
-    buffer); t: steps taken before this one; loss_increased: the batch loss rose (iRprop+).
+    buffer); t: steps taken before this one; loss_increased: the batch loss rose (iRprop+);
+    go: the range's decay, L1 penalty and clipping (GradOpts).
 
     Each block of p is copied to ``backup`` first (while it is in cache) and checked after
     its update. Returns 1 if every new parameter is finite; else 0 and the caller restores
@@ -330,9 +406,9 @@ cdef int optimizer_step(const OptParams* op, OptBuffers* st, long long t, int lo
     if threads > 1 and nchunks > 1:
         for c in prange(nchunks, num_threads=threads, schedule="static"):
             bad += _checked_block(op, st, t, loss_increased, p, g, backup, a + c * CHUNK,
-                                  min(z, a + (c + 1) * CHUNK))
+                                  min(z, a + (c + 1) * CHUNK), go)
     else:
-        bad = _checked_block(op, st, t, loss_increased, p, g, backup, a, z)
+        bad = _checked_block(op, st, t, loss_increased, p, g, backup, a, z, go)
     return bad == 0
 
 
@@ -340,10 +416,10 @@ cdef int optimizer_step(const OptParams* op, OptBuffers* st, long long t, int lo
 
 cdef int momentum_step(const OptParams* op, floating* p, floating* buf, Py_ssize_t n,
                        int scale_next, floating* bk, int nt, double* pmax,
-                       double* bmax) noexcept nogil:
+                       double* bmax, double wd) noexcept nogil:
     """SGD momentum update when the products already left buf = mu*buf + g.
 
-    d = buf + wd*p; p -= lr*d; buf = mu*d if scale_next (the next step's products then add
+    d = buf + wd*p (wd: this range's decay); p -= lr*d; buf = mu*d if scale_next (the next step's products then add
     with beta=1, saving a pass) else d. With bk given, the old p is copied there in the same
     pass. Raises pmax[0], bmax[0] to the largest new |p| and |buf| (inf if not finite).
     Returns 1 if every new p is finite.
@@ -361,19 +437,19 @@ cdef int momentum_step(const OptParams* op, floating* p, floating* buf, Py_ssize
         for c in prange(nchunks, num_threads=t, schedule="static"):
             tid = threadid()
             bad += _momentum_block(op, p, buf, scale_next, bk, c * CHUNK,
-                                   min(n, (c + 1) * CHUNK), &pp[tid], &bb[tid])
+                                   min(n, (c + 1) * CHUNK), &pp[tid], &bb[tid], wd)
         for tid in range(t):
             pmax[0] = max(pmax[0], pp[tid])
             bmax[0] = max(bmax[0], bb[tid])
     else:
-        bad = _momentum_block(op, p, buf, scale_next, bk, 0, n, pmax, bmax)
+        bad = _momentum_block(op, p, buf, scale_next, bk, 0, n, pmax, bmax, wd)
     return bad == 0
 
 
 cdef inline int _momentum_block(const OptParams* op, floating* p, floating* buf,
                                 int scale_next, floating* bk, Py_ssize_t a, Py_ssize_t z,
-                                double* pmax, double* bmax) noexcept nogil:
-    cdef floating lr = op.lr, wd = op.weight_decay
+                                double* pmax, double* bmax, double decay) noexcept nogil:
+    cdef floating lr = op.lr, wd = <floating>decay
     cdef floating keep = op.momentum if scale_next else 1
     cdef unsigned int pb32 = 0, bb32 = 0
     cdef unsigned long long pb64 = 0, bb64 = 0
@@ -398,3 +474,38 @@ cdef void divide_buffer(floating* buf, Py_ssize_t n, double divisor, int nt) noe
     cdef int t = run_threads(nt) if n >= 4 * PARALLEL_MIN else 1
     for i in prange(n, num_threads=t, schedule="static"):
         buf[i] = buf[i] / d
+
+
+cdef double grad_sumsq(const floating* p, const floating* g, Py_ssize_t n, double l1,
+                       double clip_value, int nt) noexcept nogil:
+    """sum of clamp(g + l1*sign(p), -clip_value, clip_value)^2 over n entries, in float64:
+    up to 64 parts split by nt (not by the threads that run them) summed in order, so the
+    result depends on nt only."""
+    cdef int t, parts = min(nt, 64) if n >= 4 * PARALLEL_MIN else 1
+    cdef double part[64]
+    cdef double total = 0
+    if parts <= 1:
+        return _sumsq_block(p, g, 0, n, l1, clip_value)
+    for t in prange(parts, num_threads=run_threads(parts), schedule="static"):
+        part[t] = _sumsq_block(p, g, n * t // parts, n * (t + 1) // parts, l1, clip_value)
+    for t in range(parts):
+        total += part[t]
+    return total
+
+
+cdef inline double _sumsq_block(const floating* p, const floating* g, Py_ssize_t a,
+                                Py_ssize_t z, double l1, double cv) noexcept nogil:
+    if floating is float:
+        return fbp_xgrad_sumsq_f32(p + a, g + a, z - a, <float>l1, <float>cv)
+    else:
+        return fbp_xgrad_sumsq_f64(p + a, g + a, z - a, l1, cv)
+
+
+cdef void max_norm_columns(floating* w, Py_ssize_t rows, Py_ssize_t cols, double c,
+                           floating* scratch) noexcept nogil:
+    """Each column of w (rows x cols) with a norm above c rescaled to norm c (scratch:
+    cols entries)."""
+    if floating is float:
+        fbp_max_norm_f32(w, rows, cols, <float>c, scratch)
+    else:
+        fbp_max_norm_f64(w, rows, cols, c, scratch)

@@ -8,7 +8,9 @@ where PyTorch has the optimizer:
 
 - SGD (momentum, Nesterov, dampening 0): ``g += wd*w; b = mu*b + g (b = g at step 1);
   g = g + mu*b if nesterov else b; w -= lr*g``.
-- Adam (Kingma & Ba 2015): ``m, v`` EMAs, bias-corrected, eps added to ``sqrt(v_hat)``.
+- Adam (Kingma & Ba 2015): ``m, v`` EMAs, bias-corrected, eps added to ``sqrt(v_hat)``;
+  AdamW (Loshchilov & Hutter 2019): the same with ``w *= 1 - lr*wd`` before the step instead
+  of ``wd*w`` in the gradient.
 - RMSprop (Tieleman & Hinton 2012): ``v = a*v + (1-a)*g^2; w -= lr*g/(sqrt(v)+eps)``
   (with momentum: ``b = mu*b + g/(sqrt(v)+eps); w -= lr*b``).
 - Rprop (Riedmiller & Braun 1993) as iRprop- (Igel & Huesken 2000), PyTorch's variant:
@@ -26,7 +28,8 @@ import inspect
 from . import _optim
 from ._validation import check_number
 
-__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Rprop", "Quickprop", "get", "names"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Rprop", "Quickprop", "get",
+           "names"]
 
 
 class Optimizer:
@@ -129,6 +132,19 @@ class Adam(Optimizer):
                     eps_before_bias_correction=self.eps_before_bias_correction)
 
 
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter 2019) as torch.optim.AdamW: the weight decay is decoupled
+    from the gradient, ``w *= 1 - lr*weight_decay`` before each Adam step; torch's default
+    weight_decay 0.01."""
+    kind = _optim.Opt.ADAMW
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, betas, eps, weight_decay)
+
+    def _settings(self):
+        return dict(beta1=self.betas[0], beta2=self.betas[1], eps=self.eps)
+
+
 class RMSprop(Optimizer):
     """RMSprop (Tieleman & Hinton 2012), PyTorch defaults alpha 0.99, eps 1e-8."""
     kind = _optim.Opt.RMSPROP
@@ -189,7 +205,7 @@ class Quickprop(Optimizer):
         return dict(max_growth=self.mu)
 
 
-_OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop, "rprop": Rprop,
+_OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "rprop": Rprop,
                "quickprop": Quickprop}
 CLASSES = tuple(_OPTIMIZERS.values())
 OptimizerState = _optim.OptimizerState

@@ -120,11 +120,14 @@ class Trainer:
         None: the network's output activation's (softmax: cross_entropy, sigmoid:
         binary_cross_entropy, else mse).
     optimizer : str or Optimizer
-        "sgd", "adam", "rmsprop", "rprop", "quickprop", or an object from
-        ``fastbp.optimizers`` (then lr, momentum, ... here are ignored).
+        "sgd", "adam", "adamw", "rmsprop", "rprop", "quickprop", or an object from
+        ``fastbp.optimizers`` (then lr, momentum, weight_decay here are ignored).
     lr : float or None
         Learning rate (None: the optimizer's default, 0.01 for SGD, 0.001 for Adam).
-    momentum, nesterov, weight_decay : SGD (momentum also RMSprop) settings.
+    momentum, nesterov : SGD (momentum also RMSprop) settings.
+    weight_decay : float or None
+        L2 weight decay as torch.optim: coupled (``+ wd*w`` in the gradient), decoupled for
+        AdamW (``w *= 1 - lr*wd``). None: the optimizer's default (0; AdamW 0.01).
     batch_size : int or None
         Samples per batch; None trains full-batch (the natural mode of Rprop, Quickprop).
     n_threads : int or None
@@ -137,14 +140,29 @@ class Trainer:
     l2 : float
         L2 penalty on the weights only (not biases), added to each batch's weight gradient
         as ``l2 / sum_w(batch) * W``: scikit-learn's ``alpha``. ``weight_decay`` is PyTorch's.
+    l1 : float
+        L1 penalty: ``l1 * sign(w)`` added to the gradient (the subgradient; the reported
+        loss is the data loss alone).
+    decay_biases : bool
+        Whether the biases get the weight decay and the L1 penalty too (default: weights
+        only, as most practice; torch.optim decays whatever parameters it is given).
+    clip_norm : float or None
+        Scale each step's whole gradient to a norm of at most clip_norm, as
+        ``torch.nn.utils.clip_grad_norm_`` (after the penalties and ``clip_value``).
+    clip_value : float or None
+        Clamp each gradient entry to [-clip_value, clip_value] (``clip_grad_value_``).
+    max_norm : float or None
+        After each update, rescale each unit's incoming weights (a column of W) whose
+        norm exceeds max_norm to that norm (Keras' MaxNorm; Srivastava et al. 2014).
 
     ``history`` holds every epoch this Trainer has trained (over all ``fit`` calls, and
     those before a checkpoint it was loaded from); ``epoch`` counts them.
     """
 
     def __init__(self, net, loss=None, optimizer="sgd", lr=None, momentum=0.0,
-                 nesterov=False, weight_decay=0.0, batch_size=32, n_threads=None, seed=None,
-                 lr_schedule=None, l2=0.0):
+                 nesterov=False, weight_decay=None, batch_size=32, n_threads=None, seed=None,
+                 lr_schedule=None, l2=0.0, l1=0.0, decay_biases=False, clip_norm=None,
+                 clip_value=None, max_norm=None):
         self.net = net
         self.loss = net.check_loss(loss)
         net.check_trainable()
@@ -152,7 +170,7 @@ class Trainer:
             self.optimizer = optimizer
         else:
             name = optimizer.lower() if isinstance(optimizer, str) else optimizer
-            kwargs = {"weight_decay": weight_decay}
+            kwargs = {} if weight_decay is None else {"weight_decay": weight_decay}
             if lr is not None:
                 kwargs["lr"] = lr
             allowed = _OPT_ARGS.get(name, ())
@@ -171,6 +189,12 @@ class Trainer:
         self._schedule = _schedules.get(lr_schedule, self.optimizer.lr)
         self.history = History()
         self.l2 = check_number(l2, "l2", low=0)
+        self.l1 = check_number(l1, "l1", low=0)
+        self.decay_biases = bool(decay_biases)
+        self.clip_norm, self.clip_value, self.max_norm = (
+            None if v is None else check_number(v, name, low=0, low_open=True)
+            for v, name in ((clip_norm, "clip_norm"), (clip_value, "clip_value"),
+                            (max_norm, "max_norm")))
         self._workspace = None        # reused by the next fit when the shape allows
         self._threads_policy = _ThreadsPolicy()
         self.stop_training = False
@@ -198,7 +222,9 @@ class Trainer:
         return _engine.TrainState(
             net.plan, net.parameters, ws, self.optimizer.config(), self.optimizer.state,
             _losses.get(self.loss), batch_size=batch_size, n_threads=n_threads,
-            count_correct=self.loss != "mse", l2=self.l2, rng=self._rng_state)
+            count_correct=self.loss != "mse", l2=self.l2, rng=self._rng_state, l1=self.l1,
+            decay_biases=self.decay_biases, clip_norm=self.clip_norm,
+            clip_value=self.clip_value, max_norm=self.max_norm)
 
     def evaluate(self, X, y):
         """(mean loss, accuracy or None) on (X, y), without training."""
@@ -352,6 +378,9 @@ class Trainer:
             "network": net._config(),
             "trainer": {"loss": self.loss, "batch_size": self.batch_size,
                         "n_threads": self.n_threads, "seed": self.seed, "l2": self.l2,
+                        "l1": self.l1, "decay_biases": self.decay_biases,
+                        "clip_norm": self.clip_norm, "clip_value": self.clip_value,
+                        "max_norm": self.max_norm,
                         "epoch": self.epoch, "rng_state": int(self._rng_state[0])},
             "optimizer": {"class": type(opt).__name__, "params": opt.get_params(),
                           "t": int(opt.state.t), "last_loss": float(opt.state.last_loss),
@@ -387,7 +416,9 @@ class Trainer:
                 lr_schedule = _schedules.from_config(h["lr_schedule"], opt.lr)
             trainer = cls(net, loss=tr["loss"], optimizer=opt, batch_size=tr["batch_size"],
                           n_threads=tr["n_threads"], seed=tr["seed"], lr_schedule=lr_schedule,
-                          l2=tr["l2"])
+                          l2=tr["l2"], l1=tr["l1"], decay_biases=tr["decay_biases"],
+                          clip_norm=tr["clip_norm"], clip_value=tr["clip_value"],
+                          max_norm=tr["max_norm"])
             history = History.from_dict(h["history"])
         except (KeyError, TypeError) as e:
             raise ValueError(f"{path}: invalid checkpoint header ({e!r})") from None
