@@ -262,6 +262,62 @@ def loss_and_gradients(weights, biases, activations, X, Y, loss="mse"):
     return E, dW, db, dz
 
 
+def loss_and_gradients_regularized(weights, biases, activations, X, Y, loss, masks, rates,
+                                   bn, eps=1e-5):
+    """``loss_and_gradients`` with dropout and batch normalization, float64.
+
+    ``masks[l]``: None, or the 0/1 mask of layer l's input (its rate ``rates[l]``: the
+    input is ``z * mask / (1 - rate)``); ``bn[l]``: None, or a dict with ``gamma``,
+    ``beta`` and, for evaluation, ``mean`` and ``var`` (training: the batch's mean and
+    biased variance), for ``h = gamma * (a - mean) / sqrt(var + eps) + beta`` between the
+    product ``a = z W + b`` and f. Returns ``(E, dW, db, dgamma, dbeta, dX)``.
+    """
+    weights, biases, activations = _as_float64_params(weights, biases, activations)
+    z = np.array(X, dtype=np.float64)
+    n = z.shape[0]
+    L = len(weights)
+    ins, pre_h, outs, cache = [], [], [], []
+    for l in range(L):
+        zin = z if masks[l] is None else z * masks[l] / (1.0 - rates[l])
+        a = zin @ weights[l] + biases[l]
+        if bn[l] is not None:
+            mean = a.mean(axis=0) if bn[l].get("mean") is None else np.asarray(bn[l]["mean"])
+            var = a.var(axis=0) if bn[l].get("var") is None else np.asarray(bn[l]["var"])
+            istd = 1.0 / np.sqrt(var + eps)
+            xh = (a - mean) * istd
+            h = np.asarray(bn[l]["gamma"], np.float64) * xh + np.asarray(bn[l]["beta"], np.float64)
+            cache.append((xh, istd))
+        else:
+            h = a
+            cache.append(None)
+        z = softmax(h) if activations[l] == "softmax" else ACTIVATIONS[activations[l]][0](h)
+        ins.append(zin)
+        pre_h.append(h)
+        outs.append(z)
+    k = outs[-1].shape[1]
+    T = _targets(loss, activations[-1], Y, n, k)
+    E, g = _loss_and_output_delta(loss, activations[-1], pre_h[-1], outs[-1], T)
+    dW, db, dg, dbeta = [None] * L, [None] * L, [None] * L, [None] * L
+    for l in range(L - 1, -1, -1):
+        if bn[l] is not None:                       # g = dE/dh -> dE/da
+            xh, istd = cache[l]
+            dg[l] = (g * xh).sum(axis=0)
+            dbeta[l] = g.sum(axis=0)
+            gamma = np.asarray(bn[l]["gamma"], np.float64)
+            if bn[l].get("mean") is None:
+                g = gamma * istd * (g - g.mean(axis=0) - xh * (g * xh).mean(axis=0))
+            else:
+                g = gamma * istd * g
+        dW[l] = ins[l].T @ g
+        db[l] = g.sum(axis=0)
+        dz = g @ weights[l].T
+        if masks[l] is not None:
+            dz = dz * masks[l] / (1.0 - rates[l])
+        if l > 0:
+            g = dz * ACTIVATIONS[activations[l - 1]][1](pre_h[l - 1])
+    return E, dW, db, dg, dbeta, dz
+
+
 def numeric_gradients(weights, biases, activations, X, Y, loss="mse", eps=1e-6):
     """Central finite differences ``(E(x + eps) - E(x - eps)) / (2 eps)`` of
     :func:`loss_value` for every weight, bias and input entry.

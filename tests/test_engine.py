@@ -18,8 +18,8 @@ def test_plan_reads_named_layer_options_and_rejects_unknown_ones():
     plan = _engine.Plan(layers(3, 5, 2))
     assert plan.layer_sizes == (3, 5, 2) and plan.n_params == 3 * 5 + 5 + 5 * 2 + 2
     bad = layers(3, 5, 2)
-    bad[1]["dropout"] = 0.5
-    with pytest.raises(ValueError, match="layer 1: unknown option.*dropout"):
+    bad[1]["spectral_norm"] = True
+    with pytest.raises(ValueError, match="layer 1: unknown option.*spectral_norm"):
         _engine.Plan(bad)
     with pytest.raises(ValueError, match="layer 1: n_in 4"):
         _engine.Plan(layers(3, 5) + layers(4, 2))

@@ -21,7 +21,8 @@ from ._blas cimport gemm_as, small_gemm, NoTrans, Trans, BLAS_Trans
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
                         all_finite, maxabs, maxabs_par, needs_pre, count_correct, run_threads,
                         thread_cap, set_thread_cap, act_bound, slope_bound, row_coupled,
-                        block_forward, block_backward)
+                        block_forward, block_backward, Dropout, dropout_block, mask_block,
+                        bn_forward, bn_backward)
 from ._optim cimport (OptParams, OptBuffers, GradOpts, OptimizerConfig, OptimizerState,
                       optimizer_step, accumulates_momentum, momentum_step, divide_buffer,
                       grad_sumsq, max_norm_columns)
@@ -63,12 +64,17 @@ def omp_max_threads():
 # ---- the network's layout -----------------------------------------------------------------
 
 cdef struct LayerSpec:
-    # one fully-connected layer: out = f(in @ W + b); a new per-layer option is a field here
-    # and a line in Plan.__cinit__
+    # one fully-connected layer: out = f(BN(drop(in) @ W + b)); a new per-layer option is a
+    # field here and a line in Plan.__cinit__
     Py_ssize_t n_in, n_out
     Py_ssize_t w_off          # W (n_in, n_out) in the flat parameter buffer
     Py_ssize_t b_off          # b (n_out,)
+    Py_ssize_t g_off, be_off  # batch norm's gamma, beta (n_out each) after b, or -1
+    Py_ssize_t end_off        # one past the layer's last parameter
+    Py_ssize_t stat_off       # batch norm: running mean (n_out), then var, in the stats; -1
     int act                   # activation code (_kernels.Act)
+    double in_dropout         # dropout rate on the layer's input (training only)
+    int batch_norm            # batch normalization between the product and f
 
 
 cdef struct Layout:
@@ -76,20 +82,29 @@ cdef struct Layout:
     LayerSpec* layer          # L
     Py_ssize_t* units         # L + 1: units[0] = inputs, units[i + 1] = layer i's outputs
     Py_ssize_t widest         # the widest layer output
+    Py_ssize_t n_stats        # running statistics (batch norm): 2 per normalized unit
+    int any_bn, any_dropout
+
+
+LAYER_OPTIONS = ("n_in", "n_out", "activation", "dropout", "batch_norm")
 
 
 cdef class Plan:
     """The compiled description of a network: one LayerSpec per layer, in order.
 
-    ``layers``: a sequence of mappings with the keys ``n_in``, ``n_out`` and ``activation``
-    (a ``_kernels.Act`` code); parameters are laid out W_0, b_0, W_1, b_1, ...
+    ``layers``: a sequence of mappings with the keys ``n_in``, ``n_out``, ``activation``
+    (a ``_kernels.Act`` code) and optionally ``dropout`` (the rate on the layer's input, in
+    [0, 1)) and ``batch_norm`` (normalize the layer's pre-activation); parameters are laid
+    out W_0, b_0, [gamma_0, beta_0], W_1, b_1, ... and running statistics (mean, var) of
+    the normalized layers one after the other in a separate float64 buffer of n_stats.
     """
     cdef Layout lay
-    cdef readonly Py_ssize_t n_params
+    cdef readonly Py_ssize_t n_params, n_stats
 
     def __cinit__(self, layers):
         cdef int i, L = len(layers)
-        cdef Py_ssize_t off = 0
+        cdef Py_ssize_t off = 0, stats = 0
+        cdef LayerSpec* ly
         if L < 1:
             raise ValueError("a plan needs at least one layer")
         self.lay.L = L
@@ -98,29 +113,49 @@ cdef class Plan:
         if not (self.lay.layer and self.lay.units):
             raise MemoryError()
         self.lay.widest = 0
+        self.lay.any_bn = self.lay.any_dropout = 0
         for i, spec in enumerate(layers):
-            unknown = set(spec) - {"n_in", "n_out", "activation"}
+            unknown = set(spec) - set(LAYER_OPTIONS)
             if unknown:
                 raise ValueError(f"layer {i}: unknown option(s) {sorted(unknown)}")
-            self.lay.layer[i].n_in = spec["n_in"]
-            self.lay.layer[i].n_out = spec["n_out"]
-            self.lay.layer[i].act = spec["activation"]
-            if self.lay.layer[i].n_in < 1 or self.lay.layer[i].n_out < 1:
+            ly = &self.lay.layer[i]
+            ly.n_in = spec["n_in"]
+            ly.n_out = spec["n_out"]
+            ly.act = spec["activation"]
+            ly.in_dropout = spec.get("dropout", 0.0)
+            ly.batch_norm = bool(spec.get("batch_norm", False))
+            if ly.n_in < 1 or ly.n_out < 1:
                 raise ValueError(f"layer {i}: sizes must be >= 1")
-            if i > 0 and self.lay.layer[i].n_in != self.lay.layer[i - 1].n_out:
+            if i > 0 and ly.n_in != self.lay.layer[i - 1].n_out:
                 raise ValueError(f"layer {i}: n_in {spec['n_in']} != layer {i - 1}'s n_out")
-            self.lay.layer[i].w_off = off
-            off += self.lay.layer[i].n_in * self.lay.layer[i].n_out
-            self.lay.layer[i].b_off = off
-            off += self.lay.layer[i].n_out
-            self.lay.units[i + 1] = self.lay.layer[i].n_out
-            self.lay.widest = max(self.lay.widest, self.lay.layer[i].n_out)
+            if not 0 <= ly.in_dropout < 1:
+                raise ValueError(f"layer {i}: dropout must be in [0, 1), got {ly.in_dropout}")
+            ly.w_off = off
+            off += ly.n_in * ly.n_out
+            ly.b_off = off
+            off += ly.n_out
+            ly.g_off = ly.be_off = ly.stat_off = -1
+            if ly.batch_norm:
+                ly.g_off, ly.be_off = off, off + ly.n_out
+                off += 2 * ly.n_out
+                ly.stat_off = stats
+                stats += 2 * ly.n_out
+                self.lay.any_bn = 1
+            ly.end_off = off
+            self.lay.any_dropout |= ly.in_dropout > 0
+            self.lay.units[i + 1] = ly.n_out
+            self.lay.widest = max(self.lay.widest, ly.n_out)
         self.lay.units[0] = self.lay.layer[0].n_in
         self.n_params = off
+        self.n_stats = self.lay.n_stats = stats
 
     @property
     def layer_sizes(self):
         return tuple(self.lay.units[i] for i in range(self.lay.L + 1))
+
+    @property
+    def batch_norm(self):
+        return bool(self.lay.any_bn)
 
     def __dealloc__(self):
         free(self.lay.layer)
@@ -133,6 +168,11 @@ cdef struct Bufs:
     void** A          # A[i]: output of layer i-1 (A[0] unused: the batch input)
     void** P          # P[i]: pre-activation of layer i-1, or NULL
     void** G          # G[i]: dE/d(pre-activation of layer i), i < L: two buffers, alternating
+    void** D          # D[i]: layer i's input after dropout, or NULL (no dropout there)
+    unsigned char** M # M[i]: that dropout's mask (0/1 per entry), or NULL
+    void** XH         # XH[i]: layer i's normalized pre-activation (batch norm), or NULL
+    double** S        # S[i]: batch norm: the batch's mean, var, 1/sqrt(var+eps), or NULL
+    void* zero        # widest zeros: the bias of an activation pass after batch norm
     void* X           # gathered batch inputs
     void* T           # gathered batch targets
     void* SW          # gathered batch sample weights
@@ -144,13 +184,28 @@ cdef inline int alloc_bufs(Bufs* b, int L) noexcept:
     b.A = <void**>calloc(L + 1, sizeof(void*))
     b.P = <void**>calloc(L + 1, sizeof(void*))
     b.G = <void**>calloc(L, sizeof(void*))
-    return b.A != NULL and b.P != NULL and b.G != NULL
+    b.D = <void**>calloc(L, sizeof(void*))
+    b.M = <unsigned char**>calloc(L, sizeof(void*))
+    b.XH = <void**>calloc(L, sizeof(void*))
+    b.S = <double**>calloc(L, sizeof(void*))
+    return (b.A != NULL and b.P != NULL and b.G != NULL and b.D != NULL and b.M != NULL
+            and b.XH != NULL and b.S != NULL)
 
 
 cdef inline void free_bufs(Bufs* b) noexcept:
     free(b.A)
     free(b.P)
     free(b.G)
+    free(b.D)
+    free(b.M)
+    free(b.XH)
+    free(b.S)
+
+
+cdef inline int keeps_pre(Layout* lay, int i) noexcept nogil:
+    """1 if level i (1..L) keeps the pre-activation of layer i-1 apart from its output."""
+    return (i == lay.L or needs_pre(lay.layer[i - 1].act)
+            or lay.layer[i - 1].batch_norm)
 
 
 WORKSPACE_KINDS = ("predict", "gradients", "train")
@@ -160,17 +215,19 @@ cdef class Workspace:
     """Scratch buffers for batches of up to ``capacity`` rows of one Plan.
 
     ``kind``: "predict" keeps no gradients and only two hidden outputs, alternating;
-    "gradients" adds the backward's buffers (loss_and_gradients); "train" also gathers
-    shuffled batches and holds the gradient, backup and per-shard gradient buffers of a
-    training step. With ``shards`` > 1 (train) it also holds, per batch shard, a Bufs whose
-    pointers address that shard's rows of the same buffers (set per batch by point_shard).
-    The gradient and backup buffers are allocated, not touched: memory only where used.
+    "gradients" adds the backward's buffers (loss_and_gradients), with the dropped inputs
+    and masks of the dropout layers and the normalized pre-activations of the batch-norm
+    ones; "train" also gathers shuffled batches and holds the gradient, backup and
+    per-shard gradient buffers of a training step. With ``shards`` > 1 (train) it also
+    holds, per batch shard, a Bufs whose pointers address that shard's rows of the same
+    buffers (set per batch by point_shard). The gradient and backup buffers are allocated,
+    not touched: memory only where used.
     """
     cdef Bufs b
     cdef Bufs* sh
     cdef readonly int shards
     cdef readonly str kind
-    cdef readonly object buf, labels, dtype, grads, backup, shard_grads
+    cdef readonly object buf, labels, dtype, grads, backup, shard_grads, masks, bn_stats
     cdef readonly Py_ssize_t capacity
     cdef readonly Plan plan
 
@@ -178,8 +235,10 @@ cdef class Workspace:
                   int shards=1):
         cdef Layout* lay = &plan.lay
         cdef int i, L = lay.L
-        cdef Py_ssize_t total = 0, off = 0, wpre = lay.units[L], item
+        cdef Py_ssize_t total = 0, off = 0, wpre = lay.units[L], item, nmask = 0, nstat = 0
         cdef char* base
+        cdef unsigned char* mbase
+        cdef double* sbase
         if kind not in WORKSPACE_KINDS:
             raise ValueError(f"kind must be one of {WORKSPACE_KINDS}, got {kind!r}")
         if capacity < 1:
@@ -205,39 +264,71 @@ cdef class Workspace:
         self.b.lab = <long long*>cnp.PyArray_DATA(self.labels)
         self.b.X = self.b.T = self.b.SW = NULL
         self.grads = self.backup = self.shard_grads = None
+        # batch norm's per-unit statistics of a batch (any kind)
+        for i in range(L):
+            if lay.layer[i].batch_norm:
+                nstat += 3 * lay.layer[i].n_out
+        self.bn_stats = np.zeros(max(1, nstat), dtype=np.float64)
+        sbase = <double*>cnp.PyArray_DATA(self.bn_stats)
+        for i in range(L):
+            if lay.layer[i].batch_norm:
+                self.b.S[i] = sbase
+                sbase += 3 * lay.layer[i].n_out
         if kind == "predict":
             # hidden outputs in two buffers, alternating; one pre-activation buffer for the
             # layers that keep theirs (SiLU, GELU) and the output layer; the output itself
-            # goes to the caller's array (forward with out)
+            # goes to the caller's array (forward with out); widest zeros at the end
             for i in range(1, L):
                 if needs_pre(lay.layer[i - 1].act) and lay.units[i] > wpre:
                     wpre = lay.units[i]
-            self.buf = np.zeros(2 * capacity * lay.widest + capacity * wpre, dtype=self.dtype)
+            self.buf = np.zeros(2 * capacity * lay.widest + capacity * wpre + lay.widest,
+                                dtype=self.dtype)
             base = <char*>cnp.PyArray_DATA(self.buf)
             for i in range(1, L):
                 self.b.A[i] = base + (i - 1) % 2 * capacity * lay.widest * item
                 if needs_pre(lay.layer[i - 1].act):
                     self.b.P[i] = base + 2 * capacity * lay.widest * item
             self.b.P[L] = base + 2 * capacity * lay.widest * item
+            self.b.zero = base + (2 * capacity * lay.widest + capacity * wpre) * item
+            self.masks = np.zeros(1, dtype=np.uint8)
             return
         for i in range(1, L + 1):
             total += capacity * lay.units[i]
-            if i == L or needs_pre(lay.layer[i - 1].act):
+            if keeps_pre(lay, i):
                 total += capacity * lay.units[i]
-        total += 2 * capacity * lay.widest
+        for i in range(L):
+            if lay.layer[i].in_dropout > 0:
+                total += capacity * lay.units[i]
+                nmask += capacity * lay.units[i]
+            if lay.layer[i].batch_norm:
+                total += capacity * lay.layer[i].n_out
+        total += 2 * capacity * lay.widest + lay.widest
         if kind == "train":
             total += capacity * (lay.units[0] + lay.units[L] + 1)
         self.buf = np.zeros(total, dtype=self.dtype)
+        self.masks = np.zeros(max(1, nmask), dtype=np.uint8)
         base = <char*>cnp.PyArray_DATA(self.buf)
+        mbase = <unsigned char*>cnp.PyArray_DATA(self.masks)
         for i in range(1, L + 1):
             self.b.A[i] = base + off * item
             off += capacity * lay.units[i]
-            if i == L or needs_pre(lay.layer[i - 1].act):
+            if keeps_pre(lay, i):
                 self.b.P[i] = base + off * item
                 off += capacity * lay.units[i]
+        for i in range(L):
+            if lay.layer[i].in_dropout > 0:
+                self.b.D[i] = base + off * item
+                off += capacity * lay.units[i]
+                self.b.M[i] = mbase
+                mbase += capacity * lay.units[i]
+            if lay.layer[i].batch_norm:
+                self.b.XH[i] = base + off * item
+                off += capacity * lay.layer[i].n_out
         for i in range(L):       # the backward only needs G[i] and G[i - 1] at once
             self.b.G[i] = base + (off + (L - 1 - i) % 2 * capacity * lay.widest) * item
         off += 2 * capacity * lay.widest
+        self.b.zero = base + off * item
+        off += lay.widest
         if kind == "train":
             self.b.X = base + off * item
             off += capacity * lay.units[0]
@@ -260,12 +351,17 @@ cdef class Workspace:
 
 cdef void point_shard(Layout* lay, Bufs* base, Bufs* out, Py_ssize_t r0,
                       floating* like) noexcept nogil:
-    """Point ``out`` at rows r0.. of every buffer of ``base`` (like: only fixes the dtype)."""
+    """Point ``out`` at rows r0.. of every buffer of ``base`` (like: only fixes the dtype).
+    Batch norm needs the whole batch: a plan with it is never sharded."""
     cdef int i
     for i in range(1, lay.L + 1):
         out.A[i] = (<floating*>base.A[i]) + r0 * lay.units[i]
         out.P[i] = (<floating*>base.P[i]) + r0 * lay.units[i] if base.P[i] != NULL else NULL
         out.G[i - 1] = (<floating*>base.G[i - 1]) + r0 * lay.widest   # whatever the width
+    for i in range(lay.L):
+        out.D[i] = (<floating*>base.D[i]) + r0 * lay.units[i] if base.D[i] != NULL else NULL
+        out.M[i] = base.M[i] + r0 * lay.units[i] if base.M[i] != NULL else NULL
+    out.zero = base.zero
 
 
 # ---- the rows to train on ----------------------------------------------------------------
@@ -348,17 +444,38 @@ cdef inline void pgemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floati
                        const floating* A, int lda, const floating* B, int ldb,
                        floating beta, floating* C, int ldc, int nt) noexcept nogil:
     pgemm_ep(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, nt, EP_NONE, 0, NULL,
-             NULL, NULL, NULL)
+             NULL, NULL, NULL, NULL, NULL, NULL)
+
+
+cdef inline void epilogue_block(int ep, int act, floating* C, floating* out,
+                                const floating* bias, const floating* pre, Py_ssize_t ld,
+                                Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
+                                const Dropout* dr, floating* dd,
+                                unsigned char* dm) noexcept nogil:
+    """The epilogue on rows [r0, r1) x columns [c0, c1): forward, bias + f, then the next
+    layer's dropout (dd = out * mask * scale) if dr; backward, the dropout mask of this
+    level first if dr, then f'."""
+    if ep == EP_FORWARD:
+        block_forward(act, C, out, bias, ld, r0, r1, c0, c1)
+        if dr != NULL:
+            dropout_block(out, dd, dm, ld, r0, r1, c0, c1, dr)
+    elif ep == EP_BACKWARD:
+        if dr != NULL:
+            mask_block(C, dm, ld, r0, r1, c0, c1, dr.scale)
+        block_backward(act, C, out, pre, ld, r0, r1, c0, c1)
 
 
 cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
                    const floating* A, int lda, const floating* B, int ldb,
                    floating beta, floating* C, int ldc, int nt, int ep, int act,
                    const floating* bias, floating* out, const floating* pre,
-                   double* omax) noexcept nogil:
+                   double* omax, const Dropout* dr, floating* dd,
+                   unsigned char* dm) noexcept nogil:
     """C := alpha * op(A) @ op(B) + beta * C (row-major), split over up to nt threads, then
-    the epilogue ep on C (ldc == n), each thread on its own block while it is in cache.
-    With omax (EP_FORWARD only), also omax[0] := max |out| (inf if some entry is not finite).
+    the epilogue ep on C (ldc == n), each thread on its own block while it is in cache
+    (with dr, the dropout of the next layer's input, or of this gradient; see
+    epilogue_block). With omax (EP_FORWARD only), also omax[0] := max |out| (inf if some
+    entry is not finite).
 
     Each thread re-reads (and BLAS re-packs) the whole operand that is not split, so the
     split goes across the larger one: the rows of C (and of op(A)) when op(A) is larger,
@@ -389,14 +506,9 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
                 gemm_as(small, ta, tb, m, <int>(i1 - i0), k, alpha, A, lda,
                      B + (i0 if tb == NoTrans else i0 * ldb), ldb, beta, C + i0, ldc)
             if late == EP_NONE:
-                if ep == EP_FORWARD:
-                    block_forward(act, C, out, bias, ldc, i0 if by_rows else 0,
-                                  i1 if by_rows else m, 0 if by_rows else i0,
-                                  n if by_rows else i1)
-                elif ep == EP_BACKWARD:
-                    block_backward(act, C, out, pre, ldc, i0 if by_rows else 0,
-                                   i1 if by_rows else m, 0 if by_rows else i0,
-                                   n if by_rows else i1)
+                epilogue_block(ep, act, C, out, bias, pre, ldc, i0 if by_rows else 0,
+                               i1 if by_rows else m, 0 if by_rows else i0,
+                               n if by_rows else i1, dr, dd, dm)
                 if omax != NULL:
                     if by_rows:
                         part[t] = maxabs(out + i0 * ldc, i1 - i0, n, ldc)
@@ -408,13 +520,60 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
             omax[0] = best
     if late == EP_FORWARD:
         bias_act_forward(act, C, out, bias, m, n, nt)
+        if dr != NULL:
+            dropout_block(out, dd, dm, ldc, 0, m, 0, n, dr)
     elif late == EP_BACKWARD:
+        if dr != NULL:
+            mask_block(C, dm, ldc, 0, m, 0, n, dr.scale)
         act_backward(act, C, out, pre, m, n, nt)
     if late != EP_NONE and omax != NULL:
         omax[0] = maxabs(out, m, n, ldc)
 
 
 # ---- the step ---------------------------------------------------------------------------
+
+cdef struct Mode:
+    # how a pass treats dropout and batch norm
+    int training              # dropout on, batch norm with the batch's statistics
+    unsigned long long key    # the dropout key of this batch (from the seed and the step)
+    Py_ssize_t row0           # the first row's index in the batch (shards, chunks)
+    double* running           # batch norm's running statistics (the network's), or NULL
+    int update_running        # a training step: fold the batch statistics into them
+    double bn_momentum, bn_eps
+
+
+cdef Mode EVAL                # no dropout, batch norm with the running statistics
+EVAL.training = 0
+EVAL.key = 0
+EVAL.row0 = 0
+EVAL.running = NULL
+EVAL.update_running = 0
+EVAL.bn_momentum = 0.1
+EVAL.bn_eps = 1e-5
+
+
+cdef inline unsigned long long mix64(unsigned long long z) noexcept nogil:
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull
+    return z ^ (z >> 31)
+
+
+cdef inline int drops(const Mode* mode, LayerSpec* ly) noexcept nogil:
+    """1 if this pass applies dropout to the layer's input."""
+    return mode.training and ly.in_dropout > 0
+
+
+cdef inline void layer_dropout(Dropout* dr, const Mode* mode, LayerSpec* ly,
+                               int level) noexcept nogil:
+    """The dropout of the input of the layer at ``level`` in this batch."""
+    cdef unsigned long long k = mix64(mode.key + 0x9E3779B97F4A7C15ull * <unsigned long long>(level + 1))
+    dr.rate = ly.in_dropout
+    dr.scale = 1.0 / (1.0 - ly.in_dropout)
+    dr.p24 = <unsigned int>(ly.in_dropout * 16777216.0 + 0.5)
+    dr.ka = <unsigned int>k
+    dr.kb = <unsigned int>(k >> 32)
+    dr.row0 = mode.row0
+
 
 cdef struct StepCtx:
     Layout* lay
@@ -459,30 +618,82 @@ cdef struct StepCtx:
     double* input_max         # checked: >= max |input| of each layer in this step
     double input_bound        # >= max |X| over all rows, or -1: measure per batch
     double output_grad_max    # checked: max |dE/d(pre-activation)| of the output layer
+    # dropout and batch norm
+    Mode mode                 # training, with this step's dropout key
+    unsigned long long dropout_seed
 
 
 cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* X,
-                  Py_ssize_t nb, floating* out, int nt, double* input_max) noexcept nogil:
-    """Layer by layer: pre = z @ W + b, z = f(pre); the last layer writes to `out` if given.
-    With input_max, input_max[i] >= max |input of layer i| for the hidden layers i >= 1."""
-    cdef int i, L = lay.L, track
+                  Py_ssize_t nb, floating* out, int nt, double* input_max,
+                  const Mode* mode) noexcept nogil:
+    """Layer by layer: pre = drop(z) @ W + b (normalized with batch norm), z = f(pre); the
+    last layer writes to `out` if given. A layer's input dropout is applied in the
+    previous layer's epilogue (the first layer's on X here), into D with its mask in M.
+    With input_max, input_max[i] >= max |input of layer i| (after dropout) for the hidden
+    layers i >= 1."""
+    cdef int i, L = lay.L, track, drop_next
     cdef LayerSpec* ly
     cdef const floating* src
     cdef floating* dst
     cdef floating* pre
+    cdef floating* dd
+    cdef Dropout dr
+    cdef double* run
+    cdef double scale
     for i in range(L):
         ly = &lay.layer[i]
         src = X if i == 0 else <floating*>w.A[i]
+        if drops(mode, ly):
+            if i == 0:
+                layer_dropout(&dr, mode, ly, 0)
+                dropout_block(X, <floating*>w.D[0], w.M[0], ly.n_in, 0, nb, 0, ly.n_in, &dr)
+            src = <floating*>w.D[i]
         dst = out if (i == L - 1 and out != NULL) else <floating*>w.A[i + 1]
         pre = <floating*>w.P[i + 1] if w.P[i + 1] != NULL else dst
+        drop_next = i + 1 < L and drops(mode, &lay.layer[i + 1])
+        scale = 1.0 / (1.0 - lay.layer[i + 1].in_dropout) if drop_next else 1.0
+        if drop_next:
+            layer_dropout(&dr, mode, &lay.layer[i + 1], i + 1)
+        dd = <floating*>w.D[i + 1] if drop_next else NULL
         track = input_max != NULL and i < L - 1
         if track and act_bound(ly.act) >= 0:
-            input_max[i + 1] = act_bound(ly.act)
+            input_max[i + 1] = act_bound(ly.act) * scale
             track = 0
-        pgemm_ep(NoTrans, NoTrans, <int>nb, <int>ly.n_out, <int>ly.n_in, <floating>1, src,
-                 <int>ly.n_in, params + ly.w_off, <int>ly.n_out, <floating>0, pre,
-                 <int>ly.n_out, nt, EP_FORWARD, ly.act, params + ly.b_off, dst, NULL,
-                 input_max + i + 1 if track else NULL)
+        if ly.batch_norm:
+            pgemm(NoTrans, NoTrans, <int>nb, <int>ly.n_out, <int>ly.n_in, <floating>1, src,
+                  <int>ly.n_in, params + ly.w_off, <int>ly.n_out, <floating>0, pre,
+                  <int>ly.n_out, nt)
+            run = mode.running + ly.stat_off if mode.running != NULL else NULL
+            bn_forward(pre, params + ly.b_off, params + ly.g_off, params + ly.be_off,
+                       <floating*>w.XH[i], w.S[i], w.S[i] + ly.n_out, w.S[i] + 2 * ly.n_out,
+                       nb, ly.n_out, mode.bn_eps, run, run + ly.n_out if run != NULL else NULL,
+                       mode.training, nt)
+            if mode.training and mode.update_running and run != NULL:
+                update_running(run, w.S[i], nb, ly.n_out, mode.bn_momentum)
+            bias_act_forward(ly.act, pre, dst, <floating*>w.zero, nb, ly.n_out, nt)
+            if drop_next:
+                dropout_block(dst, dd, w.M[i + 1], ly.n_out, 0, nb, 0, ly.n_out, &dr)
+            if track:
+                input_max[i + 1] = maxabs(dst, nb, ly.n_out, ly.n_out) * scale
+        else:
+            pgemm_ep(NoTrans, NoTrans, <int>nb, <int>ly.n_out, <int>ly.n_in, <floating>1, src,
+                     <int>ly.n_in, params + ly.w_off, <int>ly.n_out, <floating>0, pre,
+                     <int>ly.n_out, nt, EP_FORWARD, ly.act, params + ly.b_off, dst, NULL,
+                     input_max + i + 1 if track else NULL, &dr if drop_next else NULL, dd,
+                     w.M[i + 1] if drop_next else NULL)
+            if track:
+                input_max[i + 1] *= scale
+
+
+cdef void update_running(double* run, const double* stats, Py_ssize_t n, Py_ssize_t k,
+                         double momentum) noexcept nogil:
+    """running mean, var := (1 - momentum) * running + momentum * batch's (the variance
+    unbiased, n/(n-1), as torch.nn.BatchNorm1d)."""
+    cdef Py_ssize_t j
+    cdef double unbias = n / (n - 1.0) if n > 1 else 1.0
+    for j in range(k):
+        run[j] = (1 - momentum) * run[j] + momentum * stats[j]
+        run[k + j] = (1 - momentum) * run[k + j] + momentum * stats[k + j] * unbias
 
 
 cdef inline void range_opts(StepCtx* c, GradOpts* go, int weights) noexcept nogil:
@@ -513,8 +724,9 @@ cdef inline int splits_ranges(StepCtx* c) noexcept nogil:
 
 cdef int update_layer(StepCtx* c, floating* params, floating* g, int i, floating* bk,
                       int last) noexcept nogil:
-    """Layer i's update: W with the weights' decay and L1, b with the biases' (none unless
-    decay_biases), then W's max-norm constraint. 1 if all finite."""
+    """Layer i's update: W with the weights' decay and L1, b (and batch norm's gamma, beta)
+    with the biases' (none unless decay_biases), then W's max-norm constraint. 1 if all
+    finite."""
     cdef LayerSpec* ly = &c.lay.layer[i]
     cdef GradOpts gw, gb
     cdef int ok
@@ -522,9 +734,9 @@ cdef int update_layer(StepCtx* c, floating* params, floating* g, int i, floating
     if splits_ranges(c):
         range_opts(c, &gb, 0)
         ok = update_range(c, params, g, ly.w_off, ly.b_off, bk, last, &gw)
-        ok &= update_range(c, params, g, ly.b_off, ly.b_off + ly.n_out, bk, last, &gb)
+        ok &= update_range(c, params, g, ly.b_off, ly.end_off, bk, last, &gb)
     else:
-        ok = update_range(c, params, g, ly.w_off, ly.b_off + ly.n_out, bk, last, &gw)
+        ok = update_range(c, params, g, ly.w_off, ly.end_off, bk, last, &gw)
     if c.max_norm > 0:
         max_norm_columns(params + ly.w_off, ly.n_in, ly.n_out, c.max_norm,
                          <floating*>c.col_scratch)
@@ -558,8 +770,8 @@ cdef double clip_scale(StepCtx* c, const floating* params, const floating* g) no
             ly = &c.lay.layer[i]
             total += grad_sumsq(params + ly.w_off, g + ly.w_off, ly.b_off - ly.w_off, c.l1,
                                 c.clip_value, c.n_threads)
-            total += grad_sumsq(params + ly.b_off, g + ly.b_off, ly.n_out, 0, c.clip_value,
-                                c.n_threads)
+            total += grad_sumsq(params + ly.b_off, g + ly.b_off, ly.end_off - ly.b_off, 0,
+                                c.clip_value, c.n_threads)
     return min(1.0, c.clip_norm / (sqrt(total) + 1e-6))
 
 
@@ -575,8 +787,10 @@ cdef int may_overflow(StepCtx* c, floating* params, Py_ssize_t nb, floating beta
     where Pm = max|params| and B = max|buf|; then d = buf + wd*p and p - lr*d are bounded
     too. Every sum of the products is bounded by its sum of absolute values, so a bound
     below max/2**20 rules out overflow whatever the order of summation. G of the output
-    layer is measured; below it G_{i-1} <= n_out(i) * Pm * max|f'| * G_i. Pm and B are
-    measured once per call, then kept exact by the update passes.
+    layer is measured; below it G_{i-1} <= n_out(i) * Pm * max|f'| * s_i * G_i, with s_i
+    the scale of layer i's input dropout (1 without), and Z_i counts it too. Pm and B are
+    measured once per call, then kept exact by the update passes. (Batch norm's backward
+    has no such bound: a plan with it always backs up.)
     """
     cdef int i
     cdef double gb = 0, g = c.output_grad_max, v, d
@@ -588,7 +802,8 @@ cdef int may_overflow(StepCtx* c, floating* params, Py_ssize_t nb, floating beta
         if not v <= gb:          # also NaN
             gb = v
         if i > 0:
-            g = g * lay.layer[i].n_out * c.param_bound * slope_bound(lay.layer[i - 1].act)
+            g = (g * lay.layer[i].n_out * c.param_bound * slope_bound(lay.layer[i - 1].act)
+                 / (1.0 - lay.layer[i].in_dropout))
     d = gb + wd * c.param_bound + (beta * c.buffer_bound if beta != 0 else 0)
     return beyond_limit(c, params, d)
 
@@ -621,24 +836,34 @@ cdef inline int beyond_limit(StepCtx* c, floating* like, double d) noexcept nogi
 
 
 cdef inline void input_grad(Layout* lay, Bufs* w, const floating* params, Py_ssize_t nb,
-                            int i, int nt) noexcept nogil:
-    """G[i-1] = (G[i] W_i^T) * f'(layer i-1's pre-activation), for i >= 1."""
+                            int i, int nt, const Mode* mode) noexcept nogil:
+    """G[i-1] = (G[i] W_i^T) * mask_i * f'(layer i-1's pre-activation), for i >= 1 (the
+    mask and scale of layer i's input dropout, if this pass applies it)."""
     cdef LayerSpec* ly = &lay.layer[i]
+    cdef Dropout dr
+    cdef int drop = drops(mode, ly)
+    if drop:
+        layer_dropout(&dr, mode, ly, i)
     pgemm_ep(NoTrans, Trans, <int>nb, <int>ly.n_in, <int>ly.n_out, <floating>1,
              <floating*>w.G[i], <int>ly.n_out, params + ly.w_off, <int>ly.n_out, <floating>0,
              <floating*>w.G[i - 1], <int>ly.n_in, nt, EP_BACKWARD, lay.layer[i - 1].act, NULL,
-             <floating*>w.A[i], <floating*>w.P[i], NULL)
+             <floating*>w.A[i], <floating*>w.P[i], NULL, &dr if drop else NULL, NULL,
+             w.M[i] if drop else NULL)
 
 
 cdef inline int layer_grads(Layout* lay, Bufs* w, floating* params, floating* grads,
                             const floating* X, Py_ssize_t nb, floating beta, int nt, int i,
-                            StepCtx* c, floating l2coef, floating* bk, int last) noexcept nogil:
-    """dW_i = z^T G[i], db_i = sum G[i] (beta = 1 accumulates into grads); with a training
-    step c, + l2coef * W_i, then the layer's update. Returns 1 if it left all finite."""
+                            StepCtx* c, floating l2coef, floating* bk, int last,
+                            const Mode* mode) noexcept nogil:
+    """dW_i = z^T G[i] (z: the layer's input after dropout), db_i = sum G[i] (beta = 1
+    accumulates into grads); with a training step c, + l2coef * W_i, then the layer's
+    update. Returns 1 if it left all finite."""
     cdef LayerSpec* ly = &lay.layer[i]
     cdef Py_ssize_t j
     cdef const floating* src = X if i == 0 else <floating*>w.A[i]
     cdef floating* dw = grads + ly.w_off
+    if drops(mode, ly):
+        src = <floating*>w.D[i]
     pgemm(Trans, NoTrans, <int>ly.n_in, <int>ly.n_out, <int>nb, <floating>1, src,
           <int>ly.n_in, <floating*>w.G[i], <int>ly.n_out, beta, dw, <int>ly.n_out, nt)
     column_sums(<floating*>w.G[i], nb, ly.n_out, grads + ly.b_off, beta, nt)
@@ -652,30 +877,42 @@ cdef inline int layer_grads(Layout* lay, Bufs* w, floating* params, floating* gr
 
 cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
                   const floating* X, Py_ssize_t nb, floating* dX, floating beta, int nt,
-                  StepCtx* c, floating l2coef, int last) noexcept nogil:
-    """From G[L-1] = dE/d(pre of the output), layer by layer down: the input gradient
-    g_{i-1} = (g_i W_i^T) * f'(z_i) (and dX, the network's, only if given), dW = z^T g and
-    db = sum g (beta = 1 accumulates into grads).
+                  StepCtx* c, floating l2coef, int last, const Mode* mode) noexcept nogil:
+    """From G[L-1] = dE/d(pre of the output), layer by layer down: through batch norm
+    (dgamma, dbeta, then G[i] := dE/d(z W + b)), the input gradient
+    g_{i-1} = (g_i W_i^T) * mask_i * f'(z_i) (and dX, the network's, only if given),
+    dW = drop(z)^T g and db = sum g (beta = 1 accumulates into grads).
 
     With a training step c, each layer also gets l2coef * W added to dW and is updated
-    (update_range) as soon as its dW and db are known, while they are still in cache; its
+    (update_layer) as soon as its dW and db are known, while they are still in cache; its
     input gradient comes first, as it needs the old W. A direct unsharded step is backed up
     only if may_overflow cannot rule out an overflow. Returns 1 if every updated parameter
     is finite (-1: not, and no backup was made; cannot happen if may_overflow is right).
     """
     cdef int i, L = lay.L, ok = 1
+    cdef LayerSpec* ly
     cdef LayerSpec* first = &lay.layer[0]
     cdef floating* bk = NULL
+    cdef Dropout dr
     if c != NULL and (not c.checked or may_overflow(c, params, nb, beta, l2coef)):
         bk = <floating*>c.backup
     for i in range(L - 1, -1, -1):
+        ly = &lay.layer[i]
+        if ly.batch_norm:
+            bn_backward(<floating*>w.G[i], <floating*>w.XH[i], params + ly.g_off,
+                        w.S[i] + 2 * ly.n_out, nb, ly.n_out, grads + ly.g_off,
+                        grads + ly.be_off, beta, mode.training, nt)
         if i > 0:
-            input_grad(lay, w, params, nb, i, nt)
+            input_grad(lay, w, params, nb, i, nt, mode)
         elif dX != NULL:
             pgemm(NoTrans, Trans, <int>nb, <int>first.n_in, <int>first.n_out, <floating>1,
                   <floating*>w.G[0], <int>first.n_out, params + first.w_off,
                   <int>first.n_out, <floating>0, dX, <int>first.n_in, nt)
-        ok &= layer_grads(lay, w, params, grads, X, nb, beta, nt, i, c, l2coef, bk, last)
+            if drops(mode, first):
+                layer_dropout(&dr, mode, first, 0)
+                mask_block(dX, w.M[0], first.n_in, 0, nb, 0, first.n_in, dr.scale)
+        ok &= layer_grads(lay, w, params, grads, X, nb, beta, nt, i, c, l2coef, bk, last,
+                          mode)
     if c != NULL and not ok and bk == NULL:
         return -1
     return ok
@@ -713,7 +950,7 @@ def batch_shards(Plan plan, Py_ssize_t batch, int nt):
     cdef Layout* lay = &plan.lay
     cdef int i
     cdef double biggest = 0, f, step = 0
-    if nt <= 1:
+    if nt <= 1 or lay.any_bn:       # batch norm needs the statistics of the whole batch
         return 1
     for i in range(lay.L):
         f = 2.0 * batch * lay.layer[i].n_in * lay.layer[i].n_out
@@ -728,18 +965,20 @@ def batch_shards(Plan plan, Py_ssize_t batch, int nt):
 cdef double shard_step(Layout* lay, Bufs* sb, const floating* params, floating* g,
                        const floating* xb, const floating* tb, const long long* lb,
                        const floating* swb, Py_ssize_t rows, floating scale, int loss,
-                       int count_acc, double* correct, floating beta) noexcept nogil:
-    """Forward, loss and backward of one shard's rows into g (g := beta*g + its gradient)."""
+                       int count_acc, double* correct, floating beta,
+                       const Mode* mode) noexcept nogil:
+    """Forward, loss and backward of one shard's rows into g (g := beta*g + its gradient);
+    mode.row0 is the shard's first row in the batch (its dropout masks)."""
     cdef double e
     cdef int L = lay.L
     cdef Py_ssize_t k = lay.units[L]
-    forward(lay, sb, params, xb, rows, NULL, 1, NULL)
+    forward(lay, sb, params, xb, rows, NULL, 1, NULL, mode)
     e = loss_and_output_grad(loss, lay.layer[L - 1].act, <floating*>sb.A[L],
                              <floating*>sb.P[L], tb, lb, swb, rows, k, scale,
                              <floating*>sb.G[L - 1], 1)
     if count_acc:
         correct[0] = count_correct(loss, <floating*>sb.A[L], tb, lb, rows, k)
-    backward(lay, sb, <floating*>params, g, xb, rows, NULL, beta, 1, NULL, 0, 0)
+    backward(lay, sb, <floating*>params, g, xb, rows, NULL, beta, 1, NULL, 0, 0, mode)
     return e
 
 
@@ -789,12 +1028,27 @@ cdef check_workspace(Plan plan, Workspace ws, params, str kind):
                          f"{ws.dtype}")
 
 
+cdef double* running_stats(Plan plan, running) except? NULL:
+    """The float64 running statistics of the plan's batch norm (NULL when it has none)."""
+    if plan.n_stats == 0:
+        return NULL
+    if (not isinstance(running, np.ndarray) or running.dtype != np.float64
+            or running.shape != (plan.n_stats,) or not running.flags.c_contiguous
+            or not running.flags.writeable):
+        raise ValueError(f"running must be the network's float64 batch-norm statistics "
+                         f"({plan.n_stats} entries)")
+    return <double*>cnp.PyArray_DATA(running)
+
+
 def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[:, ::1] X,
-            floating[:, ::1] out, int nt):
-    """out = network(X), in chunks of the workspace capacity."""
+            floating[:, ::1] out, int nt, running=None):
+    """out = network(X) in evaluation mode (no dropout; batch norm with the running
+    statistics ``running``), in chunks of the workspace capacity."""
     cdef Py_ssize_t n = X.shape[0], s, nb, cap = ws.capacity
     cdef Py_ssize_t d = X.shape[1], k = out.shape[1]
+    cdef Mode mode = EVAL
     check_workspace(plan, ws, np.asarray(params), "predict")
+    mode.running = running_stats(plan, running)
     if d != plan.lay.units[0] or k != plan.lay.units[plan.lay.L] or out.shape[0] != n:
         raise ValueError("X and out must have the network's inputs and outputs as columns")
     if n == 0:
@@ -804,18 +1058,22 @@ def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[
         while s < n:
             nb = min(cap, n - s)
             forward(&plan.lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, &out[0, 0] + s * k, nt,
-                    NULL)
+                    NULL, &mode)
             s += nb
 
 
 def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
                        floating[::1] grads, Samples data, int loss, floating[:, ::1] dX=None,
-                       double l2=0, int nt=1):
+                       double l2=0, int nt=1, bint training=False, seed=None, running=None):
     """Mean loss over all rows of ``data`` and its gradients into ``grads`` (accumulated
     over chunks of the workspace capacity), and dE/dX into dX if given.
 
     With sample weights the mean is weighted (divided by the sum of weights); l2 adds
-    ``l2 / sum_w * W`` to the weight gradients only (scikit-learn's alpha).
+    ``l2 / sum_w * W`` to the weight gradients only (scikit-learn's alpha). ``training``:
+    dropout with the masks of ``seed`` (row r's mask as in a batch holding all the rows)
+    and batch norm with the batch's statistics (the workspace must then hold every row);
+    else no dropout and batch norm with the running statistics. The running statistics
+    are never changed here.
     """
     cdef Layout* lay = &plan.lay
     cdef Py_ssize_t n = data.n, s = 0, nb, cap = ws.capacity
@@ -826,8 +1084,16 @@ def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
     cdef const floating* T = <const floating*>data.t
     cdef const floating* sw = <const floating*>data.sw
     cdef floating* dxp = NULL
+    cdef Mode mode = EVAL
     check_workspace(plan, ws, np.asarray(params), "gradients")
     data.check(plan, ws.dtype)
+    mode.running = running_stats(plan, running)
+    mode.training = training
+    if training:
+        mode.key = mix64(<unsigned long long>(0 if seed is None else seed) & 0xFFFFFFFFFFFFFFFFull)
+        if plan.lay.any_bn and ws.capacity < data.n:
+            raise ValueError("batch norm in training mode needs every row in one batch: a "
+                             "workspace of capacity >= n")
     if grads.shape[0] != plan.n_params:
         raise ValueError("grads must have one entry per parameter")
     if dX is not None:
@@ -841,14 +1107,15 @@ def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
     with nogil:
         while s < n:
             nb = min(cap, n - s)
-            forward(lay, &ws.b, &params[0], X + s * d, nb, NULL, nt, NULL)
+            mode.row0 = s
+            forward(lay, &ws.b, &params[0], X + s * d, nb, NULL, nt, NULL, &mode)
             total += loss_and_output_grad(
                 loss, lay.layer[lay.L - 1].act, <floating*>ws.b.A[lay.L],
                 <floating*>ws.b.P[lay.L], T + s * k if T != NULL else NULL,
                 data.lab + s if data.lab != NULL else NULL, sw + s if sw != NULL else NULL,
                 nb, k, scale, <floating*>ws.b.G[lay.L - 1], nt)
             backward(lay, &ws.b, <floating*>&params[0], &grads[0], X + s * d, nb,
-                     dxp + s * d if dxp != NULL else NULL, beta, nt, NULL, 0, 0)
+                     dxp + s * d if dxp != NULL else NULL, beta, nt, NULL, 0, 0, &mode)
             beta = 1
             s += nb
         if l2 != 0:
@@ -926,6 +1193,11 @@ cdef class TrainState:
     The optimizer's weight decay and the L1 penalty apply to the weights only, unless
     ``decay_biases``. All of it happens in the update pass (the norm: one pass before).
 
+    Dropout masks come from the key of (``dropout_seed``, the step count t, the layer) and
+    the entry's place in its batch: the same for any thread count, and after a checkpoint
+    (t is the optimizer's). Batch norm normalizes with the batch's statistics and folds
+    them into ``running`` (the network's, momentum ``bn_momentum``) at each step.
+
     ``n_threads`` splits the work; ``run_threads`` (<= n_threads, settable between calls)
     is how many threads run it: results do not depend on it.
     """
@@ -942,12 +1214,14 @@ cdef class TrainState:
     cdef readonly double loss_sum, weight_sum, correct
     cdef readonly Py_ssize_t samples
     cdef readonly bint shuffled
+    cdef readonly object running
 
     def __cinit__(self, Plan plan, params, Workspace workspace, OptimizerConfig optimizer,
                   OptimizerState optimizer_state, int loss, *, Py_ssize_t batch_size,
                   int n_threads=1, bint count_correct=False, double l2=0, rng=None,
                   double l1=0, bint decay_biases=False, clip_value=None, clip_norm=None,
-                  max_norm=None):
+                  max_norm=None, running=None, dropout_seed=0, double bn_momentum=0.1,
+                  double bn_eps=1e-5):
         cdef StepCtx* c = &self.ctx
         for name, v in (("l2", l2), ("l1", l1), ("clip_value", clip_value),
                         ("clip_norm", clip_norm), ("max_norm", max_norm)):
@@ -1001,7 +1275,16 @@ cdef class TrainState:
         # update takes it as it is
         c.direct = (accumulates_momentum(&c.opt) and c.l1 == 0 and c.clip_norm == 0
                     and c.clip_value == INFINITY)
-        c.checked = c.direct and c.shards == 1
+        # batch norm's backward has no bound for the overflow check: back up every step
+        c.checked = c.direct and c.shards == 1 and not plan.lay.any_bn
+        c.mode = EVAL
+        c.mode.training = 1
+        c.mode.update_running = 1
+        c.mode.bn_momentum = bn_momentum
+        c.mode.bn_eps = bn_eps
+        c.mode.running = running_stats(plan, running)
+        self.running = running
+        c.dropout_seed = <unsigned long long>(int(dropout_seed) & 0xFFFFFFFFFFFFFFFF)
         self._check_buffers()
         c.grads = (optimizer_state.buf.momentum_buffer if c.direct
                    else cnp.PyArray_DATA(workspace.grads))
@@ -1130,6 +1413,7 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
     cdef double bl, wsum, correct = 0
     cdef double shard_loss[256]
     cdef double shard_correct[256]
+    cdef Mode shard_mode[256]
     cdef floating scale, beta = 0
     cdef floating* bk = NULL
     cdef double gsum = 0
@@ -1156,10 +1440,14 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
         swb = sw + s if sw != NULL else NULL
     wsum = weight_sum(swb, nb) if swb != NULL else <double>nb
     scale = <floating>(1.0 / wsum)
+    c.mode.key = mix64(c.dropout_seed + 0x9E3779B97F4A7C15ull * <unsigned long long>(c.t + 1))
     if c.direct and c.t > 0:
         beta = 1 if c.scaled else <floating>c.opt.momentum
     sharded = S > 1 and nb >= S * SHARD_MIN_ROWS
     if sharded:
+        for t in range(S):
+            shard_mode[t] = c.mode
+            shard_mode[t].row0 = nb * t // S
         for t in prange(S, num_threads=run_threads(S), schedule="static"):
             r0 = nb * t // S
             r1 = nb * (t + 1) // S
@@ -1170,7 +1458,7 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
                 lay, &c.shard[t], params, gt, xb + r0 * d,
                 tb + r0 * k if tb != NULL else NULL, lb + r0 if lb != NULL else NULL,
                 swb + r0 if swb != NULL else NULL, r1 - r0, scale, c.loss, c.count_correct,
-                &shard_correct[t], beta if t == 0 else <floating>0)
+                &shard_correct[t], beta if t == 0 else <floating>0, &shard_mode[t])
         bl = 0
         for t in range(S):
             bl += shard_loss[t]
@@ -1180,7 +1468,8 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
             return LOSS_NOT_FINITE
         gsum = sum_shards(g, sg, S - 1, P, c.n_threads)
     else:
-        forward(lay, w, params, xb, nb, NULL, c.n_threads, c.input_max if c.checked else NULL)
+        forward(lay, w, params, xb, nb, NULL, c.n_threads, c.input_max if c.checked else NULL,
+                &c.mode)
         bl = loss_and_output_grad(c.loss, lay.layer[L - 1].act, <floating*>w.A[L],
                                   <floating*>w.P[L], tb, lb, swb, nb, k, scale,
                                   <floating*>w.G[L - 1], c.n_threads)
@@ -1190,7 +1479,8 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
         if c.count_correct:
             correct = count_correct(c.loss, <floating*>w.A[L], tb, lb, nb, k)
         if c.checked:
-            c.input_max[0] = c.input_bound if c.input_bound >= 0 else maxabs(xb, nb, d, d)
+            c.input_max[0] = ((c.input_bound if c.input_bound >= 0 else maxabs(xb, nb, d, d))
+                              / (1.0 - lay.layer[0].in_dropout))
             c.output_grad_max = maxabs(<floating*>w.G[L - 1], nb, k, k)
     loss_out[0] = bl
     wsum_out[0] = wsum
@@ -1202,7 +1492,7 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
     c.new_buffer_max = 0
     if sharded or deferred:
         if not sharded:       # the gradients first: clipping needs their global norm
-            backward(lay, w, params, g, xb, nb, NULL, beta, c.n_threads, NULL, 0, 0)
+            backward(lay, w, params, g, xb, nb, NULL, beta, c.n_threads, NULL, 0, 0, &c.mode)
         if c.l2 != 0:
             add_l2(lay, params, g, <floating>(c.l2 / wsum))
         if deferred:
@@ -1214,7 +1504,7 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
         c.grad_scale = 1
     else:
         ok = backward(lay, w, params, g, xb, nb, NULL, beta, c.n_threads, c,
-                      <floating>(c.l2 / wsum), last)
+                      <floating>(c.l2 / wsum), last, &c.mode)
     if c.direct:
         c.scaled = not last
     if ok < 0 or (sharded and not ok and bk == NULL):
@@ -1309,3 +1599,30 @@ def params_finite(const floating[::1] params, int nt=1):
     with nogil:
         ok = all_finite(&params[0], params.shape[0], nt)
     return bool(ok)
+
+
+def dropout_mask(seed, int level, double rate, Py_ssize_t rows, Py_ssize_t cols,
+                 step=None):
+    """The 0/1 mask (rows, cols) of the dropout on the input of layer ``level``: as
+    ``loss_and_gradients(training=True, seed=seed)`` draws it (step None), or as the
+    training step ``step`` (the optimizer's t) of a TrainState with dropout_seed ``seed``
+    draws it for its batch."""
+    cdef Mode mode = EVAL
+    cdef LayerSpec ly
+    cdef Dropout dr
+    cdef unsigned long long s = <unsigned long long>(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    if not 0 <= rate < 1:
+        raise ValueError(f"rate must be in [0, 1), got {rate}")
+    mode.training = 1
+    mode.key = (mix64(s) if step is None
+                else mix64(s + 0x9E3779B97F4A7C15ull * <unsigned long long>(int(step) + 1)))
+    ly.in_dropout = rate
+    layer_dropout(&dr, &mode, &ly, level)
+    ones = np.ones((rows, cols))
+    out = np.empty((rows, cols))
+    mask = np.zeros((rows, cols), dtype=np.uint8)
+    cdef double[:, ::1] a = ones, d = out
+    cdef unsigned char[:, ::1] m = mask
+    if rows and cols:
+        dropout_block(&a[0, 0], &d[0, 0], &m[0, 0], cols, 0, rows, 0, cols, &dr)
+    return mask

@@ -23,6 +23,29 @@ cpdef enum Loss:
 cdef enum:
     PARALLEL_MIN = 32768          # elements below which elementwise loops stay serial
 
+cdef struct Dropout:
+    # one layer's dropout in one step: entry (row0 + r, c) of a (rows x ld) matrix is kept
+    # when its hash under the key (ka, kb) is at least p24 (rate p = p24 / 2^24)
+    double rate
+    double scale              # 1 / (1 - rate)
+    unsigned int ka, kb, p24
+    Py_ssize_t row0
+
+
+cdef void dropout_block(const floating* a, floating* d, unsigned char* m, Py_ssize_t ld,
+                        Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
+                        const Dropout* dr) noexcept nogil
+cdef void mask_block(floating* g, const unsigned char* m, Py_ssize_t ld, Py_ssize_t r0,
+                     Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1, double scale) noexcept nogil
+cdef void bn_forward(floating* pre, const floating* b, const floating* gamma,
+                     const floating* beta, floating* xhat, double* mean, double* var,
+                     double* istd, Py_ssize_t n, Py_ssize_t k, double eps,
+                     const double* run_mean, const double* run_var, int training,
+                     int nt) noexcept nogil
+cdef void bn_backward(floating* g, const floating* xhat, const floating* gamma,
+                      const double* istd, Py_ssize_t n, Py_ssize_t k, floating* dgamma,
+                      floating* dbeta, floating beta_acc, int training, int nt) noexcept nogil
+
 cdef int needs_pre(int act) noexcept nogil
 cdef int run_threads(int want) noexcept nogil
 cdef int thread_cap() noexcept nogil

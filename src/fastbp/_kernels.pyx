@@ -7,7 +7,7 @@ are in _optim.pyx.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport INFINITY, exp, expf, expm1, log, log1p, tanh, fabs
+from libc.math cimport INFINITY, exp, expf, expm1, log, log1p, tanh, fabs, sqrt
 
 cdef extern from "_simd.h" nogil:
     float fbp_tanhf(float x)
@@ -23,6 +23,14 @@ cdef extern from "_simd.h" nogil:
     void fbp_relu_backward(float* g, const float* y, Py_ssize_t k, float slope)
     void fbp_colsum_f32(const float* g, Py_ssize_t n, Py_ssize_t ld, float* out, Py_ssize_t k,
                         float beta)
+    void fbp_dropout_f32(const float* a, float* d, unsigned char* m, Py_ssize_t k,
+                         unsigned int idx0, unsigned int ka, unsigned int kb,
+                         unsigned int p24, float scale)
+    void fbp_dropout_f64(const double* a, double* d, unsigned char* m, Py_ssize_t k,
+                         unsigned int idx0, unsigned int ka, unsigned int kb,
+                         unsigned int p24, double scale)
+    void fbp_apply_mask_f32(float* g, const unsigned char* m, Py_ssize_t k, float scale)
+    void fbp_apply_mask_f64(double* g, const unsigned char* m, Py_ssize_t k, double scale)
     double fbp_maxabs_f32(const float* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld)
     double fbp_maxabs_f64(const double* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld)
 
@@ -501,6 +509,148 @@ cdef double count_correct(int loss, const floating* out, const floating* T,
                         want = j
             c += best == want
     return c
+
+
+# ---- dropout -----------------------------------------------------------------------------
+
+cdef void dropout_block(const floating* a, floating* d, unsigned char* m, Py_ssize_t ld,
+                        Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
+                        const Dropout* dr) noexcept nogil:
+    """d = a * mask * scale and m = mask on rows [r0, r1) x columns [c0, c1) of (., ld)
+    arrays (serial; the mask of an entry depends only on the key and its place)."""
+    cdef Py_ssize_t r
+    cdef unsigned int idx
+    for r in range(r0, r1):
+        idx = <unsigned int>((dr.row0 + r) * ld + c0)
+        if floating is float:
+            fbp_dropout_f32(a + r * ld + c0, d + r * ld + c0, m + r * ld + c0, c1 - c0, idx,
+                            dr.ka, dr.kb, dr.p24, <float>dr.scale)
+        else:
+            fbp_dropout_f64(a + r * ld + c0, d + r * ld + c0, m + r * ld + c0, c1 - c0, idx,
+                            dr.ka, dr.kb, dr.p24, dr.scale)
+
+
+cdef void mask_block(floating* g, const unsigned char* m, Py_ssize_t ld, Py_ssize_t r0,
+                     Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1, double scale) noexcept nogil:
+    """g *= m * scale on rows [r0, r1) x columns [c0, c1) (the dropout's backward)."""
+    cdef Py_ssize_t r
+    for r in range(r0, r1):
+        if floating is float:
+            fbp_apply_mask_f32(g + r * ld + c0, m + r * ld + c0, c1 - c0, <float>scale)
+        else:
+            fbp_apply_mask_f64(g + r * ld + c0, m + r * ld + c0, c1 - c0, scale)
+
+
+# ---- batch normalization -------------------------------------------------------------------
+# Per column (unit) j of a layer's pre-activation x = z W + b over the n rows of a batch:
+# training uses the batch's mean and (biased) variance, evaluation the running ones;
+# xhat = (x - mean) / sqrt(var + eps), h = gamma * xhat + beta. Sums are taken in float64,
+# rows in order, columns in blocks (the same for any thread count).
+
+cdef Py_ssize_t BN_BLOCK = 64
+
+
+cdef void bn_forward(floating* pre, const floating* b, const floating* gamma,
+                     const floating* beta, floating* xhat, double* mean, double* var,
+                     double* istd, Py_ssize_t n, Py_ssize_t k, double eps,
+                     const double* run_mean, const double* run_var, int training,
+                     int nt) noexcept nogil:
+    """pre (n, k) := gamma * xhat + beta, xhat (kept in ``xhat`` unless NULL) from the
+    batch statistics (training: mean, var, istd = 1/sqrt(var + eps) written) or from the
+    running ones (mean, var, istd still written)."""
+    cdef Py_ssize_t c, nblocks = (k + BN_BLOCK - 1) // BN_BLOCK
+    cdef int t = threads_for(n * k, nt)
+    if t > 1 and nblocks > 1:
+        for c in prange(nblocks, num_threads=t, schedule="static"):
+            _bn_forward_block(pre, b, gamma, beta, xhat, mean, var, istd, n, k, eps, run_mean,
+                              run_var, training, c * BN_BLOCK, min(k, (c + 1) * BN_BLOCK))
+    else:
+        for c in range(nblocks):
+            _bn_forward_block(pre, b, gamma, beta, xhat, mean, var, istd, n, k, eps, run_mean,
+                              run_var, training, c * BN_BLOCK, min(k, (c + 1) * BN_BLOCK))
+
+
+cdef inline void _bn_forward_block(floating* pre, const floating* b, const floating* gamma,
+                                   const floating* beta, floating* xhat, double* mean,
+                                   double* var, double* istd, Py_ssize_t n, Py_ssize_t k,
+                                   double eps, const double* run_mean, const double* run_var,
+                                   int training, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef double x, xh
+    if training:
+        for j in range(c0, c1):
+            mean[j] = 0
+            var[j] = 0
+        for r in range(n):
+            for j in range(c0, c1):
+                mean[j] += <double>(pre[r * k + j] + b[j])
+        for j in range(c0, c1):
+            mean[j] /= n
+        for r in range(n):
+            for j in range(c0, c1):
+                x = <double>(pre[r * k + j] + b[j]) - mean[j]
+                var[j] += x * x
+        for j in range(c0, c1):
+            var[j] /= n
+    else:
+        for j in range(c0, c1):
+            mean[j] = run_mean[j]
+            var[j] = run_var[j]
+    for j in range(c0, c1):
+        istd[j] = 1.0 / sqrt(var[j] + eps)
+    for r in range(n):
+        for j in range(c0, c1):
+            xh = (<double>(pre[r * k + j] + b[j]) - mean[j]) * istd[j]
+            if xhat != NULL:
+                xhat[r * k + j] = <floating>xh
+            pre[r * k + j] = <floating>(gamma[j] * xh + beta[j])
+
+
+cdef void bn_backward(floating* g, const floating* xhat, const floating* gamma,
+                      const double* istd, Py_ssize_t n, Py_ssize_t k, floating* dgamma,
+                      floating* dbeta, floating beta_acc, int training, int nt) noexcept nogil:
+    """From g = dE/dh (n, k): dgamma := beta_acc*dgamma + sum g*xhat, dbeta := beta_acc*dbeta
+    + sum g, and g := dE/dx: gamma*istd*(g - mean(g) - xhat*mean(g*xhat)) with the batch
+    statistics (training), gamma*istd*g with the running ones."""
+    cdef Py_ssize_t c, nblocks = (k + BN_BLOCK - 1) // BN_BLOCK
+    cdef int t = threads_for(n * k, nt)
+    if t > 1 and nblocks > 1:
+        for c in prange(nblocks, num_threads=t, schedule="static"):
+            _bn_backward_block(g, xhat, gamma, istd, n, k, dgamma, dbeta, beta_acc, training,
+                               c * BN_BLOCK, min(k, (c + 1) * BN_BLOCK))
+    else:
+        for c in range(nblocks):
+            _bn_backward_block(g, xhat, gamma, istd, n, k, dgamma, dbeta, beta_acc, training,
+                               c * BN_BLOCK, min(k, (c + 1) * BN_BLOCK))
+
+
+cdef inline void _bn_backward_block(floating* g, const floating* xhat, const floating* gamma,
+                                    const double* istd, Py_ssize_t n, Py_ssize_t k,
+                                    floating* dgamma, floating* dbeta, floating beta_acc,
+                                    int training, Py_ssize_t c0,
+                                    Py_ssize_t c1) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef double sg[64]
+    cdef double sgx[64]
+    cdef double a
+    for j in range(c0, c1):
+        sg[j - c0] = 0
+        sgx[j - c0] = 0
+    for r in range(n):
+        for j in range(c0, c1):
+            sg[j - c0] += <double>g[r * k + j]
+            sgx[j - c0] += <double>g[r * k + j] * <double>xhat[r * k + j]
+    for j in range(c0, c1):
+        dbeta[j] = <floating>(beta_acc * dbeta[j] + sg[j - c0])
+        dgamma[j] = <floating>(beta_acc * dgamma[j] + sgx[j - c0])
+    for r in range(n):
+        for j in range(c0, c1):
+            a = gamma[j] * istd[j]
+            if training:
+                g[r * k + j] = <floating>(a * (<double>g[r * k + j] - sg[j - c0] / n
+                                               - <double>xhat[r * k + j] * sgx[j - c0] / n))
+            else:
+                g[r * k + j] = <floating>(a * g[r * k + j])
 
 
 # ---- Python shims used only by the tests ---------------------------------------------

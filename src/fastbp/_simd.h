@@ -130,6 +130,43 @@ static inline double fbp_maxabs_f64(const double *x, ptrdiff_t m, ptrdiff_t n, p
     return fbp_bits_f64(fbp_maxabs_bits_f64(x, m, n, ld));
 }
 
+/* Dropout masks from a counter-based hash: entry idx of a batch's (rows x width) matrix is
+ * kept when hash(idx, key) >> 8 >= p24 (rate p = p24 / 2^24), so a mask depends only on
+ * the key (seed, step, layer) and the entry, never on threads or blocks. */
+static inline unsigned int fbp_hash32(unsigned int x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+static inline unsigned int fbp_keep(unsigned int idx, unsigned int ka, unsigned int kb,
+                                    unsigned int p24) {
+    return (fbp_hash32(fbp_hash32(idx * 0x9e3779b1u + ka) ^ kb) >> 8) >= p24;
+}
+/* d = a * m * scale with m[j] the mask of entry idx0 + j; m stored as 0/1 bytes */
+#define FBP_DROPOUT(NAME, T)                                                                \
+FBP_CLONES static void NAME(const T *restrict a, T *restrict d, unsigned char *restrict m,  \
+                            ptrdiff_t k, unsigned int idx0, unsigned int ka, unsigned int kb, \
+                            unsigned int p24, T scale) {                                    \
+    for (ptrdiff_t j = 0; j < k; j++) {                                                     \
+        unsigned int keep = fbp_keep(idx0 + (unsigned int)j, ka, kb, p24);                  \
+        m[j] = (unsigned char)keep;                                                         \
+        d[j] = a[j] * (keep ? scale : (T)0);                                                \
+    }                                                                                       \
+}
+FBP_DROPOUT(fbp_dropout_f32, float)
+FBP_DROPOUT(fbp_dropout_f64, double)
+/* g *= m * scale */
+#define FBP_APPLY_MASK(NAME, T)                                                             \
+FBP_CLONES static void NAME(T *restrict g, const unsigned char *restrict m, ptrdiff_t k,    \
+                            T scale) {                                                      \
+    for (ptrdiff_t j = 0; j < k; j++) g[j] *= m[j] ? scale : (T)0;                          \
+}
+FBP_APPLY_MASK(fbp_apply_mask_f32, float)
+FBP_APPLY_MASK(fbp_apply_mask_f64, double)
+
 /* out[j] = beta*out[j] + sum over i (in order) of g[i*ld + j], j < k */
 FBP_CLONES static void fbp_colsum_f32(const float *restrict g, ptrdiff_t n, ptrdiff_t ld,
                                       float *restrict out, ptrdiff_t k, float beta) {

@@ -19,8 +19,8 @@ from .network import Network
 __all__ = ["gradient_check", "gradient_norms", "health", "HealthReport", "GradientNormRecorder"]
 
 
-def gradient_check(net, X, Y, loss=None, eps=None, floor=1e-6, max_checks=None, seed=0,
-                   return_details=False):
+def gradient_check(net, X, Y, loss=None, eps=None, floor=1e-6, max_checks=None, seed=None,
+                   return_details=False, training=False):
     """Compare BP gradients with float64 central finite differences.
 
     Returns ``max_i |g_bp - g_fd| / max(|g_bp|, |g_fd|, floor)`` over the checked entries of
@@ -28,8 +28,11 @@ def gradient_check(net, X, Y, loss=None, eps=None, floor=1e-6, max_checks=None, 
     With ``max_checks`` set, that many entries are sampled at random (per kind) instead of
     all of them. Perturbations across a kink (ReLU at 0, step) can give spurious errors.
     ``loss`` None: the output activation's (softmax: cross_entropy, sigmoid:
-    binary_cross_entropy, else mse), as everywhere in fastbp.
+    binary_cross_entropy, else mse), as everywhere in fastbp. ``training=True`` checks the
+    training pass: dropout with the fixed masks of ``seed`` (None: 0), batch norm with the
+    statistics of X. ``seed`` also picks the sampled entries.
     """
+    seed = 0 if seed is None else seed
     if not isinstance(net, Network):
         raise TypeError(f"net must be a fastbp.Network, got {type(net).__name__}")
     eps = 1e-6 if eps is None else float(eps)
@@ -40,7 +43,8 @@ def gradient_check(net, X, Y, loss=None, eps=None, floor=1e-6, max_checks=None, 
     X = np.array(X, dtype=np.float64, copy=True)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D, got shape {X.shape}")
-    _, grads = ref.loss_and_gradients(X, Y, loss=name, inputs=True)
+    _, grads = ref.loss_and_gradients(X, Y, loss=name, inputs=True, training=training,
+                                      seed=seed)
     rng = np.random.default_rng(seed)
 
     def pick(n):
@@ -58,9 +62,9 @@ def gradient_check(net, X, Y, loss=None, eps=None, floor=1e-6, max_checks=None, 
         for j, i in enumerate(idx):
             old = flat[i]
             flat[i] = old + eps
-            up = ref.loss(X, Y, loss=name)
+            up = ref.loss(X, Y, loss=name, training=training, seed=seed)
             flat[i] = old - eps
-            down = ref.loss(X, Y, loss=name)
+            down = ref.loss(X, Y, loss=name, training=training, seed=seed)
             flat[i] = old
             fd[j] = (up - down) / (2 * eps)
         return fd

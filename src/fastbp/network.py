@@ -1,8 +1,11 @@
 """Network: fully-connected layers over one flat parameter buffer.
 
 Layer l computes ``a_l = f_l(z_{l-1} @ W_l + b_l)`` with ``W_l`` of shape
-``(n_in, n_out)``. All weights and biases live in one contiguous array; the
-``weights`` and ``biases`` lists are writable views into it.
+``(n_in, n_out)``; with batch normalization, ``a_l = f_l(gamma_l * xhat + beta_l)`` where
+``xhat`` normalizes ``z_{l-1} @ W_l + b_l`` per unit; with dropout, a training pass drops
+(and scales by 1/(1-p)) entries of a layer's input. All weights, biases, gammas and betas
+live in one contiguous array (``weights``, ``biases``, ``gammas``, ``betas`` are writable
+views into it); batch norm's running statistics in a second, float64.
 """
 from dataclasses import dataclass
 
@@ -16,27 +19,63 @@ from ._validation import (as_float_matrix, check_dtype, check_number, check_posi
 __all__ = ["Network", "Gradients"]
 
 _MAGIC = b"FASTBPNN"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2        # 2: dropout, batch norm and its running statistics
+_READS = (1, 2)
 PREDICT_CHUNK = 2048   # rows per forward pass in predict / loss_and_gradients
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1     # as torch.nn.BatchNorm1d
 
 
 @dataclass
 class Gradients:
-    """dE/dW, dE/db per layer (views into one flat buffer) and dE/dX (or None)."""
+    """dE/dW, dE/db per layer (views into one flat buffer), dE/dgamma and dE/dbeta (None
+    for layers without batch norm) and dE/dX (or None)."""
     weights: list
     biases: list
     inputs: object
     flat: np.ndarray
+    gammas: list = None
+    betas: list = None
 
 
-def _layer_views(flat, sizes):
-    ws, bs, off = [], [], 0
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+def _layer_views(flat, sizes, bn):
+    """(weights, biases, gammas, betas) views of a flat buffer in the engine's layout."""
+    ws, bs, gs, betas, off = [], [], [], [], 0
+    for n_in, n_out, norm in zip(sizes[:-1], sizes[1:], bn):
         ws.append(flat[off:off + n_in * n_out].reshape(n_in, n_out))
         off += n_in * n_out
         bs.append(flat[off:off + n_out])
         off += n_out
-    return ws, bs
+        if norm:
+            gs.append(flat[off:off + n_out])
+            betas.append(flat[off + n_out:off + 2 * n_out])
+            off += 2 * n_out
+        else:
+            gs.append(None)
+            betas.append(None)
+    return ws, bs, gs, betas
+
+
+def _per_hidden(value, n_hidden, name, check):
+    """One value per hidden layer from a scalar or a list of n_hidden."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * n_hidden
+    if len(values) != n_hidden:
+        raise ValueError(f"{name}: expected one value per hidden layer ({n_hidden}), "
+                         f"got {len(values)}")
+    return [check(v) for v in values]
+
+
+def _rate(name):
+    def check(v):
+        return check_number(v, name, low=0, high=1, high_open=True)
+    return check
+
+
+def _flag(name):
+    def check(v):
+        if not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool (or a list of bools), got {v!r}")
+        return bool(v)
+    return check
 
 
 class Network:
@@ -55,10 +94,22 @@ class Network:
     dtype : {"float32", "float64"}
     seed : int, numpy.random.Generator or None
         Same seed -> identical weights.
+    dropout : float or list of float
+        Inverted dropout on each hidden layer's output (one rate, or one per hidden layer),
+        in [0, 1): training passes zero each entry with that probability and scale the
+        rest by 1/(1-p); ``predict`` and evaluation passes do not.
+    input_dropout : float
+        The same on the network's inputs.
+    batch_norm : bool or list of bool
+        Batch normalization between each hidden layer's product and its activation
+        (``f(gamma * (z W + b - mean) / sqrt(var + 1e-5) + beta)``), with learnable
+        ``gammas`` (start 1) and ``betas`` (start 0); training uses the batch's mean and
+        variance and folds them into ``running_means``/``running_vars`` (momentum 0.1, the
+        variance unbiased, as torch.nn.BatchNorm1d); ``predict`` uses the running ones.
     """
 
     def __init__(self, layer_sizes, activation="tanh", output="identity", init="glorot_uniform",
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, dropout=0.0, input_dropout=0.0, batch_norm=False):
         sizes = self._check_sizes(layer_sizes)
         L = len(sizes) - 1
         hidden = list(activation) if isinstance(activation, (list, tuple)) else [activation] * (L - 1)
@@ -73,9 +124,17 @@ class Network:
         self._sizes = sizes
         self._acts = tuple(acts)
         self._dtype = check_dtype(dtype)
-        self._plan = _engine.Plan([{"n_in": n_in, "n_out": n_out, "activation": int(a.code)}
-                                   for n_in, n_out, a in zip(sizes[:-1], sizes[1:], acts)])
+        self._dropout = tuple(_per_hidden(dropout, L - 1, "dropout", _rate("dropout")))
+        self._input_dropout = _rate("input_dropout")(input_dropout)
+        self._bn = tuple(_per_hidden(batch_norm, L - 1, "batch_norm", _flag("batch_norm"))) \
+            + (False,)
+        rates = (self._input_dropout,) + self._dropout
+        self._plan = _engine.Plan([
+            {"n_in": n_in, "n_out": n_out, "activation": int(a.code), "dropout": rate,
+             "batch_norm": norm}
+            for n_in, n_out, a, rate, norm in zip(sizes[:-1], sizes[1:], acts, rates, self._bn)])
         self._params = np.zeros(self._plan.n_params, dtype=self._dtype)
+        self._running = np.zeros(self._plan.n_stats, dtype=np.float64)
         self._bind_views()
         self.initialize(init, seed=seed)
 
@@ -90,10 +149,17 @@ class Network:
         return tuple(check_positive_int(s, f"layer_sizes[{i}]") for i, s in enumerate(sizes))
 
     def _bind_views(self):
-        self._weights, self._biases = _layer_views(self._params, self._sizes)
+        self._weights, self._biases, self._gammas, self._betas = _layer_views(
+            self._params, self._sizes, self._bn)
+        self._means, self._vars, off = [], [], 0
+        for n_out, norm in zip(self._sizes[1:], self._bn):
+            self._means.append(self._running[off:off + n_out] if norm else None)
+            self._vars.append(self._running[off + n_out:off + 2 * n_out] if norm else None)
+            off += 2 * n_out if norm else 0
 
     def initialize(self, init="glorot_uniform", seed=None):
-        """Re-draw every weight matrix with ``init`` (name, callable or list); zero the biases."""
+        """Re-draw every weight matrix with ``init`` (name, callable or list); zero the
+        biases; batch norm's gammas to 1, betas to 0, running means 0 and variances 1."""
         L = len(self._sizes) - 1
         inits = list(init) if isinstance(init, (list, tuple)) else [init] * L
         if len(inits) != L:
@@ -107,12 +173,28 @@ class Network:
                                  f"expected {W.shape}")
             W[...] = values
             b[...] = 0
+        for g, beta, m, v in zip(self._gammas, self._betas, self._means, self._vars):
+            if g is not None:
+                g[...], beta[...], m[...], v[...] = 1, 0, 0, 1
         return self
 
     # ---- properties --------------------------------------------------------------------
     layer_sizes = property(lambda self: self._sizes, doc="Units per layer, input first.")
     weights = property(lambda self: self._weights, doc="Live views (n_in, n_out) per layer.")
     biases = property(lambda self: self._biases, doc="Live views (n_out,) per layer.")
+    gammas = property(lambda self: self._gammas,
+                      doc="Batch norm's scales, live views per layer (None without it).")
+    betas = property(lambda self: self._betas,
+                     doc="Batch norm's shifts, live views per layer (None without it).")
+    running_means = property(lambda self: self._means,
+                             doc="Batch norm's running means (float64 views; None without it).")
+    running_vars = property(lambda self: self._vars,
+                            doc="Batch norm's running variances (float64 views; None without it).")
+    running_stats = property(lambda self: self._running,
+                             doc="All running statistics, one float64 buffer (live).")
+    dropout = property(lambda self: self._dropout, doc="Dropout rate of each hidden layer.")
+    input_dropout = property(lambda self: self._input_dropout)
+    batch_norm = property(lambda self: self._bn[:-1], doc="Batch norm on each hidden layer.")
     dtype = property(lambda self: self._dtype)
     parameters = property(lambda self: self._params, doc="The flat parameter buffer (live).")
     activations = property(lambda self: tuple(a.name for a in self._acts),
@@ -124,8 +206,13 @@ class Network:
 
     def __repr__(self):
         hidden = ",".join(self.activations[:-1]) or "-"
-        return (f"Network({list(self._sizes)}, activation={hidden}, output={self.activations[-1]}, "
-                f"dtype={self._dtype.name}, params={self._params.size})")
+        extra = ""
+        if any(self._dropout) or self._input_dropout:
+            extra += f", dropout={list(self._dropout)}, input_dropout={self._input_dropout}"
+        if any(self._bn):
+            extra += f", batch_norm={list(self.batch_norm)}"
+        return (f"Network({list(self._sizes)}, activation={hidden}, output={self.activations[-1]}"
+                f"{extra}, dtype={self._dtype.name}, params={self._params.size})")
 
     # ---- compute -----------------------------------------------------------------------
     def _workspace(self, n_rows, chunk=PREDICT_CHUNK, kind="gradients"):
@@ -142,7 +229,8 @@ class Network:
         if X.shape[0]:
             ws = self._workspace(X.shape[0], chunk_size, kind="predict")
             with blas_single_threaded():
-                _engine.predict(self._plan, ws, self._params, X, out, get_num_threads())
+                _engine.predict(self._plan, ws, self._params, X, out, get_num_threads(),
+                                self._running)
         return out
 
     def check_loss(self, loss=None):
@@ -163,7 +251,7 @@ class Network:
                                  f"gradient: networks with it can be evaluated but not trained")
 
     def loss_and_gradients(self, X, Y, loss=None, inputs=True, chunk_size=PREDICT_CHUNK,
-                           sample_weight=None, l2=0.0):
+                           sample_weight=None, l2=0.0, training=False, seed=None):
         """Mean loss over the rows of X and its gradients by backpropagation.
 
         ``loss`` None: the output activation's (softmax: cross_entropy, sigmoid:
@@ -172,7 +260,11 @@ class Network:
         the parameters) and ``grads.inputs`` (dE/dX, shape of X; None if ``inputs=False``).
         With ``sample_weight`` the mean is weighted (divided by the sum of the weights).
         ``l2`` adds ``l2 / sum_w * W`` to the weight gradients only (not the loss; this is
-        scikit-learn's ``alpha``).
+        scikit-learn's ``alpha``). ``training=True``: dropout with the masks that ``seed``
+        fixes (the same seed, the same masks) and batch norm with the statistics of all the
+        rows of X as one batch; False: no dropout and the running statistics, as
+        ``predict``. The running statistics are not changed. ``grads.gammas`` and
+        ``grads.betas`` hold batch norm's gradients.
         """
         name = self.check_loss(loss)
         self.check_trainable()
@@ -180,68 +272,101 @@ class Network:
         T, labels = targets_for_loss(Y, name, X.shape[0], self._sizes[-1], self._dtype, "Y")
         sw = check_sample_weight(sample_weight, X.shape[0], self._dtype)
         l2 = check_number(l2, "l2", low=0)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise TypeError(f"seed must be an int >= 0 or None, got {seed!r}")
         flat = np.zeros_like(self._params)
         dX = np.zeros(X.shape, dtype=self._dtype) if inputs else None
         data = _engine.Samples(X, targets=T, labels=labels, sample_weight=sw)
+        if training and self._plan.batch_norm:
+            chunk_size = X.shape[0]          # the batch statistics of all the rows
         ws = self._workspace(X.shape[0], chunk_size)
         with blas_single_threaded():
             value = _engine.loss_and_gradients(self._plan, ws, self._params, flat, data,
-                                               _losses.get(name), dX, l2, get_num_threads())
-        gw, gb = _layer_views(flat, self._sizes)
-        return float(value), Gradients(gw, gb, dX, flat)
+                                               _losses.get(name), dX, l2, get_num_threads(),
+                                               bool(training), seed, self._running)
+        gw, gb, gg, gbeta = _layer_views(flat, self._sizes, self._bn)
+        return float(value), Gradients(gw, gb, dX, flat, gg, gbeta)
 
-    def loss(self, X, Y, loss=None, sample_weight=None):
+    def loss(self, X, Y, loss=None, sample_weight=None, training=False, seed=None):
         """Mean loss over the rows of X (weighted mean with ``sample_weight``; ``loss`` None:
-        the output activation's)."""
+        the output activation's; ``training``, ``seed`` as for ``loss_and_gradients``)."""
         return self.loss_and_gradients(X, Y, loss=loss, inputs=False,
-                                       sample_weight=sample_weight)[0]
+                                       sample_weight=sample_weight, training=training,
+                                       seed=seed)[0]
 
     # ---- copies, pickling, files -------------------------------------------------------
     def _config(self):
-        return {"layer_sizes": list(self._sizes), "activation": list(self.activations[:-1]),
-                "output": self.activations[-1], "dtype": self._dtype.name}
+        cfg = {"layer_sizes": list(self._sizes), "activation": list(self.activations[:-1]),
+               "output": self.activations[-1], "dtype": self._dtype.name}
+        if any(self._dropout) or self._input_dropout:
+            cfg.update(dropout=list(self._dropout), input_dropout=self._input_dropout)
+        if any(self._bn):
+            cfg["batch_norm"] = list(self.batch_norm)
+        return cfg
+
+    @classmethod
+    def _from_config(cls, cfg, dtype=None):
+        """A network of this configuration, its parameters zero (running stats 0 and 1)."""
+        return cls(cfg["layer_sizes"], cfg["activation"] or "tanh", cfg["output"],
+                   init="zeros", dtype=dtype or cfg["dtype"],
+                   dropout=cfg.get("dropout", 0.0), input_dropout=cfg.get("input_dropout", 0.0),
+                   batch_norm=cfg.get("batch_norm", False))
 
     def copy(self, dtype=None):
         """An independent copy (optionally converted to another dtype)."""
-        cfg = self._config()
-        if dtype is not None:
-            cfg["dtype"] = check_dtype(dtype).name
-        net = Network(cfg["layer_sizes"], cfg["activation"] or "tanh", cfg["output"],
-                      init="zeros", dtype=cfg["dtype"])
+        net = self._from_config(self._config(),
+                                None if dtype is None else check_dtype(dtype).name)
         net._params[...] = self._params
+        net._running[...] = self._running
         return net
 
     def __getstate__(self):
-        return {"config": self._config(), "params": self._params.copy()}
+        return {"config": self._config(), "params": self._params.copy(),
+                "running": self._running.copy()}
 
     def __setstate__(self, state):
-        cfg = state["config"]
-        other = Network(cfg["layer_sizes"], cfg["activation"] or "tanh", cfg["output"],
-                        init="zeros", dtype=cfg["dtype"])
+        other = self._from_config(state["config"])
         params = np.asarray(state["params"], dtype=other._dtype)
         if params.shape != other._params.shape:
             raise ValueError("pickled parameters do not match the network's layer sizes")
         self.__dict__.update(other.__dict__)
         self._params[...] = params
+        if "running" in state:
+            self._running[...] = state["running"]
 
     def save(self, path):
         """Write the network to one file, atomically (temporary file + rename).
 
-        Format: magic, format version, JSON header, raw parameters, SHA-256 of all of it.
+        Format: magic, format version, JSON header, raw parameters (then batch norm's
+        running statistics, float64), SHA-256 of all of it. A network without dropout and
+        batch norm is written in format 1, which every fastbp reads; format 2 adds them.
         """
         header = {**self._config(), "n_params": int(self._params.size), "byteorder": "little"}
-        _container.write(path, _MAGIC, _FORMAT_VERSION, header, [self._params])
+        arrays = [self._params]
+        version = 1
+        if self._running.size or any(self._dropout) or self._input_dropout:
+            header["n_stats"] = int(self._running.size)
+            arrays.append(self._running)
+            version = _FORMAT_VERSION
+        _container.write(path, _MAGIC, version, header, arrays)
 
     @classmethod
     def load(cls, path):
-        """Read a network written by ``save``; a corrupt or foreign file raises ValueError."""
-        _, cfg, raw = _container.read(path, _MAGIC, (_FORMAT_VERSION,), "network")
+        """Read a network written by ``save`` (formats 1 and 2); a corrupt or foreign file
+        raises ValueError."""
+        version, cfg, raw = _container.read(path, _MAGIC, _READS, "network")
         try:
-            net = cls(cfg["layer_sizes"], cfg["activation"] or "tanh", cfg["output"],
-                      init="zeros", dtype=cfg["dtype"])
+            net = cls._from_config(cfg)
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: invalid header ({e})") from None
-        if len(raw) != net._params.size * net._dtype.itemsize:
+        specs = [(net._dtype, net._params.size)]
+        if version >= 2:
+            specs.append((np.float64, net._running.size))
+        if len(raw) != sum(np.dtype(d).itemsize * n for d, n in specs):
             raise ValueError(f"{path}: parameter block has the wrong size")
-        net._params[...] = _container.split(path, raw, [(net._dtype, net._params.size)])[0]
+        arrays = _container.split(path, raw, specs)
+        net._params[...] = arrays[0]
+        if version >= 2:
+            net._running[...] = arrays[1]
         return net

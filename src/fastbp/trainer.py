@@ -185,7 +185,9 @@ class Trainer:
         if seed is not None and not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.seed = seed
-        self._rng_state = np.array([np.random.default_rng(seed).integers(0, 2**63)], dtype=np.uint64)
+        rng = np.random.default_rng(seed)
+        self._rng_state = np.array([rng.integers(0, 2**63)], dtype=np.uint64)   # shuffling
+        self._dropout_seed = int(rng.integers(0, 2**63))                          # the masks
         self._schedule = _schedules.get(lr_schedule, self.optimizer.lr)
         self.history = History()
         self.l2 = check_number(l2, "l2", low=0)
@@ -224,7 +226,8 @@ class Trainer:
             _losses.get(self.loss), batch_size=batch_size, n_threads=n_threads,
             count_correct=self.loss != "mse", l2=self.l2, rng=self._rng_state, l1=self.l1,
             decay_biases=self.decay_biases, clip_norm=self.clip_norm,
-            clip_value=self.clip_value, max_norm=self.max_norm)
+            clip_value=self.clip_value, max_norm=self.max_norm, running=net.running_stats,
+            dropout_seed=self._dropout_seed)
 
     def evaluate(self, X, y):
         """(mean loss, accuracy or None) on (X, y), without training."""
@@ -270,6 +273,11 @@ class Trainer:
         cbs = _callbacks.check_callbacks(callbacks)
         n = X.shape[0]
         bs = n if self.batch_size is None else min(self.batch_size, n)
+        if net.plan.batch_norm and (bs == 1 or n % bs == 1):
+            raise ValueError(f"batch_size: batch norm needs at least 2 samples per batch in "
+                             f"training, and with {n} samples in batches of {bs} "
+                             f"{'every' if bs == 1 else 'the last'} batch has 1; choose "
+                             f"another batch_size")
         nt = self.n_threads or get_num_threads()
         state = self._train_state(bs, nt)
         chunks = _Chunks(math.ceil(n / bs), nt, self._threads_policy)
@@ -381,14 +389,16 @@ class Trainer:
                         "l1": self.l1, "decay_biases": self.decay_biases,
                         "clip_norm": self.clip_norm, "clip_value": self.clip_value,
                         "max_norm": self.max_norm,
-                        "epoch": self.epoch, "rng_state": int(self._rng_state[0])},
+                        "epoch": self.epoch, "rng_state": int(self._rng_state[0]),
+                        "dropout_seed": self._dropout_seed},
             "optimizer": {"class": type(opt).__name__, "params": opt.get_params(),
                           "t": int(opt.state.t), "last_loss": float(opt.state.last_loss),
                           "buffers": list(opt.state.names)},
             "lr_schedule": sched,
             "history": self.history.to_dict(),
         }
-        arrays = [net.parameters] + [opt.state[name] for name in opt.state.names]
+        arrays = ([net.parameters] + [opt.state[name] for name in opt.state.names]
+                  + [net.running_stats])
         _container.write(path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, header, arrays)
 
     @classmethod
@@ -399,10 +409,10 @@ class Trainer:
         _, h, raw = _container.read(path, CHECKPOINT_MAGIC, (CHECKPOINT_VERSION,), "checkpoint")
         try:
             cfg, tr, o = h["network"], h["trainer"], h["optimizer"]
-            net = Network(cfg["layer_sizes"], cfg["activation"] or "tanh", cfg["output"],
-                          init="zeros", dtype=cfg["dtype"])
+            net = Network._from_config(cfg)
             P = net.parameters.size
-            arrays = _container.split(path, raw, [(net.dtype, P)] * (1 + len(o["buffers"])))
+            arrays = _container.split(path, raw, [(net.dtype, P)] * (1 + len(o["buffers"]))
+                                      + [(np.float64, net.running_stats.size)])
             opt_cls = {c.__name__: c for c in _opt.CLASSES}[o["class"]]
             params = {k: tuple(v) if isinstance(v, list) else v for k, v in o["params"].items()}
             opt = opt_cls(**params)
@@ -423,8 +433,10 @@ class Trainer:
         except (KeyError, TypeError) as e:
             raise ValueError(f"{path}: invalid checkpoint header ({e!r})") from None
         net.parameters[...] = arrays[0]
+        net.running_stats[...] = arrays[-1]
         trainer.epoch = tr["epoch"]
         trainer._rng_state[0] = tr["rng_state"]
+        trainer._dropout_seed = tr["dropout_seed"]
         trainer.history = history
         return trainer
 
