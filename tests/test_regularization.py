@@ -188,3 +188,71 @@ def test_checkpoints_keep_the_options(tmp_path):
     assert (back.l1, back.clip_norm, back.clip_value, back.max_norm, back.decay_biases) == \
         (0.01, 1.0, 0.5, 3.0, True)
     assert isinstance(back.optimizer, O.AdamW) and back.optimizer.weight_decay == 0.01
+
+
+def test_class_weight_is_a_per_sample_weight_of_the_class():
+    net0, X, Y, loss = problem("ce")        # labels 0..2
+    runs = {}
+    for key, kw in [("dict", dict(class_weight={0: 2.0, 2: 0.5})),
+                    ("sw", dict(sample_weight=np.array([2.0, 1.0, 0.5])[Y])),
+                    ("both", dict(class_weight={0: 2.0, 2: 0.5}, sample_weight=np.full(23, 3.0))),
+                    ("sw3", dict(sample_weight=3 * np.array([2.0, 1.0, 0.5])[Y])),
+                    ("onehot", dict(class_weight={0: 2.0, 2: 0.5}))]:
+        net = net0.copy()
+        tr = fastbp.Trainer(net, loss=loss, batch_size=5, seed=0, n_threads=1)
+        tr.fit(X, np.eye(3)[Y] if key == "onehot" else Y, epochs=2, **kw)
+        runs[key] = net.parameters
+    np.testing.assert_array_equal(runs["dict"], runs["sw"])
+    np.testing.assert_array_equal(runs["both"], runs["sw3"])
+    np.testing.assert_allclose(runs["onehot"], runs["dict"], rtol=1e-12)
+
+
+def test_balanced_class_weight_as_scikit_learn():
+    sk = pytest.importorskip("sklearn.utils.class_weight")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    y = np.repeat([0, 1, 2], [40, 15, 5])
+    w = sk.compute_class_weight("balanced", classes=np.arange(3), y=y)
+    a = fastbp.Network([4, 3], output="softmax", dtype="float64", seed=0)
+    b = a.copy()
+    fastbp.Trainer(a, batch_size=8, seed=0).fit(X, y, epochs=2, class_weight="balanced")
+    fastbp.Trainer(b, batch_size=8, seed=0).fit(X, y, epochs=2, sample_weight=w[y])
+    np.testing.assert_allclose(a.parameters, b.parameters, rtol=1e-13)
+    bce = fastbp.Network([4, 1], output="sigmoid", dtype="float64", seed=0)
+    yb = (y == 2).astype(float)
+    wb = sk.compute_class_weight("balanced", classes=np.arange(2), y=yb.astype(int))
+    c = bce.copy()
+    fastbp.Trainer(bce, batch_size=8, seed=0).fit(X, yb, epochs=2, class_weight="balanced")
+    fastbp.Trainer(c, batch_size=8, seed=0).fit(X, yb, epochs=2, sample_weight=wb[yb.astype(int)])
+    np.testing.assert_allclose(bce.parameters, c.parameters, rtol=1e-13)
+
+
+@pytest.mark.parametrize("cw, err, match", [
+    ({3: 1.0}, ValueError, "class_weight names class 3"), ({-1: 1.0}, ValueError, "class_weight"),
+    ({0: -2.0}, ValueError, r"class_weight\[0\]"), ("even", ValueError, "class_weight"),
+    ([1, 2, 3], TypeError, "class_weight")])
+def test_bad_class_weights_name_the_argument(cw, err, match):
+    net, X, Y, loss = problem("ce")
+    with pytest.raises(err, match=match):
+        fastbp.Trainer(net, loss=loss).fit(X, Y, epochs=1, class_weight=cw)
+    net, X, Y, loss = problem("mse")
+    with pytest.raises(ValueError, match="class_weight needs a classification loss"):
+        fastbp.Trainer(net, loss=loss).fit(X, Y, epochs=1, class_weight="balanced")
+
+
+def test_hidden_activations_are_the_forward_pass_up_to_a_layer():
+    net = fastbp.Network([4, 6, 5, 3], activation=["tanh", "relu"], output="softmax",
+                         dtype="float64", seed=0, batch_norm=[False, True], dropout=0.3)
+    net.running_means[1][...] = 0.1
+    X = np.random.default_rng(0).normal(size=(9, 4))
+    h1 = np.tanh(X @ net.weights[0] + net.biases[0])
+    a2 = h1 @ net.weights[1] + net.biases[1]
+    h2 = np.maximum(net.gammas[1] * (a2 - 0.1) / np.sqrt(net.running_vars[1] + 1e-5)
+                    + net.betas[1], 0)
+    np.testing.assert_allclose(net.hidden_activations(X, 1), h1, rtol=1e-13)
+    np.testing.assert_allclose(net.hidden_activations(X, -1), h2, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(net.hidden_activations(X, 2, chunk_size=2), h2, rtol=1e-12,
+                               atol=1e-15)
+    for bad in (0, 3, -3, 1.5):
+        with pytest.raises(ValueError, match="layer"):
+            net.hidden_activations(X, bad)

@@ -1041,15 +1041,21 @@ cdef double* running_stats(Plan plan, running) except? NULL:
 
 
 def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[:, ::1] X,
-            floating[:, ::1] out, int nt, running=None):
+            floating[:, ::1] out, int nt, running=None, int n_layers=0):
     """out = network(X) in evaluation mode (no dropout; batch norm with the running
-    statistics ``running``), in chunks of the workspace capacity."""
+    statistics ``running``), in chunks of the workspace capacity; with n_layers, the
+    output of that layer (1 = the first hidden layer's) instead of the network's."""
     cdef Py_ssize_t n = X.shape[0], s, nb, cap = ws.capacity
     cdef Py_ssize_t d = X.shape[1], k = out.shape[1]
     cdef Mode mode = EVAL
+    cdef Layout lay = plan.lay
     check_workspace(plan, ws, np.asarray(params), "predict")
     mode.running = running_stats(plan, running)
-    if d != plan.lay.units[0] or k != plan.lay.units[plan.lay.L] or out.shape[0] != n:
+    if n_layers:
+        if not 1 <= n_layers <= plan.lay.L:
+            raise ValueError(f"n_layers must be in [1, {plan.lay.L}], got {n_layers}")
+        lay.L = n_layers          # the first n_layers layers, the last one's output in out
+    if d != lay.units[0] or k != lay.units[lay.L] or out.shape[0] != n:
         raise ValueError("X and out must have the network's inputs and outputs as columns")
     if n == 0:
         return
@@ -1057,7 +1063,7 @@ def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[
         s = 0
         while s < n:
             nb = min(cap, n - s)
-            forward(&plan.lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, &out[0, 0] + s * k, nt,
+            forward(&lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, &out[0, 0] + s * k, nt,
                     NULL, &mode)
             s += nb
 

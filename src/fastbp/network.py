@@ -233,6 +233,25 @@ class Network:
                                 self._running)
         return out
 
+    def hidden_activations(self, X, layer=-1, chunk_size=PREDICT_CHUNK):
+        """The outputs of hidden layer ``layer`` (1 = the first; negative counts back from
+        the last hidden layer, -1) for X, in evaluation mode as ``predict``: (n, units)."""
+        L = len(self._sizes) - 1
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) \
+                or not (1 <= layer < L or -(L - 1) <= layer <= -1):
+            raise ValueError(f"layer must be a hidden layer, 1..{L - 1} or -1..-{L - 1}, "
+                             f"got {layer!r}")
+        layer = int(layer) if layer > 0 else L + int(layer)
+        check_positive_int(chunk_size, "chunk_size")
+        X = as_float_matrix(X, self._dtype, "X", n_columns=self._sizes[0], allow_empty=True)
+        out = np.empty((X.shape[0], self._sizes[layer]), dtype=self._dtype)
+        if X.shape[0]:
+            ws = self._workspace(X.shape[0], chunk_size, kind="predict")
+            with blas_single_threaded():
+                _engine.predict(self._plan, ws, self._params, X, out, get_num_threads(),
+                                self._running, layer)
+        return out
+
     def check_loss(self, loss=None):
         """Canonical loss name (None: the output activation's, ``losses.for_output``);
         ValueError when the loss does not fit the output activation."""

@@ -229,6 +229,46 @@ class Trainer:
             clip_value=self.clip_value, max_norm=self.max_norm, running=net.running_stats,
             dropout_seed=self._dropout_seed)
 
+    def _class_weights(self, class_weight, T, labels):
+        """Each sample's class weight (n,), from a dict or "balanced"."""
+        if self.loss == "mse":
+            raise ValueError("class_weight needs a classification loss (cross_entropy or "
+                             "binary_cross_entropy), this trainer's is 'mse'")
+        k = self.net.n_outputs
+        binary = self.loss == "binary_cross_entropy"
+        if binary and k != 1:
+            raise ValueError("class_weight with binary_cross_entropy needs one output "
+                             f"(classes 0 and 1), this network has {k}")
+        n_classes = 2 if binary else k
+        if labels is not None:
+            counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+        elif binary:
+            counts = np.array([(1 - T[:, 0]).sum(), T[:, 0].sum()])
+        else:
+            counts = T.sum(axis=0, dtype=np.float64)
+        if isinstance(class_weight, str):
+            if class_weight != "balanced":
+                raise ValueError(f"class_weight must be a dict or 'balanced', got "
+                                 f"{class_weight!r}")
+            present = counts > 0
+            w = np.ones(n_classes)
+            w[present] = counts.sum() / (present.sum() * counts[present])
+        elif isinstance(class_weight, dict):
+            w = np.ones(n_classes)
+            for c, v in class_weight.items():
+                if isinstance(c, bool) or not isinstance(c, (int, np.integer)) \
+                        or not 0 <= c < n_classes:
+                    raise ValueError(f"class_weight names class {c!r}, not one of this "
+                                     f"network's classes 0..{n_classes - 1}")
+                w[c] = check_number(v, f"class_weight[{c}]", low=0)
+        else:
+            raise TypeError(f"class_weight must be a dict or 'balanced', got {class_weight!r}")
+        if labels is not None:
+            return w[labels]
+        if binary:
+            return w[0] * (1 - T[:, 0]) + w[1] * T[:, 0]
+        return T.astype(np.float64) @ w
+
     def evaluate(self, X, y):
         """(mean loss, accuracy or None) on (X, y), without training."""
         X, T, labels, _ = self._prepare(X, y)
@@ -246,12 +286,15 @@ class Trainer:
 
     # ---- training ----------------------------------------------------------------------
     def fit(self, X, y, epochs=10, validation_data=None, shuffle=True, verbose=False,
-            callbacks=None, sample_weight=None, catch_interrupt=False):
+            callbacks=None, sample_weight=None, class_weight=None, catch_interrupt=False):
         """Train for ``epochs`` epochs; returns the History of these epochs.
 
         Raises TrainingDiverged (network at its last finite parameters) when the loss or a
         gradient becomes NaN/inf. With ``sample_weight`` each batch's loss and gradient are
-        weighted means over its samples. Warns (RuntimeWarning) when an epoch's loss rises
+        weighted means over its samples; ``class_weight`` (cross-entropy losses: a dict
+        {class index: weight}, missing classes 1, or "balanced", n / (k * count) as
+        scikit-learn's compute_class_weight) multiplies each sample's weight by its class's
+        (a target row of probabilities: their mix). Warns (RuntimeWarning) when an epoch's loss rises
         to LOSS_RISE_WARNING times the lowest seen in this fit: the lr is likely too large.
 
         Ctrl-C stops within about a second, after the current chunk of batches, with the
@@ -264,6 +307,10 @@ class Trainer:
         net = self.net
         X, T, labels, xmax = self._prepare(X, y)
         sw = check_sample_weight(sample_weight, X.shape[0], net.dtype)
+        if class_weight is not None:
+            cw = self._class_weights(class_weight, T, labels)
+            sw = check_sample_weight(cw if sw is None else sw * cw, X.shape[0], net.dtype,
+                                     "sample_weight * class_weight")
         data = _engine.Samples(X, targets=T, labels=labels, sample_weight=sw, input_bound=xmax)
         val = None
         if validation_data is not None:
