@@ -256,3 +256,13 @@ def test_batch_norm_refuses_single_sample_batches_in_training():
     with pytest.raises(ValueError, match="batch_size"):
         fastbp.Trainer(net, batch_size=1).fit(X, y, epochs=1)
     fastbp.Trainer(net, batch_size=4).fit(X, y, epochs=1)
+
+
+def test_health_reads_the_layers_through_batch_norm():
+    net = make(batch_norm=True, act=("tanh", "tanh"))
+    X, y = data(n=40)
+    rows = fastbp.diagnostics.health(net, X, y)
+    for i, row in enumerate(rows[:-1]):
+        a = net.hidden_activations(X, i + 1)
+        assert row["act_mean"] == pytest.approx(a.mean(), rel=1e-12)
+        assert row["act_std"] == pytest.approx(a.std(), rel=1e-12)

@@ -10,7 +10,6 @@
 """
 import numpy as np
 
-from . import activations
 from ._validation import as_float_matrix, check_dtype, check_number, check_positive_int
 from .activations import LECUN_A
 from .callbacks import Callback
@@ -225,14 +224,15 @@ def health(net, X, Y, loss=None, lr=None, dtype=None):
     * ``update_ratio`` = ``lr * ||dE/dW|| / ||W||`` when ``lr`` is given: the relative size
       of one plain SGD step (about 1e-3 is the usual healthy value; ``inf`` when W is 0);
     * ``act_mean``, ``act_std``: mean and standard deviation of the layer's outputs
-      ``f(z W + b)`` over all units and rows of X;
+      ``f(z W + b)`` (batch norm in evaluation mode, no dropout, as ``predict``) over all
+      units and rows of X;
     * ``saturated_pct`` (sigmoid, tanh, LeCun tanh, softsign layers): percentage of
       outputs in the flat tails, ``|tanh| > 0.97``, sigmoid ``< 0.03`` or ``> 0.97``,
       ``|lecun_tanh| > 0.97 * 1.7159``, ``|softsign| > 0.97``;
     * ``dead_pct`` (ReLU layers): percentage of units whose output is 0 on every row of X.
 
-    The activations are computed in float64 with NumPy, the gradients by the network's BP
-    (in ``dtype`` when given, see :func:`gradient_norms`). The returned
+    The activations are the network's forward pass (``hidden_activations``, ``predict``),
+    the gradients its BP (both in ``dtype`` when given, see :func:`gradient_norms`). The returned
     :class:`HealthReport` is a list; ``print(report)`` shows it as a table with warnings,
     ``report.to_markdown()`` gives Markdown.
     """
@@ -241,10 +241,10 @@ def health(net, X, Y, loss=None, lr=None, dtype=None):
     if lr is not None:
         lr = check_number(lr, "lr", low=0, low_open=True)
     _, grads = net.loss_and_gradients(X, Y, loss=loss, inputs=False)
-    rows, z = HealthReport(), X.astype(np.float64)
+    rows, L = HealthReport(), len(net.weights)
     for i, (W, b, name) in enumerate(zip(net.weights, net.biases, net.activations)):
         W64 = W.astype(np.float64)
-        a = activations.get(name).forward(z @ W64 + b.astype(np.float64))
+        a = (net.hidden_activations(X, i + 1) if i < L - 1 else net.predict(X)).astype(np.float64)
         gn = float(np.linalg.norm(grads.weights[i].astype(np.float64)))
         wn = float(np.linalg.norm(W64))
         row = {"layer": i, "shape": tuple(W.shape), "activation": name, "grad_norm": gn,
@@ -258,7 +258,6 @@ def health(net, X, Y, loss=None, lr=None, dtype=None):
         if name in _RELU_LIKE:
             row["dead_pct"] = 100 * float((a.max(axis=0) <= 0).mean())
         rows.append(row)
-        z = a
     return rows
 
 
