@@ -266,3 +266,31 @@ def test_health_reads_the_layers_through_batch_norm():
         a = net.hidden_activations(X, i + 1)
         assert row["act_mean"] == pytest.approx(a.mean(), rel=1e-12)
         assert row["act_std"] == pytest.approx(a.std(), rel=1e-12)
+
+
+def test_momentum_with_batch_norm_and_dropout_backs_up_only_when_a_bound_needs_it():
+    """The overflow bound covers dropout's scale and batch norm's backward: an ordinary
+    step writes no backup; weights blown up through weight decay stop with TrainingDiverged
+    at finite parameters."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(256, 20)), rng.integers(0, 3, 256)
+    net = fastbp.Network([20, 32, 32, 3], activation="relu", output="softmax", seed=0,
+                         dropout=0.3, input_dropout=0.1, batch_norm=True)
+    tr = fastbp.Trainer(net, lr=0.05, momentum=0.9, batch_size=32, n_threads=1, seed=0)
+    tr.fit(X, y, epochs=1)
+    tr._workspace.backup[:] = np.nan
+    tr.fit(X, y, epochs=2)
+    assert np.isnan(tr._workspace.backup).all() and np.isfinite(net.parameters).all()
+    tr = fastbp.Trainer(net, lr=1.0, momentum=0.9, weight_decay=1e4, batch_size=32,
+                        n_threads=1, seed=0)
+    with pytest.raises(fastbp.TrainingDiverged):
+        tr.fit(X, y, epochs=30)
+    assert np.isfinite(net.parameters).all()
+    for bn in ([False, True], [True, False]):          # either layer normalized
+        net = fastbp.Network([20, 32, 32, 3], activation="relu", output="softmax", seed=0,
+                             batch_norm=bn)
+        tr = fastbp.Trainer(net, lr=1.0, momentum=0.9, weight_decay=1e4, batch_size=32,
+                            n_threads=1, seed=0)
+        with pytest.raises(fastbp.TrainingDiverged):
+            tr.fit(X, y, epochs=30)
+        assert np.isfinite(net.parameters).all()

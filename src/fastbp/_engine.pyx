@@ -788,16 +788,30 @@ cdef int may_overflow(StepCtx* c, floating* params, Py_ssize_t nb, floating beta
     too. Every sum of the products is bounded by its sum of absolute values, so a bound
     below max/2**20 rules out overflow whatever the order of summation. G of the output
     layer is measured; below it G_{i-1} <= n_out(i) * Pm * max|f'| * s_i * G_i, with s_i
-    the scale of layer i's input dropout (1 without), and Z_i counts it too. Pm and B are
-    measured once per call, then kept exact by the update passes. (Batch norm's backward
-    has no such bound: a plan with it always backs up.)
+    the scale of layer i's input dropout (1 without), and Z_i counts it too. Batch norm
+    turns G (of h) into |gamma| * istd * (G - mean G - xhat * mean(G xhat)), at most
+    Pm * max(istd) * (2 + sqrt(nb - 1)) * G as |xhat| <= sqrt(nb - 1) and mean |xhat| <= 1,
+    and its dgamma, dbeta are at most nb * G. Pm and B are measured once per call, then kept
+    exact by the update passes.
     """
     cdef int i
-    cdef double gb = 0, g = c.output_grad_max, v, d
+    cdef Py_ssize_t j
+    cdef double gb = 0, g = c.output_grad_max, v, d, istd_max
     cdef double wd = fabs(c.opt.weight_decay), l2 = fabs(<double>l2coef)
     cdef Layout* lay = c.lay
+    cdef LayerSpec* ly
     measure_bounds(c, params)
     for i in range(lay.L - 1, -1, -1):
+        ly = &lay.layer[i]
+        if ly.batch_norm:
+            v = nb * g                            # dgamma, dbeta
+            if not v <= gb:
+                gb = v
+            istd_max = 0
+            for j in range(2 * ly.n_out, 3 * ly.n_out):
+                if not c.batch.S[i][j] <= istd_max:    # NaN too (an overflowing forward)
+                    istd_max = c.batch.S[i][j]
+            g = g * c.param_bound * istd_max * (2 + sqrt(max(nb - 1.0, 0.0)))
         v = nb * max(c.input_max[i], 1.0) * g + l2 * c.param_bound
         if not v <= gb:          # also NaN
             gb = v
@@ -1281,8 +1295,7 @@ cdef class TrainState:
         # update takes it as it is
         c.direct = (accumulates_momentum(&c.opt) and c.l1 == 0 and c.clip_norm == 0
                     and c.clip_value == INFINITY)
-        # batch norm's backward has no bound for the overflow check: back up every step
-        c.checked = c.direct and c.shards == 1 and not plan.lay.any_bn
+        c.checked = c.direct and c.shards == 1
         c.mode = EVAL
         c.mode.training = 1
         c.mode.update_running = 1
