@@ -465,6 +465,28 @@ cdef inline void epilogue_block(int ep, int act, floating* C, floating* out,
         block_backward(act, C, out, pre, ld, r0, r1, c0, c1)
 
 
+cdef void dropout_rows(const floating* a, floating* d, unsigned char* mk, Py_ssize_t ld,
+                       Py_ssize_t m, Py_ssize_t n, const Dropout* dr, int nt) noexcept nogil:
+    """dropout_block on all m rows, split by rows over the threads when large enough."""
+    cdef Py_ssize_t t, parts = min(nt, 64) if m * n >= 65536 and m >= 2 * nt else 1
+    if parts <= 1:
+        dropout_block(a, d, mk, ld, 0, m, 0, n, dr)
+        return
+    for t in prange(parts, num_threads=run_threads(parts), schedule="static"):
+        dropout_block(a, d, mk, ld, m * t // parts, m * (t + 1) // parts, 0, n, dr)
+
+
+cdef void mask_rows(floating* g, const unsigned char* mk, Py_ssize_t ld, Py_ssize_t m,
+                    Py_ssize_t n, double scale, int nt) noexcept nogil:
+    """mask_block on all m rows, split by rows over the threads when large enough."""
+    cdef Py_ssize_t t, parts = min(nt, 64) if m * n >= 65536 and m >= 2 * nt else 1
+    if parts <= 1:
+        mask_block(g, mk, ld, 0, m, 0, n, scale)
+        return
+    for t in prange(parts, num_threads=run_threads(parts), schedule="static"):
+        mask_block(g, mk, ld, m * t // parts, m * (t + 1) // parts, 0, n, scale)
+
+
 cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
                    const floating* A, int lda, const floating* B, int ldb,
                    floating beta, floating* C, int ldc, int nt, int ep, int act,
@@ -521,10 +543,10 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
     if late == EP_FORWARD:
         bias_act_forward(act, C, out, bias, m, n, nt)
         if dr != NULL:
-            dropout_block(out, dd, dm, ldc, 0, m, 0, n, dr)
+            dropout_rows(out, dd, dm, ldc, m, n, dr, nt)
     elif late == EP_BACKWARD:
         if dr != NULL:
-            mask_block(C, dm, ldc, 0, m, 0, n, dr.scale)
+            mask_rows(C, dm, ldc, m, n, dr.scale, nt)
         act_backward(act, C, out, pre, m, n, nt)
     if late != EP_NONE and omax != NULL:
         omax[0] = maxabs(out, m, n, ldc)
@@ -646,7 +668,7 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
         if drops(mode, ly):
             if i == 0:
                 layer_dropout(&dr, mode, ly, 0)
-                dropout_block(X, <floating*>w.D[0], w.M[0], ly.n_in, 0, nb, 0, ly.n_in, &dr)
+                dropout_rows(X, <floating*>w.D[0], w.M[0], ly.n_in, nb, ly.n_in, &dr, nt)
             src = <floating*>w.D[i]
         dst = out if (i == L - 1 and out != NULL) else <floating*>w.A[i + 1]
         pre = <floating*>w.P[i + 1] if w.P[i + 1] != NULL else dst
@@ -672,7 +694,7 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
                 update_running(run, w.S[i], nb, ly.n_out, mode.bn_momentum)
             bias_act_forward(ly.act, pre, dst, <floating*>w.zero, nb, ly.n_out, nt)
             if drop_next:
-                dropout_block(dst, dd, w.M[i + 1], ly.n_out, 0, nb, 0, ly.n_out, &dr)
+                dropout_rows(dst, dd, w.M[i + 1], ly.n_out, nb, ly.n_out, &dr, nt)
             if track:
                 input_max[i + 1] = maxabs(dst, nb, ly.n_out, ly.n_out) * scale
         else:
@@ -924,7 +946,7 @@ cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
                   <int>first.n_out, <floating>0, dX, <int>first.n_in, nt)
             if drops(mode, first):
                 layer_dropout(&dr, mode, first, 0)
-                mask_block(dX, w.M[0], first.n_in, 0, nb, 0, first.n_in, dr.scale)
+                mask_rows(dX, w.M[0], first.n_in, nb, first.n_in, dr.scale, nt)
         ok &= layer_grads(lay, w, params, grads, X, nb, beta, nt, i, c, l2coef, bk, last,
                           mode)
     if c != NULL and not ok and bk == NULL:

@@ -29,6 +29,14 @@ cdef extern from "_simd.h" nogil:
     void fbp_dropout_f64(const double* a, double* d, unsigned char* m, Py_ssize_t k,
                          unsigned int idx0, unsigned int ka, unsigned int kb,
                          unsigned int p24, double scale)
+    void fbp_bn_stats_f32(const float* x, const float* b, Py_ssize_t n, Py_ssize_t ld,
+                          Py_ssize_t k, double* mean, double* var)
+    void fbp_bn_apply_f32(float* x, const float* b, float* xh, Py_ssize_t n, Py_ssize_t ld,
+                          Py_ssize_t k, const double* mean, const double* istd,
+                          const float* gamma, const float* beta)
+    void fbp_bn_backward_f32(float* g, const float* xh, const float* gamma, const double* istd,
+                             Py_ssize_t n, Py_ssize_t ld, Py_ssize_t k, float* dgamma,
+                             float* dbeta, float beta_acc, int training)
     void fbp_apply_mask_f32(float* g, const unsigned char* m, Py_ssize_t k, float scale)
     void fbp_apply_mask_f64(double* g, const unsigned char* m, Py_ssize_t k, double scale)
     double fbp_maxabs_f32(const float* x, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld)
@@ -577,33 +585,45 @@ cdef inline void _bn_forward_block(floating* pre, const floating* b, const float
                                    int training, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     cdef Py_ssize_t r, j
     cdef double x, xh
-    if training:
-        for j in range(c0, c1):
-            mean[j] = 0
-            var[j] = 0
-        for r in range(n):
+    if floating is float:
+        if training:
+            fbp_bn_stats_f32(pre + c0, b + c0, n, k, c1 - c0, mean + c0, var + c0)
+        else:
             for j in range(c0, c1):
-                mean[j] += <double>(pre[r * k + j] + b[j])
+                mean[j] = run_mean[j]
+                var[j] = run_var[j]
         for j in range(c0, c1):
-            mean[j] /= n
-        for r in range(n):
-            for j in range(c0, c1):
-                x = <double>(pre[r * k + j] + b[j]) - mean[j]
-                var[j] += x * x
-        for j in range(c0, c1):
-            var[j] /= n
+            istd[j] = 1.0 / sqrt(var[j] + eps)
+        fbp_bn_apply_f32(pre + c0, b + c0, xhat + c0 if xhat != NULL else NULL, n, k, c1 - c0,
+                         mean + c0, istd + c0, gamma + c0, beta + c0)
     else:
+        if training:
+            for j in range(c0, c1):
+                mean[j] = 0
+                var[j] = 0
+            for r in range(n):
+                for j in range(c0, c1):
+                    mean[j] += <double>(pre[r * k + j] + b[j])
+            for j in range(c0, c1):
+                mean[j] /= n
+            for r in range(n):
+                for j in range(c0, c1):
+                    x = <double>(pre[r * k + j] + b[j]) - mean[j]
+                    var[j] += x * x
+            for j in range(c0, c1):
+                var[j] /= n
+        else:
+            for j in range(c0, c1):
+                mean[j] = run_mean[j]
+                var[j] = run_var[j]
         for j in range(c0, c1):
-            mean[j] = run_mean[j]
-            var[j] = run_var[j]
-    for j in range(c0, c1):
-        istd[j] = 1.0 / sqrt(var[j] + eps)
-    for r in range(n):
-        for j in range(c0, c1):
-            xh = (<double>(pre[r * k + j] + b[j]) - mean[j]) * istd[j]
-            if xhat != NULL:
-                xhat[r * k + j] = <floating>xh
-            pre[r * k + j] = <floating>(gamma[j] * xh + beta[j])
+            istd[j] = 1.0 / sqrt(var[j] + eps)
+        for r in range(n):
+            for j in range(c0, c1):
+                xh = (<double>(pre[r * k + j] + b[j]) - mean[j]) * istd[j]
+                if xhat != NULL:
+                    xhat[r * k + j] = <floating>xh
+                pre[r * k + j] = <floating>(gamma[j] * xh + beta[j])
 
 
 cdef void bn_backward(floating* g, const floating* xhat, const floating* gamma,
@@ -633,24 +653,28 @@ cdef inline void _bn_backward_block(floating* g, const floating* xhat, const flo
     cdef double sg[64]
     cdef double sgx[64]
     cdef double a
-    for j in range(c0, c1):
-        sg[j - c0] = 0
-        sgx[j - c0] = 0
-    for r in range(n):
+    if floating is float:
+        fbp_bn_backward_f32(g + c0, xhat + c0, gamma + c0, istd + c0, n, k, c1 - c0,
+                            dgamma + c0, dbeta + c0, beta_acc, training)
+    else:
         for j in range(c0, c1):
-            sg[j - c0] += <double>g[r * k + j]
-            sgx[j - c0] += <double>g[r * k + j] * <double>xhat[r * k + j]
-    for j in range(c0, c1):
-        dbeta[j] = <floating>(beta_acc * dbeta[j] + sg[j - c0])
-        dgamma[j] = <floating>(beta_acc * dgamma[j] + sgx[j - c0])
-    for r in range(n):
+            sg[j - c0] = 0
+            sgx[j - c0] = 0
+        for r in range(n):
+            for j in range(c0, c1):
+                sg[j - c0] += <double>g[r * k + j]
+                sgx[j - c0] += <double>g[r * k + j] * <double>xhat[r * k + j]
         for j in range(c0, c1):
-            a = gamma[j] * istd[j]
-            if training:
-                g[r * k + j] = <floating>(a * (<double>g[r * k + j] - sg[j - c0] / n
-                                               - <double>xhat[r * k + j] * sgx[j - c0] / n))
-            else:
-                g[r * k + j] = <floating>(a * g[r * k + j])
+            dbeta[j] = <floating>(beta_acc * dbeta[j] + sg[j - c0])
+            dgamma[j] = <floating>(beta_acc * dgamma[j] + sgx[j - c0])
+        for r in range(n):
+            for j in range(c0, c1):
+                a = gamma[j] * istd[j]
+                if training:
+                    g[r * k + j] = <floating>(a * (<double>g[r * k + j] - sg[j - c0] / n
+                                                   - <double>xhat[r * k + j] * sgx[j - c0] / n))
+                else:
+                    g[r * k + j] = <floating>(a * g[r * k + j])
 
 
 # ---- Python shims used only by the tests ---------------------------------------------

@@ -167,6 +167,68 @@ FBP_CLONES static void NAME(T *restrict g, const unsigned char *restrict m, ptrd
 FBP_APPLY_MASK(fbp_apply_mask_f32, float)
 FBP_APPLY_MASK(fbp_apply_mask_f64, double)
 
+/* Batch normalization of columns [0, k) of (n, ld) rows, float32 with float64 sums (rows in
+ * order, so the same for any thread count; see _kernels.bn_forward). */
+FBP_CLONES static void fbp_bn_stats_f32(const float *restrict x, const float *restrict b,
+                                        ptrdiff_t n, ptrdiff_t ld, ptrdiff_t k,
+                                        double *restrict mean, double *restrict var) {
+    for (ptrdiff_t j = 0; j < k; j++) { mean[j] = 0; var[j] = 0; }
+    for (ptrdiff_t i = 0; i < n; i++)
+        for (ptrdiff_t j = 0; j < k; j++) mean[j] += (double)(x[i * ld + j] + b[j]);
+    for (ptrdiff_t j = 0; j < k; j++) mean[j] /= (double)n;
+    for (ptrdiff_t i = 0; i < n; i++)
+        for (ptrdiff_t j = 0; j < k; j++) {
+            double d = (double)(x[i * ld + j] + b[j]) - mean[j];
+            var[j] += d * d;
+        }
+    for (ptrdiff_t j = 0; j < k; j++) var[j] /= (double)n;
+}
+/* x := gamma * xhat + beta with xhat = (x + b - mean) * istd, kept in xh unless NULL */
+FBP_CLONES static void fbp_bn_apply_f32(float *restrict x, const float *restrict b,
+                                        float *restrict xh, ptrdiff_t n, ptrdiff_t ld,
+                                        ptrdiff_t k, const double *restrict mean,
+                                        const double *restrict istd,
+                                        const float *restrict gamma,
+                                        const float *restrict beta) {
+    float sh[64], sc[64];           /* k <= 64 (the caller's block) */
+    for (ptrdiff_t j = 0; j < k; j++) {
+        sc[j] = (float)istd[j];
+        sh[j] = (float)((double)b[j] - mean[j]);
+    }
+    for (ptrdiff_t i = 0; i < n; i++)
+        for (ptrdiff_t j = 0; j < k; j++) {
+            float h = (x[i * ld + j] + sh[j]) * sc[j];
+            if (xh) xh[i * ld + j] = h;
+            x[i * ld + j] = gamma[j] * h + beta[j];
+        }
+}
+/* dgamma, dbeta (+= with beta_acc) and g := dE/dx from g = dE/dh, training or not */
+FBP_CLONES static void fbp_bn_backward_f32(float *restrict g, const float *restrict xh,
+                                           const float *restrict gamma,
+                                           const double *restrict istd, ptrdiff_t n,
+                                           ptrdiff_t ld, ptrdiff_t k, float *restrict dgamma,
+                                           float *restrict dbeta, float beta_acc,
+                                           int training) {
+    double sg[64], sgx[64];
+    float a[64], m1[64], m2[64];
+    for (ptrdiff_t j = 0; j < k; j++) { sg[j] = 0; sgx[j] = 0; }
+    for (ptrdiff_t i = 0; i < n; i++)
+        for (ptrdiff_t j = 0; j < k; j++) {
+            sg[j] += (double)g[i * ld + j];
+            sgx[j] += (double)g[i * ld + j] * (double)xh[i * ld + j];
+        }
+    for (ptrdiff_t j = 0; j < k; j++) {
+        dbeta[j] = (float)(beta_acc * dbeta[j] + sg[j]);
+        dgamma[j] = (float)(beta_acc * dgamma[j] + sgx[j]);
+        a[j] = (float)(gamma[j] * istd[j]);
+        m1[j] = training ? (float)(sg[j] / (double)n) : 0.0f;
+        m2[j] = training ? (float)(sgx[j] / (double)n) : 0.0f;
+    }
+    for (ptrdiff_t i = 0; i < n; i++)
+        for (ptrdiff_t j = 0; j < k; j++)
+            g[i * ld + j] = a[j] * (g[i * ld + j] - m1[j] - xh[i * ld + j] * m2[j]);
+}
+
 /* out[j] = beta*out[j] + sum over i (in order) of g[i*ld + j], j < k */
 FBP_CLONES static void fbp_colsum_f32(const float *restrict g, ptrdiff_t n, ptrdiff_t ld,
                                       float *restrict out, ptrdiff_t k, float beta) {
