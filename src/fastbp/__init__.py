@@ -2,7 +2,7 @@
 from ._version import __version__
 
 from . import activations, initializers, losses, optimizers, schedules, callbacks, diagnostics
-from . import datasets, models, pretrain
+from . import datasets, export, models, pretrain
 from ._config import get_num_threads, num_threads, set_num_threads, show_config
 from ._config import get_gemm_kernel, set_gemm_kernel
 from .diagnostics import GradientNormRecorder, gradient_check
@@ -16,5 +16,5 @@ __all__ = ["Network", "Gradients", "Trainer", "History", "TrainingDiverged", "Ea
            "gradient_check", "set_num_threads", "get_num_threads", "num_threads", "show_config",
            "get_gemm_kernel", "set_gemm_kernel",
            "activations", "initializers", "losses", "optimizers", "schedules", "callbacks",
-           "diagnostics", "datasets", "models", "pretrain", "pretrain_autoencoders",
+           "diagnostics", "datasets", "export", "models", "pretrain", "pretrain_autoencoders",
            "GradientNormRecorder", "__version__"]

@@ -314,6 +314,47 @@ class Network:
                                        sample_weight=sample_weight, training=training,
                                        seed=seed)[0]
 
+    # ---- other libraries ---------------------------------------------------------------
+    def to_torch(self):
+        """This network as a ``torch.nn.Sequential`` in eval mode, in its dtype: per layer
+        ``nn.Linear`` (weight = W.T), ``nn.BatchNorm1d`` (with the running statistics) where
+        there is batch norm, the activation module, ``nn.Dropout`` where there is dropout;
+        its outputs equal ``predict``'s (to the float rounding of the activations)."""
+        from . import _torch
+        return _torch.to_torch(self)
+
+    @classmethod
+    def from_torch(cls, module, dtype=None):
+        """The Network of a ``torch.nn.Sequential`` of Linear, BatchNorm1d, Dropout and
+        activations fastbp has (as ``to_torch`` writes them; dtype None: the module's).
+        A module it cannot represent raises ValueError naming it."""
+        from . import _torch
+        return _torch.from_torch(module, dtype, cls)
+
+    @classmethod
+    def from_sklearn(cls, mlp, dtype=None):
+        """The Network of a fitted scikit-learn ``MLPClassifier``/``MLPRegressor`` (or a
+        fastbp.sklearn one): its ``coefs_``, ``intercepts_``, activation and output; the
+        outputs equal its ``predict_proba`` (classifier) or ``predict`` (regressor)."""
+        if hasattr(mlp, "_fastbp_network"):
+            return mlp._fastbp_network().copy(dtype)
+        coefs = getattr(mlp, "coefs_", None)
+        if coefs is None or not hasattr(mlp, "out_activation_"):
+            raise ValueError(f"mlp: {type(mlp).__name__} is not fitted (no coefs_); fit it "
+                             "first")
+        names = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh",
+                 "relu": "relu", "softmax": "softmax"}
+        act, out = getattr(mlp, "activation", None), mlp.out_activation_
+        if act not in names or out not in names:
+            raise ValueError(f"mlp: activation {act!r} / output {out!r} has no fastbp form")
+        sizes = [c.shape[0] for c in coefs] + [coefs[-1].shape[1]]
+        dtype = dtype or ("float32" if coefs[0].dtype == np.float32 else "float64")
+        net = cls(sizes, activation=names[act], output=names[out], init="zeros", dtype=dtype)
+        for W, b, c, i in zip(net.weights, net.biases, coefs, mlp.intercepts_):
+            W[...] = c
+            b[...] = i
+        return net
+
     # ---- copies, pickling, files -------------------------------------------------------
     def _config(self):
         cfg = {"layer_sizes": list(self._sizes), "activation": list(self.activations[:-1]),
