@@ -294,3 +294,37 @@ def test_momentum_with_batch_norm_and_dropout_backs_up_only_when_a_bound_needs_i
         with pytest.raises(fastbp.TrainingDiverged):
             tr.fit(X, y, epochs=30)
         assert np.isfinite(net.parameters).all()
+
+
+def test_batch_norm_gradients_never_read_stale_buffer_contents():
+    """A fresh training workspace is allocated, not zeroed: the first step's dgamma, dbeta
+    must overwrite it (beta 0), so garbage there changes nothing."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((256, 20)).astype(np.float32), rng.integers(0, 4, 256)
+    for opt in ("sgd", "adam"):
+        ends = []
+        for garbage in (False, True):
+            net = fastbp.Network([20, 64, 64, 4], activation="relu", output="softmax",
+                                 seed=1, batch_norm=True)
+            tr = fastbp.Trainer(net, optimizer=opt, lr=1e-3, batch_size=32, n_threads=1,
+                                seed=1)
+            tr.fit(X, y, epochs=1)
+            if garbage:
+                tr._workspace.grads[:] = np.nan
+            tr.fit(X, y, epochs=1)
+            ends.append(net.parameters.copy())
+        np.testing.assert_array_equal(ends[0], ends[1])
+
+
+def test_a_nan_gradient_under_adam_stops_training_instead_of_being_skipped():
+    """An overflowing product makes batch norm's statistics NaN, which ReLU hides from the
+    loss; the NaN gradient must end in TrainingDiverged, not be flushed to 0 by Adam."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 20)).astype(np.float32), rng.integers(0, 4, 64)
+    net = fastbp.Network([20, 16, 4], activation="relu", output="softmax", seed=1,
+                         batch_norm=True)
+    net.weights[0][...] = 3e38          # every row sum overflows float32
+    before = net.parameters.copy()
+    with pytest.raises(fastbp.TrainingDiverged):
+        fastbp.Trainer(net, optimizer="adam", batch_size=32, n_threads=1).fit(X, y, epochs=1)
+    np.testing.assert_array_equal(net.parameters, before)

@@ -664,9 +664,11 @@ cdef inline void _bn_backward_block(floating* g, const floating* xhat, const flo
             for j in range(c0, c1):
                 sg[j - c0] += <double>g[r * k + j]
                 sgx[j - c0] += <double>g[r * k + j] * <double>xhat[r * k + j]
-        for j in range(c0, c1):
-            dbeta[j] = <floating>(beta_acc * dbeta[j] + sg[j - c0])
-            dgamma[j] = <floating>(beta_acc * dgamma[j] + sgx[j - c0])
+        for j in range(c0, c1):     # beta_acc 0 overwrites (the old value may be garbage)
+            dbeta[j] = <floating>(beta_acc * dbeta[j] + sg[j - c0] if beta_acc != 0
+                                  else sg[j - c0])
+            dgamma[j] = <floating>(beta_acc * dgamma[j] + sgx[j - c0] if beta_acc != 0
+                                   else sgx[j - c0])
         for r in range(n):
             for j in range(c0, c1):
                 a = gamma[j] * istd[j]

@@ -6,11 +6,11 @@
 
 /* Optimizer-state flush (subnormal -> 0, as decaying state must not reach the slow
  * subnormals) and the non-finite test of an updated parameter (exponent bits). */
-static inline float fbp_flush_f32(float x) {
-    return (x >= 1.17549435e-38f || x <= -1.17549435e-38f) ? x : 0.0f;
+static inline float fbp_flush_f32(float x) {      /* NaN stays NaN: it must be seen */
+    return (x < 1.17549435e-38f && x > -1.17549435e-38f) ? 0.0f : x;
 }
 static inline double fbp_flush_f64(double x) {
-    return (x >= 2.2250738585072014e-308 || x <= -2.2250738585072014e-308) ? x : 0.0;
+    return (x < 2.2250738585072014e-308 && x > -2.2250738585072014e-308) ? 0.0 : x;
 }
 static inline unsigned int fbp_nonfinite_f32(float x) {
     unsigned int u;

@@ -218,8 +218,9 @@ FBP_CLONES static void fbp_bn_backward_f32(float *restrict g, const float *restr
             sgx[j] += (double)g[i * ld + j] * (double)xh[i * ld + j];
         }
     for (ptrdiff_t j = 0; j < k; j++) {
-        dbeta[j] = (float)(beta_acc * dbeta[j] + sg[j]);
-        dgamma[j] = (float)(beta_acc * dgamma[j] + sgx[j]);
+        /* beta_acc 0 overwrites (the old value may be garbage), as BLAS's beta */
+        dbeta[j] = (float)(beta_acc != 0.0f ? beta_acc * dbeta[j] + sg[j] : sg[j]);
+        dgamma[j] = (float)(beta_acc != 0.0f ? beta_acc * dgamma[j] + sgx[j] : sgx[j]);
         a[j] = (float)(gamma[j] * istd[j]);
         m1[j] = training ? (float)(sg[j] / (double)n) : 0.0f;
         m2[j] = training ? (float)(sgx[j] / (double)n) : 0.0f;
