@@ -1,5 +1,6 @@
 """The build: OpenMP, the row-major BLAS wrapper, the configuration report."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -227,3 +228,16 @@ def test_batch_shards_momentum_backup_only_when_needed_and_divergence_restores()
         ends.append((info.value.epoch, info.value.batch, net.parameters.copy()))
     assert ends[0][:2] == ends[1][:2]
     np.testing.assert_allclose(ends[1][2], ends[0][2], rtol=1e-3)
+
+
+@pytest.mark.skipif(os.environ.get("FASTBP_REQUIRE_INSTALLED") != "1" or sys.platform != "linux",
+                    reason="checks the repaired wheel CI installs (Linux)")
+def test_the_installed_wheel_is_the_repaired_manylinux_one():
+    """CI installs the wheel tools/build_wheel.sh repaired: OpenMP's runtime rides in
+    fastbp.libs/ and the extensions load it from there, not from the system."""
+    import glob
+    site = os.path.dirname(os.path.dirname(fastbp.__file__))
+    libs = glob.glob(os.path.join(site, "fastbp.libs", "libgomp*.so*"))
+    assert libs, f"no fastbp.libs/libgomp beside {fastbp.__file__}"
+    maps = open("/proc/self/maps").read()
+    assert os.path.basename(libs[0]) in maps
