@@ -27,7 +27,8 @@ __all__ = ["Trainer", "History", "TrainingDiverged"]
 
 CHECKPOINT_MAGIC = b"FASTBPCK"
 CHECKPOINT_VERSION = 1
-LOSS_RISE_WARNING = 100.0   # warn when an epoch's loss exceeds this many times the lowest
+LOSS_RISE_WARNING = 100.0   # warn when an epoch's loss exceeds this many times the lowest,
+                            # and the loss this Trainer started from
 
 CHUNK_SECONDS = 0.2
 # Slow steps are grouped into chunks of a few, as long as a chunk stays under 1 s, so that
@@ -190,6 +191,7 @@ class Trainer:
         self._dropout_seed = int(rng.integers(0, 2**63))                          # the masks
         self._schedule = _schedules.get(lr_schedule, self.optimizer.lr)
         self.history = History()
+        self._initial_loss = None         # the first batch's loss (the loss-rise warning)
         self.l2 = check_number(l2, "l2", low=0)
         self.l1 = check_number(l1, "l1", low=0)
         self.decay_biases = bool(decay_biases)
@@ -295,7 +297,9 @@ class Trainer:
         {class index: weight}, missing classes 1, or "balanced", n / (k * count) as
         scikit-learn's compute_class_weight) multiplies each sample's weight by its class's
         (a target row of probabilities: their mix). Warns (RuntimeWarning) when an epoch's loss rises
-        to LOSS_RISE_WARNING times the lowest seen in this fit: the lr is likely too large.
+        to LOSS_RISE_WARNING times the lowest seen in this fit and above the loss this
+        Trainer started training from: the lr is likely too large (a spike from near zero on
+        a fitted training set is not).
 
         Ctrl-C stops within about a second, after the current chunk of batches, with the
         network and the History consistent (``interrupted=True``); the KeyboardInterrupt
@@ -344,7 +348,10 @@ class Trainer:
                     first = self._train_epoch(state, data, chunks, bar, t0)
                     loss = state.loss_sum / state.weight_sum
                     lowest = min(lowest, first)
-                    if not warned and loss > LOSS_RISE_WARNING * lowest > 0:
+                    if self._initial_loss is None:
+                        self._initial_loss = first
+                    if (not warned and loss > LOSS_RISE_WARNING * lowest > 0
+                            and loss > self._initial_loss):
                         warned = True
                         warnings.warn(f"training loss rose from {lowest:.4g} to {loss:.4g} in "
                                       f"epoch {self.epoch}: the learning rate ({lr:g}) is "
