@@ -115,11 +115,15 @@ def test_same_constructor_parameters_and_defaults(ours, theirs):
         assert name in mine, name
         assert mine[name].default == p.default, name
         assert mine[name].kind == p.kind, name
-    extras = set(mine) - set(ref)
-    assert extras == {"init", "n_threads", "dtype", "callbacks"}
-    for name in extras:
+    extras = {name: p.default for name, p in mine.items() if name not in ref}
+    expected = dict(init=None, n_threads=None, dtype=None, callbacks=None, dropout=0.0,
+                    input_dropout=0.0, batch_norm=False, l1=0.0, clip_norm=None, max_norm=None)
+    if ours is MLPClassifier:
+        expected["class_weight"] = None
+    assert extras == expected
+    for name in extras:   # keyword-only, each with a validation constraint
         assert mine[name].kind == inspect.Parameter.KEYWORD_ONLY
-        assert mine[name].default is None
+        assert name in ours._parameter_constraints, name
     for name in ref:   # the same parameter validation as scikit-learn's
         if name in theirs._parameter_constraints and name != "activation":
             assert [_norm(c) for c in ours._parameter_constraints[name]] == [
