@@ -723,7 +723,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                 raise ValueError(f"class_weight has keys {unknown} that are not classes; the "
                                  f"classes are {classes.tolist()}")
             weights = np.ones(len(classes))
-            for i, c in enumerate(classes):
+            for i, c in enumerate(classes.tolist()):
                 if c in class_weight:
                     w = class_weight[c]
                     if (isinstance(w, (bool, np.bool_)) or not isinstance(w, Real)
