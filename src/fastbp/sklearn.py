@@ -48,6 +48,30 @@ Beyond scikit-learn (extra keyword arguments; scikit-learn's parameters keep the
   set), ``lr``, ``estimator`` and ``trainer``; returning True stops training.
 - ``validation_loss_curve_``: the validation loss after every epoch whenever there is a
   validation set (``early_stopping=True``, or ``fit(..., validation_data=(X_val, y_val))``).
+- ``dropout`` (a rate, or one per hidden layer), ``input_dropout``, ``batch_norm`` (a bool,
+  or one per hidden layer): fastbp's Network options, for ``"sgd"``/``"adam"``. Predictions
+  are evaluation mode (no dropout; batch norm with its running statistics). Batch norm's
+  state is fitted: ``bn_gammas_``, ``bn_betas_``, ``bn_running_means_``,
+  ``bn_running_vars_`` (one entry per layer, as ``coefs_``; None for a layer without batch
+  norm; absent when no layer has it), used by ``predict`` as ``coefs_`` are, kept by
+  pickling, ``warm_start``, ``partial_fit`` and early stopping. With batch norm every
+  training batch needs 2 samples or more: ``batch_size="auto"`` picks such a size.
+- ``l1`` (L1 penalty on the weights, ``l1 * sum|W|`` in ``loss_``; every solver),
+  ``clip_norm`` (gradient clipping by global norm) and ``max_norm`` (per-unit max-norm):
+  fastbp's Trainer options; the last two for ``"sgd"``/``"adam"``.
+- ``class_weight`` (MLPClassifier): a dict ``{class label: weight}`` (missing classes 1)
+  or ``"balanced"`` (scikit-learn's ``compute_class_weight``); each sample's weight is
+  multiplied by its class's, so it equals fitting with those sample weights (every
+  solver; not for multilabel targets; ``"balanced"`` not in ``partial_fit``).
+- ``transform(X)``: the last hidden layer's activations (evaluation mode), and
+  ``hidden_activations(X, layer=k)`` any hidden layer's (1 the first, -1 the last): the
+  learned features, e.g. as a Pipeline step (scikit-learn #8291, declined upstream). So
+  the estimators are also transformers (``fit_transform``, ``get_feature_names_out``).
+
+Every extra's default keeps scikit-learn's behaviour and results exactly; the solver
+combinations that cannot hold raise ValueError: ``"lbfgs"`` (one deterministic full-batch
+objective) with dropout, batch norm, ``clip_norm`` or ``max_norm``, and
+``loss="poisson"`` with dropout or batch norm.
 
 Sparse input (CSR/CSC) is densified: at once when the dense copy takes at most
 ``SPARSE_DENSE_LIMIT`` bytes (256 MiB), otherwise a block of whole batches (at most
@@ -1355,6 +1379,29 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         objects, called after each epoch (each iteration for lbfgs); ``logs`` holds
         ``loss``, ``lr``, ``val_loss``/``val_score`` (with a validation set),
         ``estimator`` and ``trainer``.
+    dropout : float or list of float, default=0.0
+        fastbp extra (sgd/adam): inverted dropout on each hidden layer's output, one rate
+        in [0, 1) or one per hidden layer. Predictions use no dropout.
+    input_dropout : float, default=0.0
+        fastbp extra (sgd/adam): dropout on the inputs.
+    batch_norm : bool or list of bool, default=False
+        fastbp extra (sgd/adam): batch normalization before each hidden activation (or
+        on the hidden layers where the list says True); predictions use the running
+        statistics. Every training batch needs 2 samples or more.
+    l1 : float, default=0.0
+        fastbp extra: L1 penalty ``l1 * sum|W|`` on the weights (not the biases): its
+        subgradient is added to each step's gradient (lbfgs: to the objective).
+    clip_norm : float, default=None
+        fastbp extra (sgd/adam): scale each step's gradient to a global norm of at most
+        clip_norm (``torch.nn.utils.clip_grad_norm_``).
+    max_norm : float, default=None
+        fastbp extra (sgd/adam): after each step, rescale each unit's incoming weights (a
+        column of a coefs_ matrix) to a norm of at most max_norm.
+    class_weight : dict or 'balanced', default=None
+        fastbp extra: weights ``{class label: weight}`` (missing classes 1), or 'balanced'
+        (``n_samples / (n_classes * np.bincount(y))``); multiplies each sample's weight
+        by its class's, for every solver. Not for multilabel targets; 'balanced' not in
+        partial_fit (pass the weights of the whole data as a dict).
 
     Attributes
     ----------
@@ -1364,6 +1411,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     validation_loss_curve_ : list or None
         fastbp extra: validation log-loss after each epoch (sgd/adam) when there is a
         validation set (``early_stopping=True`` or ``fit(validation_data=...)``).
+    bn_gammas_, bn_betas_, bn_running_means_, bn_running_vars_ : list of ndarray or None
+        fastbp extra, only with batch_norm: batch norm's scales and shifts (training
+        dtype) and running means and variances (float64), one entry per layer as
+        ``coefs_`` (None where a layer has no batch norm, always for the output layer).
+        A hidden unit computes ``f(gamma * (z - mean) / sqrt(var + 1e-5) + beta)`` with
+        ``z = a @ coefs_[i] + intercepts_[i]``.
+
+    Methods beyond scikit-learn: ``transform(X)`` (the last hidden layer's activations)
+    and ``hidden_activations(X, layer=-1)`` (any hidden layer's), in evaluation mode.
 
     Notes
     -----
@@ -1518,8 +1574,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
     learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
     warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1,
-    beta_2, epsilon, n_iter_no_change, max_fun, init, n_threads, dtype, callbacks :
-        see :class:`MLPClassifier`.
+    beta_2, epsilon, n_iter_no_change, max_fun, init, n_threads, dtype, callbacks, dropout,
+    input_dropout, batch_norm, l1, clip_norm, max_norm :
+        see :class:`MLPClassifier` (dropout and batch_norm not with loss='poisson').
 
     Attributes
     ----------
@@ -1528,6 +1585,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     n_outputs_, out_activation_ : as in scikit-learn.
     validation_loss_curve_ : list or None
         fastbp extra: validation loss after each epoch when there is a validation set.
+    bn_gammas_, bn_betas_, bn_running_means_, bn_running_vars_ :
+        with batch_norm: see :class:`MLPClassifier`.
+
+    ``transform(X)`` and ``hidden_activations(X, layer=-1)``: see :class:`MLPClassifier`.
     """
 
     _parameter_constraints: dict = {
