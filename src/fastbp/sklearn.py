@@ -48,6 +48,30 @@ Beyond scikit-learn (extra keyword arguments; scikit-learn's parameters keep the
   set), ``lr``, ``estimator`` and ``trainer``; returning True stops training.
 - ``validation_loss_curve_``: the validation loss after every epoch whenever there is a
   validation set (``early_stopping=True``, or ``fit(..., validation_data=(X_val, y_val))``).
+- ``dropout`` (a rate, or one per hidden layer), ``input_dropout``, ``batch_norm`` (a bool,
+  or one per hidden layer): fastbp's Network options, for ``"sgd"``/``"adam"``. Predictions
+  are evaluation mode (no dropout; batch norm with its running statistics). Batch norm's
+  state is fitted: ``bn_gammas_``, ``bn_betas_``, ``bn_running_means_``,
+  ``bn_running_vars_`` (one entry per layer, as ``coefs_``; None for a layer without batch
+  norm; absent when no layer has it), used by ``predict`` as ``coefs_`` are, kept by
+  pickling, ``warm_start``, ``partial_fit`` and early stopping. With batch norm every
+  training batch needs 2 samples or more: ``batch_size="auto"`` picks such a size.
+- ``l1`` (L1 penalty on the weights, ``l1 * sum|W|`` in ``loss_``; every solver),
+  ``clip_norm`` (gradient clipping by global norm) and ``max_norm`` (per-unit max-norm):
+  fastbp's Trainer options; the last two for ``"sgd"``/``"adam"``.
+- ``class_weight`` (MLPClassifier): a dict ``{class label: weight}`` (missing classes 1)
+  or ``"balanced"`` (scikit-learn's ``compute_class_weight``); each sample's weight is
+  multiplied by its class's, so it equals fitting with those sample weights (every
+  solver; not for multilabel targets; ``"balanced"`` not in ``partial_fit``).
+- ``transform(X)``: the last hidden layer's activations (evaluation mode), and
+  ``hidden_activations(X, layer=k)`` any hidden layer's (1 the first, -1 the last): the
+  learned features, e.g. as a Pipeline step (scikit-learn #8291, declined upstream). So
+  the estimators are also transformers (``fit_transform``, ``get_feature_names_out``).
+
+Every extra's default keeps scikit-learn's behaviour and results exactly; the solver
+combinations that cannot hold raise ValueError: ``"lbfgs"`` (one deterministic full-batch
+objective) with dropout, batch norm, ``clip_norm`` or ``max_norm``, and
+``loss="poisson"`` with dropout or batch norm.
 
 Sparse input (CSR/CSC) is densified: at once when the dense copy takes at most
 ``SPARSE_DENSE_LIMIT`` bytes (256 MiB), otherwise a block of whole batches (at most
@@ -74,7 +98,8 @@ from types import SimpleNamespace
 
 try:
     import sklearn  # noqa: F401
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+    from sklearn.base import (BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin,
+                              RegressorMixin, TransformerMixin, is_classifier)
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "fastbp.sklearn needs scikit-learn, which is an optional dependency of fastbp: "
@@ -89,6 +114,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
@@ -190,6 +216,10 @@ def _sum_squares(arrays):
     return sum(float(np.einsum("ij,ij->", W, W)) for W in arrays)
 
 
+def _sum_abs(arrays):
+    return sum(float(np.abs(W).sum()) for W in arrays)
+
+
 def _run_callbacks(callbacks, epoch, logs):
     """Calls every callback with ``(epoch, logs)`` (all of them, even after one asked to
     stop); True when one asked to stop."""
@@ -285,7 +315,7 @@ def _new_optimizer(est):
                           eps=est.epsilon, eps_before_bias_correction=True)
 
 
-class _BaseMLP(BaseEstimator):
+class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Shared implementation of the two estimators (use MLPClassifier / MLPRegressor)."""
 
     _parameter_constraints: dict = {
@@ -326,13 +356,20 @@ class _BaseMLP(BaseEstimator):
         "n_threads": [None, Interval(Integral, 1, None, closed="left")],
         "dtype": [None, StrOptions({"float32", "float64"})],
         "callbacks": [None, list, tuple],
+        "dropout": [Interval(Real, 0, 1, closed="left"), list, tuple],
+        "input_dropout": [Interval(Real, 0, 1, closed="left")],
+        "batch_norm": ["boolean", list, tuple],
+        "l1": [Interval(Real, 0, None, closed="left")],
+        "clip_norm": [None, Interval(Real, 0, None, closed="neither")],
+        "max_norm": [None, Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
                  learning_rate_init, power_t, max_iter, loss, shuffle, random_state, tol,
                  verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
                  validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun,
-                 init, n_threads, dtype, callbacks):
+                 init, n_threads, dtype, callbacks, dropout, input_dropout, batch_norm, l1,
+                 clip_norm, max_norm):
         self.activation = activation
         self.solver = solver
         self.alpha = alpha
@@ -361,6 +398,12 @@ class _BaseMLP(BaseEstimator):
         self.n_threads = n_threads
         self.dtype = dtype
         self.callbacks = callbacks
+        self.dropout = dropout
+        self.input_dropout = input_dropout
+        self.batch_norm = batch_norm
+        self.l1 = l1
+        self.clip_norm = clip_norm
+        self.max_norm = max_norm
 
     # ---- pickling: the cached Network is rebuilt from coefs_ --------------------------
     def __getstate__(self):
@@ -392,10 +435,49 @@ class _BaseMLP(BaseEstimator):
             return acts
         return [act] * n_hidden
 
-    def _make_net(self, layer_units, dtype):
+    def _per_hidden(self, name, n_hidden):
+        """The parameter ``name`` (dropout or batch_norm) as one value per hidden layer:
+        floats in [0, 1) for dropout, bools for batch_norm."""
+        value = getattr(self, name)
+        values = list(value) if isinstance(value, (list, tuple)) else [value] * n_hidden
+        if len(values) != n_hidden:
+            raise ValueError(f"{name}: expected one value per hidden layer ({n_hidden}), "
+                             f"got {len(values)}")
+        for v in values:
+            if name == "batch_norm":
+                ok = isinstance(v, (bool, np.bool_))
+            else:
+                ok = (isinstance(v, Real) and not isinstance(v, (bool, np.bool_))
+                      and 0 <= v < 1)
+            if not ok:
+                raise ValueError(f"{name}: each entry must be "
+                                 f"{'a bool' if name == 'batch_norm' else 'a float in [0, 1)'}"
+                                 f", got {v!r}")
+        return [bool(v) for v in values] if name == "batch_norm" else [float(v) for v in values]
+
+    def _regularized(self):
+        """Whether dropout (on any layer or the inputs) or batch norm is asked for."""
+        def on(value):
+            return any(value) if isinstance(value, (list, tuple)) else bool(value)
+        return on(self.dropout) or bool(self.input_dropout) or on(self.batch_norm)
+
+    def _make_net(self, layer_units, dtype, batch_norm=False, dropout=0.0, input_dropout=0.0):
         hidden = self._hidden_activations(len(layer_units) - 2)
         return Network(list(layer_units), activation=hidden if hidden else "tanh",
-                       output=_OUTPUT[self.out_activation_], init="zeros", dtype=dtype)
+                       output=_OUTPUT[self.out_activation_], init="zeros", dtype=dtype,
+                       dropout=dropout, input_dropout=input_dropout, batch_norm=batch_norm)
+
+    def _fitted_batch_norm(self):
+        """Batch norm on each hidden layer of the fitted network (from ``bn_gammas_``: an
+        entry per layer, as coefs_, None for a layer without it)."""
+        gammas = getattr(self, "bn_gammas_", None)
+        if gammas is None:
+            return [False] * (len(self.coefs_) - 1)
+        if len(gammas) != len(self.coefs_) or gammas[-1] is not None:
+            raise ValueError(f"bn_gammas_ must have one entry per layer ({len(self.coefs_)}, "
+                             "as coefs_), None for the output layer and for the layers "
+                             "without batch norm")
+        return [g is not None for g in gammas[:-1]]
 
     def _load_coefs(self, net):
         for W, b, c, i in zip(net.weights, net.biases, self.coefs_, self.intercepts_):
@@ -406,10 +488,55 @@ class _BaseMLP(BaseEstimator):
                                  "features or of outputs changed?)")
             W[...] = c
             b[...] = i
+        if not any(net.batch_norm):
+            return
+        for name, views in (("bn_gammas_", net.gammas), ("bn_betas_", net.betas),
+                            ("bn_running_means_", net.running_means),
+                            ("bn_running_vars_", net.running_vars)):
+            values = getattr(self, name)
+            if len(values) != len(views):
+                raise ValueError(f"{name} must have one entry per layer ({len(views)})")
+            for layer, (view, value) in enumerate(zip(views, values)):
+                if view is None:
+                    continue
+                value = np.asarray(value) if value is not None else None
+                if value is None or value.shape != view.shape:
+                    raise ValueError(f"{name}[{layer}] must have shape {view.shape}, got "
+                                     f"{None if value is None else value.shape}")
+                view[...] = value
+
+    _BN_ATTRIBUTES = ("bn_gammas_", "bn_betas_", "bn_running_means_", "bn_running_vars_")
 
     def _store_coefs(self, net):
         self.coefs_ = [W.copy() for W in net.weights]
         self.intercepts_ = [b.copy() for b in net.biases]
+        if any(net.batch_norm):
+            for name, views in zip(self._BN_ATTRIBUTES, (net.gammas, net.betas,
+                                                         net.running_means, net.running_vars)):
+                setattr(self, name, [None if v is None else v.copy() for v in views])
+        else:
+            for name in self._BN_ATTRIBUTES:
+                self.__dict__.pop(name, None)
+
+    @staticmethod
+    def _bn_snapshot(net):
+        """Batch norm's parameters and running statistics (None without batch norm): what
+        early stopping keeps beside the best coefs_/intercepts_."""
+        if not any(net.batch_norm):
+            return None
+        return ([None if g is None else g.copy() for g in net.gammas],
+                [None if b is None else b.copy() for b in net.betas],
+                net.running_stats.copy())
+
+    @staticmethod
+    def _bn_restore(net, snapshot):
+        if snapshot is None or not any(net.batch_norm):
+            return
+        gammas, betas, running = snapshot
+        for view, value in zip(net.gammas + net.betas, gammas + betas):
+            if view is not None:
+                view[...] = value
+        net.running_stats[...] = running
 
     def _threads(self):
         return self.n_threads if self.n_threads is not None else _default_threads()
@@ -418,37 +545,53 @@ class _BaseMLP(BaseEstimator):
         """Layer sizes of the network that coefs_ describe."""
         return [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
 
-    def _coefs_net(self):
+    def _coefs_net(self, training=False):
         """A network of coefs_'s layer sizes and dtype (float32 or float64; float64 for
-        any other): the cached one when it has them, otherwise a new one. Its parameters
+        any other) and the fitted batch-norm layout: the cached one when it has them,
+        otherwise a new one. ``training``: also the dropout rates of the current
+        parameters (prediction runs without dropout, whatever the rates). Its parameters
         are not loaded."""
         units = self._coefs_units()
         dtype = np.asarray(self.coefs_[0]).dtype
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
+        bn = self._fitted_batch_norm()
+        rates = {}
+        if training:
+            rates = dict(dropout=self._per_hidden("dropout", len(units) - 2),
+                         input_dropout=self.input_dropout)
         net = getattr(self, "_net", None)
-        if net is None or list(net.layer_sizes) != units or net.dtype != dtype:
-            net = self._make_net(units, dtype)
+        if (net is None or list(net.layer_sizes) != units or net.dtype != dtype
+                or list(net.batch_norm) != bn
+                or (training and (list(net.dropout) != [float(r) for r in rates["dropout"]]
+                                  or net.input_dropout != float(rates["input_dropout"])))):
+            net = self._make_net(units, dtype, batch_norm=bn, **rates)
         return net
 
-    def _loaded_net(self):
-        """The network loaded with the current coefs_/intercepts_."""
-        net = self._coefs_net()
+    def _loaded_net(self, training=False):
+        """The network loaded with the current coefs_/intercepts_ (and batch norm's
+        fitted parameters and running statistics)."""
+        net = self._coefs_net(training)
         self._load_coefs(net)
         return net
 
     # ---- forward passes ---------------------------------------------------------------
-    def _net_output(self, net, X):
-        """Output activations (scikit-learn's, so with exp for Poisson) for X, given as a
-        _Rows, a dense array or a sparse matrix."""
+    def _rows_apply(self, net, X, forward, width):
+        """``forward`` (a network's predict or hidden_activations) of X, given as a _Rows,
+        a dense array or a sparse matrix (densified a block of rows at a time)."""
         rows = X if isinstance(X, _Rows) else _Rows(X, net.dtype)
         with num_threads(self._threads()):
             if not rows.sparse:
-                out = net.predict(rows.X)
-            else:
-                out = np.empty((rows.n, net.n_outputs), dtype=net.dtype)
-                for sl in rows.blocks(rows.rows_per_block()):
-                    out[sl] = net.predict(rows.take(sl))
+                return forward(rows.X)
+            out = np.empty((rows.n, width), dtype=net.dtype)
+            for sl in rows.blocks(rows.rows_per_block()):
+                out[sl] = forward(rows.take(sl))
+        return out
+
+    def _net_output(self, net, X):
+        """Output activations (scikit-learn's, so with exp for Poisson) for X, given as a
+        _Rows, a dense array or a sparse matrix."""
+        out = self._rows_apply(net, X, net.predict, net.n_outputs)
         if self.out_activation_ == "exp":
             with np.errstate(over="ignore"):
                 np.exp(out, out=out)
@@ -458,6 +601,54 @@ class _BaseMLP(BaseEstimator):
         if check_input:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         return self._net_output(self._loaded_net(), X)
+
+    def hidden_activations(self, X, layer=-1):
+        """The outputs of a hidden layer for X, in evaluation mode as ``predict`` (no
+        dropout; batch norm with its running statistics). fastbp extra.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        layer : int, default=-1
+            The hidden layer: 1 is the first, 2 the second, ...; -1 the last, -2 the one
+            before, ...
+
+        Returns
+        -------
+        H : ndarray of shape (n_samples, hidden_layer_sizes[layer])
+            The layer's activations (after its activation function), in the training
+            dtype.
+        """
+        check_is_fitted(self)
+        n_hidden = len(self.coefs_) - 1
+        if n_hidden == 0:
+            raise ValueError("this network has no hidden layer (hidden_layer_sizes=()): "
+                             "there are no hidden activations to return")
+        if (isinstance(layer, (bool, np.bool_)) or not isinstance(layer, Integral)
+                or not (1 <= layer <= n_hidden or -n_hidden <= layer <= -1)):
+            raise ValueError(f"layer must be a hidden layer, 1..{n_hidden} or "
+                             f"-1..-{n_hidden}, got {layer!r}")
+        layer = int(layer)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        net = self._loaded_net()
+        width = net.layer_sizes[layer if layer > 0 else n_hidden + 1 + layer]
+        return self._rows_apply(net, X, lambda A: net.hidden_activations(A, layer=layer),
+                                width)
+
+    def transform(self, X):
+        """The last hidden layer's activations for X (evaluation mode, as ``predict``):
+        the learned features. fastbp extra; ``hidden_activations(X, layer=k)`` reads any
+        hidden layer.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        H : ndarray of shape (n_samples, hidden_layer_sizes[-1])
+        """
+        return self.hidden_activations(X, layer=-1)
 
     # ---- fit ----------------------------------------------------------------------------
     def _initialize(self, y, layer_units, dtype):
@@ -472,7 +663,11 @@ class _BaseMLP(BaseEstimator):
         else:
             self.out_activation_ = "logistic"
 
-        net = self._make_net(layer_units, dtype)
+        n_hidden = len(layer_units) - 2
+        net = self._make_net(layer_units, dtype,
+                             batch_norm=self._per_hidden("batch_norm", n_hidden),
+                             dropout=self._per_hidden("dropout", n_hidden),
+                             input_dropout=self.input_dropout)
         if self.init is None:
             # scikit-learn's _init_coef, same draws in the same order
             hidden = self._hidden_activations(len(layer_units) - 2)
@@ -490,6 +685,7 @@ class _BaseMLP(BaseEstimator):
         self._store_coefs(net)
         self._best_coefs = [c.copy() for c in self.coefs_]
         self._best_intercepts = [i.copy() for i in self.intercepts_]
+        self._best_bn = self._bn_snapshot(net)
 
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
@@ -504,6 +700,64 @@ class _BaseMLP(BaseEstimator):
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
 
+    def _check_extras(self, n_hidden):
+        """The fastbp extras that the solver or the loss cannot honour: ValueError."""
+        self._per_hidden("dropout", n_hidden)
+        self._per_hidden("batch_norm", n_hidden)
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            # L-BFGS minimizes one deterministic function: the full-batch objective. Dropout
+            # would make it random, and batch norm's batch statistics and running
+            # statistics belong to minibatch training.
+            if self._regularized():
+                raise ValueError("dropout/batch_norm need solver 'sgd' or 'adam' (L-BFGS "
+                                 f"minimizes a deterministic full-batch loss), got solver="
+                                 f"{self.solver!r}")
+            for name in ("clip_norm", "max_norm"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} needs solver 'sgd' or 'adam' (it acts on each "
+                                     f"optimizer step), got solver={self.solver!r}")
+        if getattr(self, "loss", None) == "poisson" and self._regularized():
+            # the Poisson path trains on targets shifted by the batch's evaluation-mode
+            # output, which is not the training pass's output under dropout/batch norm
+            raise ValueError("dropout/batch_norm are not supported with loss='poisson'")
+
+    def _class_sample_weight(self, y, sample_weight, incremental):
+        """sample_weight times each sample's class weight (``class_weight``: a dict
+        {class label: weight}, missing classes 1, or 'balanced', scikit-learn's
+        ``compute_class_weight``); sample_weight itself without class_weight."""
+        class_weight = getattr(self, "class_weight", None)
+        if class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError("class_weight is not supported for multilabel targets")
+        classes = self._label_binarizer.classes_
+        index = np.argmax(y, axis=1) if y.shape[1] > 1 else y[:, 0].astype(np.intp)
+        if isinstance(class_weight, str):   # "balanced" (the parameter constraints)
+            if incremental:
+                raise ValueError("class_weight='balanced' is not supported for partial_fit "
+                                 "(one call sees only part of the data): pass the weights "
+                                 "of compute_class_weight('balanced', classes=classes, "
+                                 "y=y_all) as a dict")
+            weights = compute_class_weight("balanced", classes=np.arange(len(classes)),
+                                           y=index)
+        else:
+            known = set(classes.tolist())
+            unknown = [k for k in class_weight if k not in known]
+            if unknown:
+                raise ValueError(f"class_weight has keys {unknown} that are not classes; the "
+                                 f"classes are {classes.tolist()}")
+            weights = np.ones(len(classes))
+            for i, c in enumerate(classes.tolist()):
+                if c in class_weight:
+                    w = class_weight[c]
+                    if (isinstance(w, (bool, np.bool_)) or not isinstance(w, Real)
+                            or not (np.isfinite(w) and w >= 0)):
+                        raise ValueError(f"class_weight[{c!r}] must be a finite number >= 0, "
+                                         f"got {w!r}")
+                    weights[i] = w
+        per_sample = weights[index]
+        return per_sample if sample_weight is None else sample_weight * per_sample
+
     def _train_dtype(self, X):
         if self.dtype is not None:
             return np.dtype(self.dtype)
@@ -517,6 +771,7 @@ class _BaseMLP(BaseEstimator):
         if np.any(np.array(hidden_layer_sizes) <= 0):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes)
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        self._check_extras(len(hidden_layer_sizes))
 
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         n_features = X.shape[1]
@@ -524,6 +779,7 @@ class _BaseMLP(BaseEstimator):
             sample_weight = _check_sample_weight(sample_weight, X)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
+        sample_weight = self._class_sample_weight(y, sample_weight, incremental)
         self.n_outputs_ = y.shape[1]
         layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
         self._random_state = check_random_state(self.random_state)
@@ -533,7 +789,13 @@ class _BaseMLP(BaseEstimator):
         elif self._coefs_units() != layer_units:
             raise ValueError(f"warm_start/partial_fit: the network has layer sizes "
                              f"{self._coefs_units()}, this fit needs {layer_units}")
-        net = self._loaded_net()
+        elif self._fitted_batch_norm() != self._per_hidden("batch_norm",
+                                                            len(hidden_layer_sizes)):
+            raise ValueError(f"batch_norm: the fitted network has batch norm on the hidden "
+                             f"layers {self._fitted_batch_norm()}, this fit asks for "
+                             f"{self._per_hidden('batch_norm', len(hidden_layer_sizes))} "
+                             "(warm_start/partial_fit continue the fitted network)")
+        net = self._loaded_net(training=True)
         self._net = net
 
         try:
@@ -572,9 +834,14 @@ class _BaseMLP(BaseEstimator):
         return _binary_log_loss(y, out, sw)
 
     def _penalty(self, net, sw_sum):
-        if not self.alpha:
-            return 0.0
-        return 0.5 * self.alpha * _sum_squares(net.weights) / sw_sum
+        """The L2 penalty (scikit-learn's alpha term) plus ``l1`` times the weights' L1
+        norm (the biases are not penalized)."""
+        pen = 0.0
+        if self.alpha:
+            pen = 0.5 * self.alpha * _sum_squares(net.weights) / sw_sum
+        if self.l1:
+            pen += self.l1 * _sum_abs(net.weights)
+        return pen
 
     # ---- L-BFGS -------------------------------------------------------------------------
     def _data_loss_grad(self, net, Xb, Tb, yb, swb, l2):
@@ -593,8 +860,8 @@ class _BaseMLP(BaseEstimator):
         return value, g.flat
 
     def _objective(self, net, rows, T, yf, sw):
-        """L-BFGS objective at the network's parameters: (data loss + L2 penalty, float64
-        gradient in fastbp's flat layout W0, b0, W1, b1, ...), and the penalty."""
+        """L-BFGS objective at the network's parameters: (data loss + L2 (and L1) penalty,
+        float64 gradient in fastbp's flat layout W0, b0, W1, b1, ...), and the penalty."""
         sw_sum = float(rows.n if sw is None else sw.sum())
         with num_threads(self._threads()):
             if not rows.sparse:
@@ -615,6 +882,11 @@ class _BaseMLP(BaseEstimator):
                     for W, b in zip(net.weights, net.biases):
                         grad[off:off + W.size] += self.alpha / sw_sum * W.ravel()
                         off += W.size + b.size
+            if self.l1:   # the subgradient l1 * sign(W), as fastbp's Trainer
+                off = 0
+                for W, b in zip(net.weights, net.biases):
+                    grad[off:off + W.size] += self.l1 * np.sign(W.ravel())
+                    off += W.size + b.size
         pen = self._penalty(net, sw_sum)
         return value + pen, grad, pen
 
@@ -622,6 +894,9 @@ class _BaseMLP(BaseEstimator):
         """scikit-learn's private helper, for code that calls it: loss (scikit-learn's
         value) and gradient for parameters packed as all coefs then all intercepts."""
         net = self._loaded_net()
+        if any(net.batch_norm):
+            raise ValueError("_loss_grad_lbfgs packs coefs_ and intercepts_ only; this "
+                             "network has batch norm (batch_norm needs solver 'sgd' or 'adam')")
         packed = np.asarray(packed_coef_inter)
         off = 0
         for W in net.weights:
@@ -699,7 +974,7 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         train, validation = self._split_validation(X, y, sample_weight, validation_data)
-        batch_size = self._batch_size(train[0].shape[0])
+        batch_size = self._batch_size(train[0].shape[0], any(net.batch_norm))
         data = self._training_set(*train, net.dtype)
         val = None
         if validation is not None:
@@ -715,7 +990,8 @@ class _BaseMLP(BaseEstimator):
         seed = int(self._random_state.randint(np.iinfo(np.int32).max))
         trainer = Trainer(net, loss=self._fastbp_loss(), optimizer=self._optimizer,
                           batch_size=batch_size, n_threads=nt, seed=seed,
-                          lr_schedule=_LearningRate(self._optimizer), l2=float(self.alpha))
+                          lr_schedule=_LearningRate(self._optimizer), l2=float(self.alpha),
+                          l1=float(self.l1), clip_norm=self.clip_norm, max_norm=self.max_norm)
         if data.rows.sparse or self.out_activation_ == "exp":
             run_epoch = functools.partial(self._block_epoch, trainer, data, batch_size,
                                           np.random.default_rng(seed))
@@ -731,10 +1007,12 @@ class _BaseMLP(BaseEstimator):
                     for _ in range(self.max_iter):
                         lr = self._optimizer.lr
                         sq_start = _sum_squares(net.weights) if self.alpha else 0.0
+                        abs_start = _sum_abs(net.weights) if self.l1 else 0.0
                         data_loss = np.nan
                         if not diverged:
                             data_loss, diverged = self._epoch_or_divergence(run_epoch, net)
-                        self._record_epoch_loss(data_loss, sq_start, net, data.n, penalty_batches)
+                        self._record_epoch_loss(data_loss, sq_start, net, data.n, penalty_batches,
+                                                abs_start)
 
                         logs = {"loss": self.loss_, "lr": lr}
                         if val is not None:
@@ -759,6 +1037,7 @@ class _BaseMLP(BaseEstimator):
             for W, b, c, i in zip(net.weights, net.biases, self._best_coefs, self._best_intercepts):
                 W[...] = c
                 b[...] = i
+            self._bn_restore(net, getattr(self, "_best_bn", None))
 
     def _split_validation(self, X, y, sample_weight, validation_data):
         """((X, y, sample_weight) to train on, (X_val, y_val, sample_weight_val) or None):
@@ -788,13 +1067,25 @@ class _BaseMLP(BaseEstimator):
             y_val = self._label_binarizer.inverse_transform(y_val)
         return (X_train, y_train, sample_weight_train), (X_val, y_val, sample_weight_val)
 
-    def _batch_size(self, n_samples):
+    def _batch_size(self, n_samples, batch_norm=False):
         if self.batch_size == "auto":
-            return min(200, n_samples)
-        if self.batch_size > n_samples:
-            warnings.warn("Got `batch_size` less than 1 or larger than "
-                          "sample size. It is going to be clipped")
-        return int(np.clip(self.batch_size, 1, n_samples))
+            batch_size = min(200, n_samples)
+            if batch_norm:
+                # batch norm needs 2 samples or more in every batch: 'auto' then takes the
+                # largest size up to 200 that leaves no batch of one
+                while batch_size > 2 and n_samples % batch_size == 1:
+                    batch_size -= 1
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than "
+                              "sample size. It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        if batch_norm and (batch_size == 1 or n_samples % batch_size == 1):
+            raise ValueError(f"batch_norm needs at least 2 samples in every training batch; "
+                             f"with n_samples={n_samples} and batch_size={batch_size} "
+                             f"{'every' if batch_size == 1 else 'the last'} batch has 1 "
+                             "(choose another batch_size)")
+        return batch_size
 
     def _training_set(self, X, y, sample_weight, dtype):
         """The training data in ``dtype``: ``rows`` (_Rows), ``T`` (fastbp's targets),
@@ -867,14 +1158,18 @@ class _BaseMLP(BaseEstimator):
             net.parameters[...] = np.nan
             return np.nan, True
 
-    def _record_epoch_loss(self, data_loss, sq_start, net, n_samples, penalty_batches):
+    def _record_epoch_loss(self, data_loss, sq_start, net, n_samples, penalty_batches,
+                           abs_start=0.0):
         """n_iter_, t_, loss_ and loss_curve_ (and the verbose line) after an epoch. loss_
         is the data loss plus the L2 penalty, its squared weights the mean of those at the
-        epoch's start (``sq_start``) and end."""
+        epoch's start (``sq_start``) and end (and the L1 penalty, ``l1`` times the mean of
+        the weights' L1 norms at the start, ``abs_start``, and end)."""
         penalty = 0.0
         if self.alpha:
             penalty = (0.5 * self.alpha * 0.5 * (sq_start + _sum_squares(net.weights))
                        * penalty_batches / n_samples)
+        if self.l1:
+            penalty += self.l1 * 0.5 * (abs_start + _sum_abs(net.weights))
         self.n_iter_ += 1
         self.loss_ = data_loss + penalty
         self.t_ += n_samples
@@ -942,6 +1237,7 @@ class _BaseMLP(BaseEstimator):
                 self.best_validation_score_ = last_valid_score
                 self._best_coefs = [W.copy() for W in net.weights]
                 self._best_intercepts = [b.copy() for b in net.biases]
+                self._best_bn = self._bn_snapshot(net)
         else:
             if self.loss_curve_[-1] > self.best_loss_ - self.tol:
                 self._no_improvement_count += 1
@@ -1008,9 +1304,19 @@ class _BaseMLP(BaseEstimator):
                                  " optimizers. %s is not stochastic." % self.solver)
         return True
 
+    @property
+    def _n_features_out(self):
+        """Columns of transform's output (the last hidden layer's units), for
+        get_feature_names_out."""
+        return self.coefs_[-1].shape[0]
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
+        # transform's output has the training dtype: the input's (float32 or float64)
+        # unless dtype= fixes it
+        tags.transformer_tags.preserves_dtype = (["float64", "float32"] if self.dtype is None
+                                                 else [self.dtype])
         return tags
 
     def _more_tags(self):  # scikit-learn < 1.6
@@ -1073,6 +1379,29 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         objects, called after each epoch (each iteration for lbfgs); ``logs`` holds
         ``loss``, ``lr``, ``val_loss``/``val_score`` (with a validation set),
         ``estimator`` and ``trainer``.
+    dropout : float or list of float, default=0.0
+        fastbp extra (sgd/adam): inverted dropout on each hidden layer's output, one rate
+        in [0, 1) or one per hidden layer. Predictions use no dropout.
+    input_dropout : float, default=0.0
+        fastbp extra (sgd/adam): dropout on the inputs.
+    batch_norm : bool or list of bool, default=False
+        fastbp extra (sgd/adam): batch normalization before each hidden activation (or
+        on the hidden layers where the list says True); predictions use the running
+        statistics. Every training batch needs 2 samples or more.
+    l1 : float, default=0.0
+        fastbp extra: L1 penalty ``l1 * sum|W|`` on the weights (not the biases): its
+        subgradient is added to each step's gradient (lbfgs: to the objective).
+    clip_norm : float, default=None
+        fastbp extra (sgd/adam): scale each step's gradient to a global norm of at most
+        clip_norm (``torch.nn.utils.clip_grad_norm_``).
+    max_norm : float, default=None
+        fastbp extra (sgd/adam): after each step, rescale each unit's incoming weights (a
+        column of a coefs_ matrix) to a norm of at most max_norm.
+    class_weight : dict or 'balanced', default=None
+        fastbp extra: weights ``{class label: weight}`` (missing classes 1), or 'balanced'
+        (``n_samples / (n_classes * np.bincount(y))``); multiplies each sample's weight
+        by its class's, for every solver. Not for multilabel targets; 'balanced' not in
+        partial_fit (pass the weights of the whole data as a dict).
 
     Attributes
     ----------
@@ -1082,6 +1411,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     validation_loss_curve_ : list or None
         fastbp extra: validation log-loss after each epoch (sgd/adam) when there is a
         validation set (``early_stopping=True`` or ``fit(validation_data=...)``).
+    bn_gammas_, bn_betas_, bn_running_means_, bn_running_vars_ : list of ndarray or None
+        fastbp extra, only with batch_norm: batch norm's scales and shifts (training
+        dtype) and running means and variances (float64), one entry per layer as
+        ``coefs_`` (None where a layer has no batch norm, always for the output layer).
+        A hidden unit computes ``f(gamma * (z - mean) / sqrt(var + 1e-5) + beta)`` with
+        ``z = a @ coefs_[i] + intercepts_[i]``.
+
+    Methods beyond scikit-learn: ``transform(X)`` (the last hidden layer's activations)
+    and ``hidden_activations(X, layer=-1)`` (any hidden layer's), in evaluation mode.
 
     Notes
     -----
@@ -1090,13 +1428,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     at the epoch's start and end weights, ``sample_weight`` must be non-negative.
     """
 
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 init=None, n_threads=None, dtype=None, callbacks=None):
+                 init=None, n_threads=None, dtype=None, callbacks=None, dropout=0.0,
+                 input_dropout=0.0, batch_norm=False, l1=0.0, clip_norm=None, max_norm=None,
+                 class_weight=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -1106,7 +1451,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            init=init, n_threads=n_threads, dtype=dtype, callbacks=callbacks)
+            init=init, n_threads=n_threads, dtype=dtype, callbacks=callbacks, dropout=dropout,
+            input_dropout=input_dropout, batch_norm=batch_norm, l1=l1, clip_norm=clip_norm,
+            max_norm=max_norm)
+        self.class_weight = class_weight
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -1226,8 +1574,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
     learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
     warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1,
-    beta_2, epsilon, n_iter_no_change, max_fun, init, n_threads, dtype, callbacks :
-        see :class:`MLPClassifier`.
+    beta_2, epsilon, n_iter_no_change, max_fun, init, n_threads, dtype, callbacks, dropout,
+    input_dropout, batch_norm, l1, clip_norm, max_norm :
+        see :class:`MLPClassifier` (dropout and batch_norm not with loss='poisson').
 
     Attributes
     ----------
@@ -1236,6 +1585,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     n_outputs_, out_activation_ : as in scikit-learn.
     validation_loss_curve_ : list or None
         fastbp extra: validation loss after each epoch when there is a validation set.
+    bn_gammas_, bn_betas_, bn_running_means_, bn_running_vars_ :
+        with batch_norm: see :class:`MLPClassifier`.
+
+    ``transform(X)`` and ``hidden_activations(X, layer=-1)``: see :class:`MLPClassifier`.
     """
 
     _parameter_constraints: dict = {
@@ -1249,7 +1602,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 init=None, n_threads=None, dtype=None, callbacks=None):
+                 init=None, n_threads=None, dtype=None, callbacks=None, dropout=0.0,
+                 input_dropout=0.0, batch_norm=False, l1=0.0, clip_norm=None, max_norm=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -1259,7 +1613,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            init=init, n_threads=n_threads, dtype=dtype, callbacks=callbacks)
+            init=init, n_threads=n_threads, dtype=dtype, callbacks=callbacks, dropout=dropout,
+            input_dropout=input_dropout, batch_norm=batch_norm, l1=l1, clip_norm=clip_norm,
+            max_norm=max_norm)
 
     def predict(self, X):
         """Predict using the multi-layer perceptron model.
