@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A/B of two fastbp builds: training throughput of each on W1-W4 in the same run.
+"""A/B of two fastbp builds: training throughput of each on W1-W4, W1D, W1B in the same run.
 
     python bench/ab.py --a ../base/src --b src --rounds 5          # two source trees, built in place
     python bench/ab.py --a ../base/src --b installed --workloads W1,W3 --threads 1

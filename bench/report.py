@@ -97,7 +97,14 @@ class Results:
         self.notes = []           # footnotes for n/a / errors
         self._note_ids = {}
 
+    def gemm_workload(self, w):
+        """The workload whose GEMM-only bound w has: a variant's (W1D, W1B) is its base's."""
+        d = self.meta.get("workload_defs", {}).get(w) or {}
+        return d.get("base") or w
+
     def rec(self, kind, system, workload, threads):
+        if kind == "gemm" and workload is not None:
+            workload = self.gemm_workload(workload)
         return self.idx.get((kind, system, workload, threads))
 
     def sps(self, kind, system, workload, threads):
@@ -336,6 +343,8 @@ def memory_md(R):
                     row += [f"{start:+.1f}", f"{fb['run_peak_rss_mb'] - np_['run_peak_rss_mb'] - start:+.1f}"]
                 else:
                     row += ["–", "–"]
+            else:
+                row += ["–", "–", "–"]
             rows.append(row)
     if not rows:
         return ""
@@ -355,7 +364,7 @@ def _load(R, r):
 
 def gemm_md(R):
     rows = []
-    for w in R.meta["workloads"]:
+    for w in dict.fromkeys(R.gemm_workload(w) for w in R.meta["workloads"]):
         for t in R.meta["threads"]:
             r = R.rec("gemm", "gemm", w, t)
             if not r or r.get("status") != "ok":
@@ -369,6 +378,55 @@ def gemm_md(R):
             + _table(["workload", "threads", "sgemm calls/step", "bound samples/s",
                       "raw (incl. Python call overhead)", "overhead µs/call",
                       "GFLOP/s at these shapes", "% of square-sgemm rate"], rows))
+
+
+def _cost(r):
+    """'0.91× (+10%)': a throughput ratio and the extra time per sample it means."""
+    if not r:
+        return "–"
+    extra = 100 * (1 / r - 1)
+    return f"{r:.2f}× ({'±0' if round(extra) == 0 else f'{extra:+.0f}'.replace('-', '−')}%)"
+
+
+def variants_md(R):
+    """Cost of dropout / batch norm: each variant's throughput over its base's (W1D / W1,
+    W1B / W1), per system and thread count, as the median of the rounds' own ratios; and
+    fastbp over each peer on the variant."""
+    defs = R.meta.get("workload_defs", {})
+    variants = [w for w in R.meta["workloads"] if (defs.get(w) or {}).get("base")]
+    tables = []
+    for base in dict.fromkeys(defs[v]["base"] for v in variants):
+        vs = [v for v in variants if defs[v]["base"] == base]
+        rows = []
+        for t in R.meta["threads"]:
+            for s in R.meta["systems"]:
+                if not any((R.rec("train", s, w, t) or {}).get("status") == "ok" for w in vs):
+                    continue
+                row = [t, SYS_LABEL[s], R.cell("train", s, base, t)]
+                for v in vs:
+                    r = R.ratio(("train", s, v, t), ("train", s, base, t))
+                    row += [R.cell("train", s, v, t), _cost(r)]
+                if "fastbp" in R.meta["systems"]:
+                    row += ["" if s == "fastbp" else
+                            fratio(R.ratio(("train", "fastbp", v, t), ("train", s, v, t)), 1)
+                            for v in vs]
+                rows.append(row)
+        if not rows:
+            continue
+        header = ["threads", "system", base]
+        for v in vs:
+            what = " + ".join(x for x in (
+                f"dropout {defs[v]['dropout']:g}" if defs[v].get("dropout") else "",
+                "batch norm" if defs[v].get("batch_norm") else "") if x) or v
+            header += [v, f"{v} / {base}: cost of {what}"]
+        if "fastbp" in R.meta["systems"]:
+            header += [f"fastbp / system on {v}" for v in vs]
+        tables.append(_table(header, rows))
+    if not tables:
+        return ""
+    return ("### Dropout and batch norm (samples/s; *V / base* = the variant's throughput over "
+            "its base's, the median of the rounds' own ratios, and in parentheses the extra "
+            "time per sample, 1 / ratio − 1)\n\n" + "\n\n".join(tables))
 
 
 def inference_md(R):
@@ -402,6 +460,8 @@ def scaling_md(R):
     for w in R.meta["workloads"]:
         for s in R.meta["systems"] + ["gemm"]:
             kind = "gemm" if s == "gemm" else "train"
+            if kind == "gemm" and R.gemm_workload(w) != w:
+                continue  # a variant's bound is its base's, already listed
             vals = [R.sps(kind, s, w, t) for t in threads]
             if all(v is None for v in vals):
                 continue
@@ -542,7 +602,7 @@ def write_report(results, out_dir):
         parts += [training_md(R, t), ""]
     if png:
         parts += [f"![training throughput]({os.path.basename(png)})", ""]
-    for section in (scaling_md(R), inference_md(R), gemm_md(R), memory_md(R)):
+    for section in (variants_md(R), scaling_md(R), inference_md(R), gemm_md(R), memory_md(R)):
         if section:
             parts += [section, ""]
     if spng:

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """fastbp benchmark harness: training throughput of fastbp vs PyTorch eager,
-scikit-learn and plain NumPy on the workloads W1-W4, with the machine's sgemm
-roofline and each workload's GEMM-only bound.  See bench/README.md.
+scikit-learn and plain NumPy on the workloads W1-W4 and W1's variants with dropout
+(W1D) and batch norm (W1B), with the machine's sgemm roofline and each workload's
+GEMM-only bound.  See bench/README.md.
 
-    python bench/run.py                      # full run: W1-W4, threads 1,2, all systems
+    python bench/run.py                      # full run: W1-W4, W1D, W1B, threads 1,2, all systems
     python bench/run.py --quick              # smoke test (~1-2 min), results in bench/results/quick/
     python bench/run.py --workloads W1,W3 --threads 1,2,4,8,16 --systems fastbp,torch
     python bench/run.py --report-only bench/results/training.json   # re-render md/png
@@ -158,7 +159,7 @@ def parse_args(argv=None):
                     help="smoke test: 1/4 of the samples, 3 repeats, short budgets; "
                          "writes to bench/results/quick/ unless --out is given")
     ap.add_argument("--workloads", default=",".join(WORKLOADS),
-                    help="comma list from W1,W2,W3,W4 (default: all)")
+                    help="comma list from " + ",".join(WORKLOADS) + " (default: all)")
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts (default 1,2)")
     ap.add_argument("--systems", default=",".join(SYSTEMS),
                     help="comma list from fastbp,torch,sklearn,numpy (default: all)")
@@ -233,6 +234,9 @@ def main(argv=None) -> int:
                                       n_samples=WORKLOADS[k].samples(q),
                                       n_weights=WORKLOADS[k].n_weights,
                                       flops_per_sample=WORKLOADS[k].flops_per_sample,
+                                      dropout=WORKLOADS[k].dropout,
+                                      batch_norm=WORKLOADS[k].batch_norm,
+                                      base=WORKLOADS[k].base,
                                       description=WORKLOADS[k].description)
                               for k in WORKLOADS},
         },
@@ -246,6 +250,16 @@ def main(argv=None) -> int:
         os.replace(json_path + ".tmp", json_path)
 
     def do(spec, label):
+        why = (WORKLOADS[spec["workload"]].unsupported(spec["system"])
+               if spec.get("kind") == "train" else None)
+        if why:  # no process to start: the system has no such layers
+            rec = {"status": "n/a", "reason": why}
+            rec.update({k: spec[k] for k in ("kind", "system", "workload", "threads")})
+            rec["round"] = rnd
+            results["records"].append(rec)
+            print(f"[{time.perf_counter() - t_start:6.1f}s] {label:<34} n/a: {why}",
+                  file=sys.stderr, flush=True)
+            return rec
         if args.wait_quiet > 0:  # other processes may use the cores this cell leaves idle
             wait_quiet(args.wait_quiet, max(0.25, ncpu - spec.get("threads", 1) + 0.25))
         rec = run_cell(dict(spec, quick=q, repeats=repeats, budget=budget,
@@ -288,10 +302,13 @@ def run_round(rnd, threads, workloads, systems, args, do):
         if not args.no_gemm:
             do({"kind": "sgemm", "system": "sgemm", "threads": t, "n": args.sgemm_n},
                f"sgemm {args.sgemm_n} t={t}")
+        gemm_done = set()
         for i, wname in enumerate(workloads):
-            if not args.no_gemm:
-                do({"kind": "gemm", "system": "gemm", "workload": wname, "threads": t},
-                   f"{wname} gemm-bound t={t}")
+            gw = WORKLOADS[wname].gemm_workload  # a variant (W1D, W1B) has its base's bound
+            if not args.no_gemm and gw not in gemm_done:
+                gemm_done.add(gw)
+                do({"kind": "gemm", "system": "gemm", "workload": gw, "threads": t},
+                   f"{gw} gemm-bound t={t}")
             # alternate the systems, rotating who goes first
             order = systems[i % len(systems):] + systems[:i % len(systems)]
             for s in order:

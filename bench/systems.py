@@ -86,9 +86,25 @@ def _import_fastbp():
     return fastbp
 
 
+def _check_supported(w: Workload, system: str):
+    why = w.unsupported(system)
+    if why:
+        raise NotAvailable(why)
+
+
 def _fastbp_net(w: Workload, fastbp):
-    net = fastbp.Network(list(w.sizes), activation=w.activation, output=w.output,
-                         dtype="float32", seed=0)
+    extra = {}
+    if w.dropout:
+        extra["dropout"] = w.dropout
+    if w.batch_norm:
+        extra["batch_norm"] = True
+    try:
+        net = fastbp.Network(list(w.sizes), activation=w.activation, output=w.output,
+                             dtype="float32", seed=0, **extra)
+    except TypeError as e:  # a build from before dropout / batch norm
+        if not extra:
+            raise
+        raise NotAvailable(f"this fastbp has no {' / '.join(extra)}: {e}") from e
     shared_init = True
     try:
         Ws, bs = init_weights(w)
@@ -101,6 +117,7 @@ def _fastbp_net(w: Workload, fastbp):
 
 
 def train_fastbp(w, X, y, threads, repeats, budget, min_repeats):
+    _check_supported(w, "fastbp")
     fastbp = _import_fastbp()
     net, shared_init = _fastbp_net(w, fastbp)
     tr = fastbp.Trainer(net, loss=w.loss, optimizer="sgd", lr=LR, momentum=MOMENTUM,
@@ -148,6 +165,9 @@ def _import_torch(threads):
 
 
 def _torch_model(w, torch):
+    """Linear (+ BatchNorm1d) + activation (+ Dropout) per hidden layer, Linear out: the
+    order fastbp computes in (batch norm between the product and the activation, dropout
+    on the activation's output)."""
     Ws, bs = init_weights(w)
     act = torch.nn.ReLU if w.activation == "relu" else torch.nn.Tanh
     layers = []
@@ -158,7 +178,11 @@ def _torch_model(w, torch):
             lin.bias.copy_(torch.from_numpy(b))
         layers.append(lin)
         if l < len(Ws) - 1:
+            if w.batch_norm:  # momentum 0.1, eps 1e-5: fastbp's constants
+                layers.append(torch.nn.BatchNorm1d(W.shape[1], eps=1e-5, momentum=0.1))
             layers.append(act())
+            if w.dropout:
+                layers.append(torch.nn.Dropout(w.dropout))
     return torch.nn.Sequential(*layers)
 
 
@@ -167,9 +191,12 @@ def _torch_out(w, torch, logits):
 
 
 def train_torch(w, X, y, threads, repeats, budget, min_repeats):
+    _check_supported(w, "torch")
     torch = _import_torch(threads)
     import torch.nn.functional as F
+    torch.manual_seed(0)  # dropout's masks
     model = _torch_model(w, torch)
+    model.train()
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     n, B = X.shape[0], w.batch_size
@@ -177,8 +204,15 @@ def train_torch(w, X, y, threads, repeats, budget, min_repeats):
     ce = w.loss == "cross_entropy"
 
     def evaluate():
-        with torch.no_grad():
-            return eval_loss(w, _torch_out(w, torch, model(Xt[:EVAL_N])).numpy(), y[:EVAL_N])
+        # evaluation mode (no dropout, batch norm's running statistics), as fastbp's
+        # predict; then back to training mode
+        model.eval()
+        try:
+            with torch.no_grad():
+                return eval_loss(w, _torch_out(w, torch, model(Xt[:EVAL_N])).numpy(),
+                                 y[:EVAL_N])
+        finally:
+            model.train()
 
     loss_start = evaluate()
     last = []
@@ -221,6 +255,7 @@ def infer_torch(w, X, threads, repeats, budget, min_repeats):
 
 # -------------------------------------------------------------------- sklearn
 def train_sklearn(w, X, y, threads, repeats, budget, min_repeats):
+    _check_supported(w, "sklearn")
     try:
         import sklearn
         from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -333,6 +368,7 @@ class NumpyMLP:
 
 
 def train_numpy(w, X, y, threads, repeats, budget, min_repeats):
+    _check_supported(w, "numpy")
     n, B = X.shape[0], w.batch_size
     m = NumpyMLP(w, B)
     rng = np.random.default_rng(0)

@@ -25,6 +25,34 @@ class Workload:
     n_samples: int          # samples per epoch in a full run
     n_samples_quick: int    # samples per epoch with --quick
     description: str = field(default="", compare=False)
+    dropout: float = 0.0    # inverted dropout on every hidden layer's output (training)
+    batch_norm: bool = False  # batch norm between every hidden product and its activation
+    base: str | None = None  # variant of this workload: same data, initial weights, shapes
+
+    @property
+    def data_id(self) -> int:
+        """Seeds the data and the initial weights: a variant shares its base's."""
+        return int((self.base or self.name)[1:])
+
+    @property
+    def gemm_workload(self) -> str:
+        """The workload whose GEMM-only bound this one has (dropout and batch norm add no
+        matrix products, so a variant has its base's)."""
+        return self.base or self.name
+
+    @property
+    def regularized(self) -> bool:
+        return bool(self.dropout) or self.batch_norm
+
+    def unsupported(self, system: str):
+        """Why ``system`` cannot run this workload in the harness, or None."""
+        if not self.regularized:
+            return None
+        if system == "sklearn":
+            return "scikit-learn's MLP has neither dropout nor batch normalization"
+        if system == "numpy":
+            return "the NumPy BP baseline has neither dropout nor batch normalization"
+        return None
 
     @property
     def output(self) -> str:
@@ -49,7 +77,8 @@ class Workload:
 
         Forward z@W is 2*n_in*n_out per sample, backward dW = z^T g another 2,
         dz = g W^T another 2 -- except for the first layer, whose input gradient
-        is not needed.
+        is not needed. Dropout and batch normalization add no products (their
+        elementwise work is not counted), so a variant has its base's figure.
         """
         a, b = self.shapes[0]
         return 6 * self.n_weights - 2 * a * b
@@ -78,6 +107,12 @@ WORKLOADS = {
         Workload("W4", (128,) + (128,) * 16 + (10,), "tanh", "cross_entropy", 64,
                  n_samples=16384, n_samples_quick=4096,
                  description="128, 16 x 128 tanh, 10, CE, batch 64 (deep and narrow)"),
+        Workload("W1D", (784, 512, 512, 10), "relu", "cross_entropy", 128,
+                 n_samples=16384, n_samples_quick=4096, dropout=0.2, base="W1",
+                 description="W1 with dropout 0.2 after both hidden ReLUs (training mode)"),
+        Workload("W1B", (784, 512, 512, 10), "relu", "cross_entropy", 128,
+                 n_samples=16384, n_samples_quick=4096, batch_norm=True, base="W1",
+                 description="W1 with batch norm between both hidden products and ReLUs"),
     ]
 }
 
@@ -90,9 +125,10 @@ def make_data(w: Workload, n: int):
     The teacher is a one-hidden-layer tanh network (n_in -> 64 -> n_out) with
     N(0, 1/fan_in) weights.  Classification: int64 labels = argmax of the
     teacher's outputs.  Regression: float32 targets = teacher outputs (std ~0.5).
-    Deterministic: the same (workload, n) always gives the same arrays.
+    Deterministic: the same (workload, n) always gives the same arrays; a variant
+    (W1D, W1B) gets exactly its base's (W1's).
     """
-    rng = np.random.default_rng([DATA_SEED, int(w.name[1:])])
+    rng = np.random.default_rng([DATA_SEED, w.data_id])
     n_in, n_out = w.sizes[0], w.sizes[-1]
     X = rng.standard_normal((n, n_in), dtype=np.float32)
     t1 = rng.standard_normal((n_in, 64)) / np.sqrt(n_in)
@@ -111,7 +147,7 @@ def init_weights(w: Workload, dtype=np.float32):
     fastbp, torch and numpy all start from these exact arrays, so their
     per-epoch losses are comparable.
     """
-    rng = np.random.default_rng([INIT_SEED, int(w.name[1:])])
+    rng = np.random.default_rng([INIT_SEED, w.data_id])
     Ws, bs = [], []
     for a, b in w.shapes:
         lim = np.sqrt(6.0 / (a + b))
