@@ -1001,25 +1001,9 @@ def test_bn_early_stopping_restores_the_best_state(digits):
 _WEIGHT_EQUIVALENCE = ("a sample of weight k is not k repeated samples: dropout draws one "
                        "mask per row and batch norm's batch statistics are unweighted means "
                        "over a batch's rows (as torch.nn.BatchNorm1d)")
-# fastbp engine bug (reported, not in this file): with batch norm, the first training step
-# of a fresh Workspace reads batch norm's gamma/beta gradient entries from the uninitialized
-# (np.empty) gradient buffer, scaled by 0 (_kernels.pyx _bn_backward_block), so NaN/inf
-# garbage there drops that step's gamma/beta update: two identical fits can differ.
-_BN_FIRST_STEP = ("engine: batch norm's first step reads uninitialized gradient memory, so "
-                  "two identical fits can differ (checks that compare two fits)")
-_REFIT_CHECKS = ["check_fit_idempotent", "check_pipeline_consistency", "check_supervised_y_2d",
-                 "check_transformer_general", "check_transformer_data_not_an_array",
-                 "check_classifier_data_not_an_array", "check_regressor_data_not_an_array",
-                 "check_regressors_int", "check_classifiers_multilabel_representation_invariance",
-                 "check_estimators_data_not_an_array"]
-
-
 def _expected_failures(estimator):
-    failures = {"check_sample_weight_equivalence_on_dense_data": _WEIGHT_EQUIVALENCE,
-                "check_sample_weight_equivalence_on_sparse_data": _WEIGHT_EQUIVALENCE}
-    if estimator.batch_norm:
-        failures.update(dict.fromkeys(_REFIT_CHECKS, _BN_FIRST_STEP))
-    return failures
+    return {"check_sample_weight_equivalence_on_dense_data": _WEIGHT_EQUIVALENCE,
+            "check_sample_weight_equivalence_on_sparse_data": _WEIGHT_EQUIVALENCE}
 
 
 if "expected_failed_checks" in inspect.signature(parametrize_with_checks).parameters:
@@ -1028,7 +1012,7 @@ if "expected_failed_checks" in inspect.signature(parametrize_with_checks).parame
         MLPRegressor(max_iter=100, n_threads=1, dropout=0.1, batch_norm=True),
         MLPClassifier(max_iter=100, n_threads=1, dropout=0.2, input_dropout=0.1, l1=1e-4,
                       clip_norm=5.0, max_norm=3.0),
-    ], expected_failed_checks=_expected_failures, xfail_strict=False)
+    ], expected_failed_checks=_expected_failures, xfail_strict=True)
     def test_check_estimator_with_extras(estimator, check):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
