@@ -103,6 +103,29 @@ def test_own_kernel_blocks_are_bit_identical_to_the_whole(kernel, isa, ta, tb):
         assert np.array_equal(rows, whole) and np.array_equal(cols, whole), cut
 
 
+@needs_own
+@pytest.mark.parametrize("isa", OWN)
+@pytest.mark.parametrize("n", [1, 10, 16, 64, 77, 300, 512])
+@pytest.mark.parametrize("k", [1, 3, 256, 300, 784])
+def test_the_rows_kernel_for_a_few_rows_equals_numpy_and_the_blocked_kernels_bits(kernel, isa,
+                                                                                  n, k):
+    """Products of 1 to 4 rows (predict on a few samples) go through the rows kernel: right
+    to float rounding, and bit for bit the sums the blocked kernel gives the same rows in a
+    larger product, so a row's output does not depend on which kernel it landed on."""
+    fastbp.set_gemm_kernel(isa)
+    rng = np.random.default_rng(n * 1000 + k)
+    A = rng.standard_normal((6, k)).astype(np.float32)
+    B = rng.standard_normal((k, n + 3)).astype(np.float32)[:, :n]      # strided rows too
+    whole = np.zeros((6, n), np.float32)
+    _blas.gemm_memview(N, N, A, B, whole, small=True)      # 6 rows: the blocked kernel
+    for m in (1, 2, 3, 4):
+        C = np.full((m, n), np.nan, np.float32)            # beta 0: never read
+        _blas.gemm_memview(N, N, A[:m], B, C, small=True)
+        np.testing.assert_allclose(C, A[:m].astype(np.float64) @ B, rtol=1e-4,
+                                   atol=1e-4 * np.sqrt(k))
+        assert np.array_equal(C, whole[:m]), (m, n, k)
+
+
 def test_float64_products_always_use_blas(kernel):
     """The own kernel is float32 only: float64 gives BLAS's result whatever the setting."""
     rng = np.random.default_rng(3)

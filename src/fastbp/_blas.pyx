@@ -53,6 +53,9 @@ cdef extern from "_gemm.h" nogil:
     int fbp_sgemm_small(int isa, int ta, int tb, int m, int n, int k, float alpha,
                         const float* A, int lda, const float* B, int ldb, float beta,
                         float* C, int ldc)
+    int fbp_sgemm_rows(int isa, int m, int n, int k, const float* A, int lda,
+                       const float* B, int ldb, float* C, int ldc)
+    int G_ROWS_MAX
 
 _ISA_NAMES = {0: "blas", 1: "avx2", 2: "avx512"}
 cdef int cpu_isa = fbp_sgemm_small_isa()
@@ -74,6 +77,12 @@ if "always" in _SMALL_ENV:
 def small_gemm_kernel():
     """Which kernel does fastbp's small float32 products: "avx512", "avx2" or "blas"."""
     return _ISA_NAMES[small_isa]
+
+
+def rows_kernel_rows():
+    """The most rows a float32 product may have to run on the own rows kernel, without the
+    BLAS (0 when every product goes to the BLAS)."""
+    return G_ROWS_MAX if small_isa != 0 else 0
 
 
 def small_gemm_calls():
@@ -123,6 +132,12 @@ cdef void gemm_as(int small, BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
                   floating beta, floating* C, int ldc) noexcept nogil:
     """gemm, by the own kernel when small (from small_gemm) and there is something to sum."""
     if floating is float:
+        # a few rows (predict on a few samples): streamed through the own rows kernel,
+        # whatever small_gemm said, unless every product must go to BLAS
+        if (m <= G_ROWS_MAX and ta == NoTrans and tb == NoTrans and alpha == 1 and beta == 0
+                and m > 0 and n > 0 and k > 0 and small_isa != 0
+                and fbp_sgemm_rows(small_isa, m, n, k, A, lda, B, ldb, C, ldc)):
+            return
         # (it does nothing, and BLAS does the product, if set_small_gemm_kernel("blas")
         # ran in another thread since small_gemm decided)
         if small and m > 0 and n > 0 and k > 0 and fbp_sgemm_small(

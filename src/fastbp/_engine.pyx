@@ -209,6 +209,7 @@ cdef inline int keeps_pre(Layout* lay, int i) noexcept nogil:
 
 
 WORKSPACE_KINDS = ("predict", "gradients", "train")
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 cdef class Workspace:
@@ -1052,14 +1053,17 @@ cdef inline double _sum_block(floating* grads, const floating* others, int n_oth
 
 # ---- entry points: predict and gradients --------------------------------------------------
 
-cdef check_workspace(Plan plan, Workspace ws, params, str kind):
+cdef check_workspace(Plan plan, Workspace ws, params, str kind, dtype=None):
+    """The workspace fits the plan, the pass and the parameters (dtype: theirs, when
+    params is not an array)."""
     if ws.plan is not plan:
         raise ValueError("the workspace was made for another plan")
     if kind == "gradients" and ws.kind == "predict":
         raise ValueError("gradients need a workspace made with kind 'gradients' or 'train'")
     if kind == "train" and ws.kind != "train":
         raise ValueError("training needs a workspace made with kind 'train'")
-    if params.dtype != ws.dtype or params.shape[0] != plan.n_params:
+    if (params.dtype if dtype is None else dtype) != ws.dtype \
+            or params.shape[0] != plan.n_params:
         raise ValueError(f"params must be {plan.n_params} entries of the workspace's dtype "
                          f"{ws.dtype}")
 
@@ -1085,7 +1089,7 @@ def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[
     cdef Py_ssize_t d = X.shape[1], k = out.shape[1]
     cdef Mode mode = EVAL
     cdef Layout lay = plan.lay
-    check_workspace(plan, ws, np.asarray(params), "predict")
+    check_workspace(plan, ws, params, "predict", F32 if floating is float else F64)
     mode.running = running_stats(plan, running)
     if n_layers:
         if not 1 <= n_layers <= plan.lay.L:
@@ -1127,7 +1131,7 @@ def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
     cdef const floating* sw = <const floating*>data.sw
     cdef floating* dxp = NULL
     cdef Mode mode = EVAL
-    check_workspace(plan, ws, np.asarray(params), "gradients")
+    check_workspace(plan, ws, params, "gradients", F32 if floating is float else F64)
     data.check(plan, ws.dtype)
     mode.running = running_stats(plan, running)
     mode.training = training

@@ -17,9 +17,11 @@
 #include <stddef.h>
 
 #define FBP_GEMM_KC 256   /* k block: a 2-vector panel of B stays in L1 (32 KB for AVX-512) */
+#define G_ROWS_MAX 4      /* fbp_sgemm_rows: products of at most this many rows */
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTBP_NO_GEMM)
 #define FBP_HAVE_GEMM 1
+#include <immintrin.h>
 
 #define G_SUF avx512
 #define G_TARGET "avx512f,avx2,fma"
@@ -46,6 +48,26 @@ static int fbp_sgemm_small_isa(void)
     if (__builtin_cpu_supports("avx512f")) return 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 #endif
+    return 0;
+}
+
+/* C = A B for m <= G_ROWS_MAX, no transposes (see fbp_sgemm_rows_*); returns 0 if it did
+ * nothing (isa 0) */
+static int fbp_sgemm_rows(int isa, int m, int n, int k, const float *A, int lda,
+                          const float *B, int ldb, float *C, int ldc)
+{
+#if FBP_HAVE_GEMM
+    if (isa != 0 && (k <= FBP_GEMM_KC || (ptrdiff_t)m * n <= 8192)) {
+        float T[k <= FBP_GEMM_KC ? 1 : m * n];     /* at most 32 KB of stack */
+        if (isa == 2)
+            fbp_sgemm_rows_avx512(m, n, k, A, lda, B, ldb, C, ldc, T);
+        else
+            fbp_sgemm_rows_avx2(m, n, k, A, lda, B, ldb, C, ldc, T);
+        return 1;
+    }
+#endif
+    (void)isa; (void)m; (void)n; (void)k; (void)A; (void)lda; (void)B; (void)ldb; (void)C;
+    (void)ldc;
     return 0;
 }
 

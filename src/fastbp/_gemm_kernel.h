@@ -180,6 +180,118 @@ G_CAT(fbp_sgemm_small, G_SUF)(int ta, int tb, int m, int n, int k, float alpha,
     }
 }
 
+/* C (m x n) = A (m x k) B (k x n) for m <= G_ROWS_MAX rows, both operands in place
+ * (row-major, no transposes): a handful of rows, as predict on a few samples. B is read
+ * once, row after row (sequential streams: the fastest way through memory), the m rows of
+ * C stay in L1 and take 4 rows of B per pass. The sums are those of fbp_sgemm_small: per
+ * block of FBP_GEMM_KC terms one FMA per term from 0, blocks added in order, so a product
+ * gives the same bits whichever of the two kernels its rows land on. T: m*n floats of
+ * scratch for the blocks after the first. */
+/* acc[0 : nvb vectors] = sum over q in [p0, pe) of A[q] B[q, 0 : nvb vectors], in registers */
+static inline __attribute__((always_inline, target(G_TARGET))) void
+G_CAT(fbp_grow1, G_SUF)(const int nvb, int p0, int pe, const float *A, const float *B,
+                        int ldb, float *acc)
+{
+    G_V c[16];
+    for (int v = 0; v < nvb; v++) c[v] = (G_V){0};
+    for (int q = p0; q < pe; q++) {
+        const float aq = A[q];
+        const float *b = B + (ptrdiff_t)q * ldb;
+        for (int v = 0; v < nvb; v++) c[v] += aq * *(const G_V *)(b + v * G_VL);
+    }
+    for (int v = 0; v < nvb; v++) *(G_V *)(acc + v * G_VL) = c[v];
+}
+
+static inline __attribute__((always_inline, target(G_TARGET))) void
+G_CAT(fbp_grows, G_SUF)(const int m, int n, int k, const float *A, int lda, const float *B,
+                        int ldb, float *C, int ldc, float *T)
+{
+    const int nv = n / G_VL;
+    for (int p0 = 0; p0 < k; p0 += FBP_GEMM_KC) {
+        const int pe = k - p0 < FBP_GEMM_KC ? k : p0 + FBP_GEMM_KC;
+        float *acc = p0 == 0 ? C : T;
+        const ptrdiff_t lda_acc = p0 == 0 ? ldc : n;
+        int p = p0;
+        if (m == 1) {      /* one row: blocks of C's vectors in registers over the block */
+            int v0 = 0;
+#define G_ROW1(NVB) for (; v0 + NVB <= nv; v0 += NVB) \
+                G_CAT(fbp_grow1, G_SUF)(NVB, p0, pe, A, B + v0 * G_VL, ldb, acc + v0 * G_VL)
+            if (G_VL == 16) G_ROW1(16);
+            G_ROW1(8);
+            G_ROW1(4);
+            G_ROW1(1);
+#undef G_ROW1
+            const int j0 = v0 * G_VL, nt = n - j0;      /* < G_VL columns left */
+            if (nt > 0) {                  /* in one vector, loads masked to the row */
+#if G_VL == 16
+                const __mmask16 mk = (__mmask16)((1u << nt) - 1);
+                __m512 t = _mm512_setzero_ps();
+                for (int q = p0; q < pe; q++)
+                    t = _mm512_fmadd_ps(_mm512_set1_ps(A[q]),
+                                        _mm512_maskz_loadu_ps(mk, B + (ptrdiff_t)q * ldb + j0), t);
+                _mm512_mask_storeu_ps(acc + j0, mk, t);
+#else
+                int lanes[8];
+                for (int j = 0; j < 8; j++) lanes[j] = j < nt ? -1 : 0;
+                const __m256i mk = _mm256_loadu_si256((const __m256i *)lanes);
+                __m256 t = _mm256_setzero_ps();
+                for (int q = p0; q < pe; q++)
+                    t = _mm256_fmadd_ps(_mm256_set1_ps(A[q]),
+                                        _mm256_maskload_ps(B + (ptrdiff_t)q * ldb + j0, mk), t);
+                _mm256_maskstore_ps(acc + j0, mk, t);
+#endif
+            }
+            p = pe;
+        } else {
+            for (int r = 0; r < m; r++)
+                for (int j = 0; j < n; j++) acc[r * lda_acc + j] = 0.0f;
+        }
+        for (; p + 8 <= pe; p += 8) {
+            const float *b0 = B + (ptrdiff_t)p * ldb;
+            for (int r = 0; r < m; r++) {
+                const float *a = A + (ptrdiff_t)r * lda + p;
+                float *c = acc + r * lda_acc;
+                for (int v = 0; v < nv; v++) {
+                    G_V t = *(G_V *)(c + v * G_VL);
+                    for (int q = 0; q < 8; q++)
+                        t += a[q] * *(const G_V *)(b0 + q * (ptrdiff_t)ldb + v * G_VL);
+                    *(G_V *)(c + v * G_VL) = t;
+                }
+                for (int j = nv * G_VL; j < n; j++) {
+                    float t = c[j];
+                    for (int q = 0; q < 8; q++)
+                        t = __builtin_fmaf(a[q], b0[q * (ptrdiff_t)ldb + j], t);
+                    c[j] = t;
+                }
+            }
+        }
+        for (; p < pe; p++)
+            for (int r = 0; r < m; r++) {
+                const float ap = A[(ptrdiff_t)r * lda + p];
+                const float *b = B + (ptrdiff_t)p * ldb;
+                float *c = acc + r * lda_acc;
+                for (int v = 0; v < nv; v++)
+                    *(G_V *)(c + v * G_VL) += ap * *(const G_V *)(b + v * G_VL);
+                for (int j = nv * G_VL; j < n; j++) c[j] = __builtin_fmaf(ap, b[j], c[j]);
+            }
+        if (p0 > 0)
+            for (int r = 0; r < m; r++)
+                for (int j = 0; j < n; j++) C[(ptrdiff_t)r * ldc + j] += T[r * n + j];
+    }
+}
+
+static __attribute__((target(G_TARGET))) void
+G_CAT(fbp_sgemm_rows, G_SUF)(int m, int n, int k, const float *A, int lda, const float *B,
+                             int ldb, float *C, int ldc, float *T)
+{   /* one instance per row count, so that the row loop unrolls */
+    switch (m) {
+    case 1: G_CAT(fbp_grows, G_SUF)(1, n, k, A, lda, B, ldb, C, ldc, T); break;
+    case 2: G_CAT(fbp_grows, G_SUF)(2, n, k, A, lda, B, ldb, C, ldc, T); break;
+    case 3: G_CAT(fbp_grows, G_SUF)(3, n, k, A, lda, B, ldb, C, ldc, T); break;
+    default: G_CAT(fbp_grows, G_SUF)(4, n, k, A, lda, B, ldb, C, ldc, T); break;
+    }
+}
+
 #undef G_TILE
 #undef G_V
 #undef G_NR

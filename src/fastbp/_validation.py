@@ -44,7 +44,8 @@ def check_number(value, name, low=None, high=None, low_open=False, high_open=Fal
 def _max_abs(arr):
     """max |element| of a C-contiguous array of float32/float64, inf if one is not finite
     (compiled, one parallel pass, no temporary array)."""
-    return float(_engine.max_abs(arr.reshape(-1), get_num_threads()))
+    flat = arr.reshape(-1)     # (threads only pay from 4 * 32768 entries on)
+    return float(_engine.max_abs(flat, get_num_threads() if flat.size >= 131072 else 1))
 
 
 def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False, with_max=False):
@@ -53,6 +54,19 @@ def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False, with_
     Integer, boolean and other-precision float input is converted; anything else raises.
     with_max: return (X, max |X|), the max from the same pass as the finiteness check.
     """
+    if (type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous
+            and (n_columns is None or X.shape[1] == n_columns) and X.shape[0]):
+        out = X                          # already what it must be: only the values to check
+    else:
+        out = _converted(X, dtype, name, n_columns, allow_empty)
+    top = _max_abs(out)
+    if not top < np.inf:
+        bad = "NaN" if np.isnan(out).any() else "inf"
+        raise ValueError(f"{name} contains {bad} values (after conversion to {np.dtype(dtype).name})")
+    return (out, top) if with_max else out
+
+
+def _converted(X, dtype, name, n_columns, allow_empty):
     if hasattr(X, "toarray") and hasattr(X, "nnz"):  # scipy.sparse
         X = X.toarray()
     arr = np.asarray(X)
@@ -66,13 +80,8 @@ def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False, with_
         raise ValueError(f"{name} is empty (0 samples)")
     if n_columns is not None and arr.shape[1] != n_columns:
         raise ValueError(f"{name} must have {n_columns} columns, got shape {arr.shape}")
-    with np.errstate(over="ignore", invalid="ignore"):   # reported just below
-        out = np.ascontiguousarray(arr, dtype=dtype)
-    top = _max_abs(out)
-    if not top < np.inf:
-        bad = "NaN" if np.isnan(out).any() else "inf"
-        raise ValueError(f"{name} contains {bad} values (after conversion to {np.dtype(dtype).name})")
-    return (out, top) if with_max else out
+    with np.errstate(over="ignore", invalid="ignore"):   # reported by the caller
+        return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def targets_for_loss(Y, loss, n_samples, n_outputs, dtype, name="Y"):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _container, _engine, activations as _act, initializers as _init, losses as _losses
+from . import _blas, _container, _engine, activations as _act, initializers as _init, losses as _losses
 from ._config import blas_single_threaded, get_num_threads
 from ._validation import (as_float_matrix, check_dtype, check_number, check_positive_int,
                           check_sample_weight, targets_for_loss)
@@ -22,6 +22,7 @@ _MAGIC = b"FASTBPNN"
 _FORMAT_VERSION = 2        # 2: dropout, batch norm and its running statistics
 _READS = (1, 2)
 PREDICT_CHUNK = 2048   # rows per forward pass in predict / loss_and_gradients
+POOLED_ROWS = 64       # predict workspaces up to this capacity are kept for the next call
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1     # as torch.nn.BatchNorm1d
 
 
@@ -223,15 +224,43 @@ class Network:
 
         Rows are processed ``chunk_size`` at a time, so scratch memory stays bounded.
         """
-        check_positive_int(chunk_size, "chunk_size")
+        if chunk_size != PREDICT_CHUNK:
+            check_positive_int(chunk_size, "chunk_size")
         X = as_float_matrix(X, self._dtype, "X", n_columns=self._sizes[0], allow_empty=True)
         out = np.empty((X.shape[0], self._sizes[-1]), dtype=self._dtype)
         if X.shape[0]:
-            ws = self._workspace(X.shape[0], chunk_size, kind="predict")
+            self._forward(X, out, chunk_size, 0)
+        return out
+
+    def _forward(self, X, out, chunk_size, n_layers):
+        """The compiled forward pass (evaluation mode) of X into out. A few rows of float32
+        (the latency of serving one sample) skip what only larger products need: their
+        products never reach the BLAS, so its threads need no holding, and the small
+        workspace is taken from a pool instead of allocated (a list: pop and append are
+        atomic, so threads never share one)."""
+        n = X.shape[0]
+        capacity = max(1, min(n, chunk_size))
+        pool = self.__dict__.setdefault("_ws_pool", [])
+        ws = None
+        if capacity <= POOLED_ROWS:
+            try:
+                ws = pool.pop()
+            except IndexError:
+                pass
+            if ws is not None and ws.capacity < capacity:
+                ws = None
+        if ws is None:
+            ws = _engine.Workspace(self._plan, POOLED_ROWS if capacity <= POOLED_ROWS
+                                   else capacity, self._dtype, "predict")
+        if self._dtype == np.float32 and n <= _blas.rows_kernel_rows():
+            _engine.predict(self._plan, ws, self._params, X, out, get_num_threads(),
+                            self._running, n_layers)
+        else:
             with blas_single_threaded():
                 _engine.predict(self._plan, ws, self._params, X, out, get_num_threads(),
-                                self._running)
-        return out
+                                self._running, n_layers)
+        if ws.capacity <= POOLED_ROWS and len(pool) < 4:
+            pool.append(ws)
 
     def hidden_activations(self, X, layer=-1, chunk_size=PREDICT_CHUNK):
         """The outputs of hidden layer ``layer`` (1 = the first; negative counts back from
@@ -246,10 +275,7 @@ class Network:
         X = as_float_matrix(X, self._dtype, "X", n_columns=self._sizes[0], allow_empty=True)
         out = np.empty((X.shape[0], self._sizes[layer]), dtype=self._dtype)
         if X.shape[0]:
-            ws = self._workspace(X.shape[0], chunk_size, kind="predict")
-            with blas_single_threaded():
-                _engine.predict(self._plan, ws, self._params, X, out, get_num_threads(),
-                                self._running, layer)
+            self._forward(X, out, chunk_size, layer)
         return out
 
     def check_loss(self, loss=None):
@@ -390,6 +416,7 @@ class Network:
         params = np.asarray(state["params"], dtype=other._dtype)
         if params.shape != other._params.shape:
             raise ValueError("pickled parameters do not match the network's layer sizes")
+        self.__dict__.clear()
         self.__dict__.update(other.__dict__)
         self._params[...] = params
         if "running" in state:
