@@ -90,6 +90,7 @@ must be non-negative.
 
 scikit-learn is an optional dependency: ``pip install fastbp[sklearn]``.
 """
+import copy
 import functools
 import math
 import warnings
@@ -99,7 +100,7 @@ from types import SimpleNamespace
 try:
     import sklearn  # noqa: F401
     from sklearn.base import (BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin,
-                              RegressorMixin, TransformerMixin, is_classifier)
+                              RegressorMixin, TransformerMixin, clone, is_classifier)
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "fastbp.sklearn needs scikit-learn, which is an optional dependency of fastbp: "
@@ -109,7 +110,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
 from scipy.special import xlogy
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
@@ -149,7 +150,7 @@ except ImportError:  # pragma: no cover
 
 from . import activations as _act
 from . import callbacks as _callbacks
-from .network import Network
+from .network import BN_EPS, Network, _layer_views
 from .optimizers import SGD, Adam
 from .trainer import Trainer, TrainingDiverged
 from ._config import blas_single_threaded, get_num_threads, num_threads
@@ -574,6 +575,211 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         net = self._coefs_net(training)
         self._load_coefs(net)
         return net
+
+    # ---- scikit-learn's own MLPs and fastbp Networks -------------------------------------
+    # The fitted attributes scikit-learn's MLPs have (the last three are private ones that
+    # warm_start and early stopping read), those of classifiers, and fastbp's own.
+    _SK_FITTED = ("coefs_", "intercepts_", "n_layers_", "n_outputs_", "out_activation_",
+                  "n_features_in_", "feature_names_in_", "n_iter_", "t_", "loss_",
+                  "loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_",
+                  "_no_improvement_count", "_best_coefs", "_best_intercepts")
+    _SK_CLASSIFIER_FITTED = ("classes_", "_label_binarizer")
+    _FASTBP_FITTED = _BN_ATTRIBUTES + ("validation_loss_curve_", "_best_bn")
+    # fastbp's canonical hidden activation names -> scikit-learn's
+    _SK_ACTIVATIONS = {"identity": "identity", "sigmoid": "logistic", "tanh": "tanh",
+                       "relu": "relu"}
+
+    def _fitted_names(self):
+        names = self._SK_FITTED
+        return names + self._SK_CLASSIFIER_FITTED if is_classifier(self) else names
+
+    def _fastbp_network(self):
+        """A copy of the fitted network as a ``fastbp.Network`` (what
+        ``fastbp.Network.from_sklearn`` returns for a fastbp estimator): coefs_,
+        intercepts_, the activations, batch norm's parameters and running statistics and the
+        dropout layout; its ``predict`` equals ``predict_proba`` (binary: the positive
+        class's column) or ``predict``."""
+        check_is_fitted(self)
+        if self.out_activation_ == "exp":
+            raise ValueError(
+                f"this {type(self).__name__} (loss='poisson') predicts exp of its network's "
+                "output, and a fastbp.Network has no exp output activation: it has no "
+                "Network form (export it with skl2onnx, or use the estimator itself)")
+        return self._loaded_net().copy()
+
+    @classmethod
+    def _counterparts(cls):
+        """(scikit-learn's class, fastbp's class) of this kind of estimator."""
+        from sklearn.neural_network import MLPClassifier as SkC, MLPRegressor as SkR
+        return (SkC, MLPClassifier) if issubclass(cls, ClassifierMixin) else (SkR, MLPRegressor)
+
+    @classmethod
+    def from_sklearn(cls, mlp):
+        """This estimator built from a fitted scikit-learn ``MLPClassifier``/``MLPRegressor``
+        (or a fastbp one): the parameters both have, and the fitted attributes
+        (``coefs_``, ``intercepts_``, ``classes_``, ``n_iter_``, ``t_``, ``loss_curve_``,
+        ...). Its predictions equal ``mlp``'s (float rounding of the forward pass), and
+        ``partial_fit`` and ``warm_start`` continue from there: the optimizer's state
+        (SGD velocities, Adam's moments and step count, the current learning rate) is
+        carried too, so a ``partial_fit`` takes the step ``mlp.partial_fit`` would. From a
+        fastbp estimator every parameter and fitted attribute is copied (batch norm's
+        too). An unfitted ``mlp`` raises ValueError (NotFittedError)."""
+        sk_cls, fb_cls = cls._counterparts()
+        if not isinstance(mlp, (sk_cls, fb_cls)):
+            raise TypeError(f"{cls.__name__}.from_sklearn needs a scikit-learn or fastbp "
+                            f"{sk_cls.__name__}, got {type(mlp).__name__}")
+        if getattr(mlp, "coefs_", None) is None:
+            owner = "fastbp's" if isinstance(mlp, _BaseMLP) else "scikit-learn's"
+            raise NotFittedError(f"{cls.__name__}.from_sklearn: this {owner} "
+                                 f"{type(mlp).__name__} is not fitted (it has no coefs_); "
+                                 "fit it first")
+        ours = set(cls._get_param_names())
+        est = cls(**{name: clone(value, safe=False)
+                     for name, value in mlp.get_params(deep=False).items() if name in ours})
+        names = est._fitted_names()
+        if isinstance(mlp, _BaseMLP):
+            names += cls._FASTBP_FITTED
+        for name in names:
+            if name in vars(mlp):
+                setattr(est, name, copy.deepcopy(getattr(mlp, name)))
+        optimizer = getattr(mlp, "_optimizer", None)
+        if optimizer is not None:
+            optimizer = (copy.deepcopy(optimizer) if isinstance(mlp, _BaseMLP)
+                         else est._optimizer_from_sklearn(optimizer))
+            if optimizer is not None:
+                est._optimizer = optimizer
+        est._loaded_net()                 # the attributes make a network (shapes checked)
+        return est
+
+    def to_sklearn(self):
+        """The scikit-learn ``MLPClassifier``/``MLPRegressor`` with this estimator's
+        scikit-learn parameters and fitted attributes, predicting what this one predicts
+        (float rounding of the forward pass; ``partial_fit``/``warm_start`` continue with
+        the optimizer's state, as ``from_sklearn``). Batch norm is folded into
+        ``coefs_``/``intercepts_`` (its inference form: ``W * s`` per unit and
+        ``(b - running_mean) * s + beta`` with ``s = gamma / sqrt(running_var + 1e-5)``);
+        dropout has no effect on predictions. The fastbp extras that only shape training
+        (init, n_threads, dtype, callbacks, dropout, batch_norm, l1, clip_norm, max_norm,
+        class_weight) have no scikit-learn parameter and are left out. A hidden activation
+        scikit-learn does not have (it has identity, logistic, tanh and relu), or
+        different activations per layer, raise ValueError."""
+        check_is_fitted(self)
+        sk_cls = self._counterparts()[0]
+        n_hidden = len(self.coefs_) - 1
+        hidden = [_act.get(a).name for a in self._hidden_activations(n_hidden)]
+        unknown = sorted({a for a in hidden if a not in self._SK_ACTIVATIONS})
+        if unknown:
+            raise ValueError(f"to_sklearn: scikit-learn's MLPs have the hidden activations "
+                             f"identity, logistic, tanh and relu; this network uses {unknown}")
+        if len(set(hidden)) > 1:
+            raise ValueError(f"to_sklearn: scikit-learn's MLPs have one activation for every "
+                             f"hidden layer; this network has {hidden}")
+        if hidden:
+            activation = self._SK_ACTIVATIONS[hidden[0]]
+        else:                            # no hidden layer: the parameter is not used
+            name = self.activation if isinstance(self.activation, str) else None
+            activation = self._SK_ACTIVATIONS.get(_act.get(name).name if name else None,
+                                                  "relu")
+        theirs = set(sk_cls._get_param_names())
+        params = {name: clone(value, safe=False)
+                  for name, value in self.get_params(deep=False).items() if name in theirs}
+        params["activation"] = activation
+        sk = sk_cls(**params)
+        coefs, intercepts = self._folded_coefs()
+        folded = any(self._fitted_batch_norm())
+        for name in self._fitted_names():
+            if name in ("coefs_", "intercepts_", "_best_coefs", "_best_intercepts"):
+                continue
+            if name in vars(self):
+                setattr(sk, name, copy.deepcopy(getattr(self, name)))
+        sk.coefs_, sk.intercepts_ = coefs, intercepts
+        if "_best_coefs" in vars(self):
+            # with batch norm, the current state: early stopping has already restored the
+            # best one into it (the best batch-norm state is not foldable separately)
+            best = (coefs, intercepts) if folded else (self._best_coefs, self._best_intercepts)
+            sk._best_coefs = [c.copy() for c in best[0]]
+            sk._best_intercepts = [i.copy() for i in best[1]]
+        optimizer = getattr(self, "_optimizer", None)
+        if optimizer is not None and not folded:
+            sk._optimizer = self._optimizer_to_sklearn(optimizer, sk)
+        return sk
+
+    def _folded_coefs(self):
+        """coefs_ and intercepts_ (copies) with batch norm folded in (inference form)."""
+        net = self._loaded_net()
+        coefs, intercepts = [], []
+        for c, i, W, b, g, beta, mean, var in zip(
+                self.coefs_, self.intercepts_, net.weights, net.biases, net.gammas, net.betas,
+                net.running_means, net.running_vars):
+            c, i = np.asarray(c), np.asarray(i)
+            if g is None:
+                coefs.append(c.copy())
+                intercepts.append(i.copy())
+                continue
+            s = g.astype(np.float64) / np.sqrt(var + BN_EPS)
+            coefs.append((W.astype(np.float64) * s).astype(c.dtype))
+            intercepts.append(((b.astype(np.float64) - mean) * s + beta).astype(i.dtype))
+        return coefs, intercepts
+
+    def _flat_state(self, arrays, net):
+        """scikit-learn's per-parameter optimizer arrays (all coefs_, then all
+        intercepts_) in fastbp's flat layout (W0, b0, W1, b1, ...; no batch norm)."""
+        L = len(net.weights)
+        return np.concatenate([a for W, b in zip(arrays[:L], arrays[L:])
+                               for a in (np.ravel(W), np.ravel(b))])
+
+    def _sk_state(self, flat, net):
+        """The inverse of _flat_state: float64 copies shaped as coefs_ then intercepts_."""
+        ws, bs, _, _ = _layer_views(np.asarray(flat, dtype=np.float64), net.layer_sizes,
+                                    [False] * len(net.weights))
+        return [W.copy() for W in ws] + [b.copy() for b in bs]
+
+    def _optimizer_from_sklearn(self, sk_opt):
+        """fastbp's optimizer for this estimator holding scikit-learn's optimizer state
+        (None when the solver is not the optimizer's)."""
+        kind = type(sk_opt).__name__
+        if (self.solver, kind) not in (("sgd", "SGDOptimizer"), ("adam", "AdamOptimizer")):
+            return None
+        net = self._coefs_net()
+        opt = _new_optimizer(self)
+        opt.reset(net.parameters.size, net.dtype)
+        if kind == "SGDOptimizer":
+            opt.lr = float(sk_opt.learning_rate)
+            buffers = {"momentum_buffer": sk_opt.velocities}
+        else:
+            opt.state.t = int(sk_opt.t)
+            buffers = {"exp_avg": sk_opt.ms, "exp_avg_sq": sk_opt.vs}
+        for name, arrays in buffers.items():
+            if name in opt.state:
+                opt.state[name][...] = self._flat_state(arrays, net)
+        return opt
+
+    def _optimizer_to_sklearn(self, opt, sk):
+        """scikit-learn's optimizer for ``sk`` holding fastbp's optimizer state ``opt``
+        (None when there is none to carry)."""
+        from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
+        params = sk.coefs_ + sk.intercepts_
+        state = getattr(opt, "state", None)
+        net = self._coefs_net()
+        if state is None or state.size != net.parameters.size:
+            return None
+        if self.solver == "sgd" and isinstance(opt, SGD):
+            sk_opt = SGDOptimizer(params, sk.learning_rate_init, sk.learning_rate, sk.momentum,
+                                  sk.nesterovs_momentum, sk.power_t)
+            sk_opt.learning_rate = float(opt.lr)
+            if "momentum_buffer" in state:
+                sk_opt.velocities = self._sk_state(state["momentum_buffer"], net)
+            return sk_opt
+        if self.solver == "adam" and isinstance(opt, Adam):
+            sk_opt = AdamOptimizer(params, sk.learning_rate_init, sk.beta_1, sk.beta_2,
+                                   sk.epsilon)
+            sk_opt.t = int(state.t)
+            sk_opt.ms = self._sk_state(state["exp_avg"], net)
+            sk_opt.vs = self._sk_state(state["exp_avg_sq"], net)
+            if state.t:
+                sk_opt.learning_rate = float(opt.learning_rate)
+            return sk_opt
+        return None
 
     # ---- forward passes ---------------------------------------------------------------
     def _rows_apply(self, net, X, forward, width):
