@@ -155,7 +155,7 @@ from .optimizers import SGD, Adam
 from .trainer import Trainer, TrainingDiverged
 from ._config import blas_single_threaded, get_num_threads, num_threads
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "register_skl2onnx"]
 
 _STOCHASTIC_SOLVERS = ["sgd", "adam"]
 
@@ -1871,3 +1871,201 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             Trained MLP model.
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+
+# ---- skl2onnx: converters for both estimators ---------------------------------------------
+#
+# skl2onnx.to_onnx converts a Pipeline step by the converter registered for its class.
+# Importing skl2onnx (and onnx) takes ~0.75 s, so fastbp.sklearn does not import it: the
+# converters are registered the moment skl2onnx is imported, by a one-shot import hook
+# (_Skl2onnxHook) installed when fastbp.sklearn is imported, or right away when skl2onnx
+# was imported first. Nothing to call; register_skl2onnx() does it by hand.
+
+_SKL2ONNX_CLASSIFIER_OPTIONS = {"zipmap": [True, False, "columns"],
+                                "output_class_labels": [False, True], "nocl": [True, False]}
+
+
+def register_skl2onnx():
+    """Registers fastbp's MLPClassifier and MLPRegressor with skl2onnx
+    (``skl2onnx.update_registered_converter``), so that ``skl2onnx.to_onnx`` converts them
+    alone or in a Pipeline. Done automatically when skl2onnx is imported (before or after
+    fastbp.sklearn); calling it again is harmless.
+
+    The graphs compute in the network's dtype (the input is cast to it when it differs)
+    with every fastbp activation and batch norm (inference form), as
+    ``fastbp.export.to_onnx``. The classifier gives ``label`` (``predict``) and
+    ``probabilities`` (``predict_proba``; the binary ``[1 - p, p]``; multilabel: the
+    per-label probabilities and a label indicator matrix, as skl2onnx does for
+    scikit-learn's MLPClassifier) with skl2onnx's options ``zipmap`` (default a ZipMap,
+    as scikit-learn's classifiers), ``nocl`` and ``output_class_labels``; the regressor
+    gives ``variable`` (n_samples, n_outputs), Poisson's exp included.
+    """
+    from skl2onnx import update_registered_converter
+    update_registered_converter(MLPClassifier, "FastbpMLPClassifier", _skl2onnx_classifier_shapes,
+                                _skl2onnx_convert_classifier, parser=_skl2onnx_parse_classifier,
+                                options=dict(_SKL2ONNX_CLASSIFIER_OPTIONS))
+    update_registered_converter(MLPRegressor, "FastbpMLPRegressor", _skl2onnx_regressor_shapes,
+                                _skl2onnx_convert_regressor, parser=_skl2onnx_parse_regressor)
+
+
+def _register_skl2onnx_quietly():
+    try:
+        register_skl2onnx()
+    except Exception as exc:     # never break the user's import of skl2onnx
+        warnings.warn(f"fastbp.sklearn could not register its skl2onnx converters ({exc!r}); "
+                      "call fastbp.sklearn.register_skl2onnx() to see why", RuntimeWarning)
+
+
+class _RegisteringLoader:
+    """Runs skl2onnx's own loader, then registers the converters."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        # the module keeps its real loader (importlib.resources and the like read it)
+        module.__spec__.loader = module.__loader__ = self.loader
+        self.loader.exec_module(module)
+        _register_skl2onnx_quietly()
+
+
+class _Skl2onnxHook:
+    """A sys.meta_path finder that only watches for ``skl2onnx``: it leaves the finding to
+    the other finders and wraps the loader so that fastbp's converters are registered as
+    soon as skl2onnx has run. It removes itself at the first lookup of skl2onnx."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "skl2onnx":
+            return None
+        _remove_skl2onnx_hook()
+        import importlib.util
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+    def invalidate_caches(self):
+        pass
+
+
+def _remove_skl2onnx_hook():
+    import sys
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Skl2onnxHook)]
+
+
+def _install_skl2onnx_registration():
+    import sys
+    if sys.modules.get("skl2onnx") is not None:
+        _register_skl2onnx_quietly()
+    elif not any(isinstance(f, _Skl2onnxHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Skl2onnxHook())
+
+
+# skl2onnx's own parsers, after a clear error for an unfitted estimator (theirs would fail
+# later on a missing attribute)
+def _skl2onnx_parse_classifier(scope, model, inputs, custom_parsers=None):
+    from skl2onnx._parse import _parse_sklearn_classifier
+    check_is_fitted(model)
+    return _parse_sklearn_classifier(scope, model, inputs, custom_parsers=custom_parsers)
+
+
+def _skl2onnx_parse_regressor(scope, model, inputs, custom_parsers=None):
+    from skl2onnx._parse import _parse_sklearn_simple_model
+    check_is_fitted(model)
+    return _parse_sklearn_simple_model(scope, model, inputs, custom_parsers=custom_parsers)
+
+
+def _skl2onnx_classifier_shapes(operator):
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    calculate_linear_classifier_output_shapes(operator)
+    est = operator.raw_operator
+    if est._label_binarizer.y_type_.startswith("multilabel"):     # an indicator matrix
+        operator.outputs[0].type.shape = [operator.inputs[0].get_first_dimension(),
+                                          len(est.classes_)]
+
+
+def _skl2onnx_regressor_shapes(operator):
+    from skl2onnx.common.data_types import (BooleanTensorType, DoubleTensorType,
+                                            FloatTensorType, Int64TensorType)
+    from skl2onnx.common.utils import (check_input_and_output_numbers,
+                                       check_input_and_output_types)
+    check_input_and_output_numbers(operator, input_count_range=1, output_count_range=1)
+    check_input_and_output_types(operator, good_input_types=[
+        BooleanTensorType, DoubleTensorType, FloatTensorType, Int64TensorType])
+    kind = (DoubleTensorType if isinstance(operator.inputs[0].type, DoubleTensorType)
+            else FloatTensorType)
+    operator.outputs[0].set_type(kind([operator.inputs[0].get_first_dimension(),
+                                       operator.raw_operator.n_outputs_]))
+
+
+def _skl2onnx_forward(scope, operator, container):
+    """The estimator's output activations (scikit-learn's: with exp for Poisson) added to
+    the container: (the _ContainerGraph, the name of the output), in the network's dtype."""
+    import onnx
+    from skl2onnx.common.data_types import guess_proto_type
+    from .export import _ContainerGraph, _forward
+    est = operator.raw_operator
+    check_is_fitted(est)
+    opset = container.target_opset
+    if opset is not None and opset < 13:
+        raise ValueError(f"fastbp's {type(est).__name__} converter needs target_opset 13 or "
+                         f"newer, got {opset}")
+    width = operator.inputs[0].type.shape[1] if len(operator.inputs[0].type.shape) > 1 else None
+    if isinstance(width, Integral) and width != est.n_features_in_:
+        raise ValueError(f"{type(est).__name__} expects {est.n_features_in_} features, the "
+                         f"ONNX input has {width}")
+    net = est._loaded_net()
+    g = _ContainerGraph(onnx, net.dtype, scope, container)
+    x = operator.inputs[0].full_name
+    if guess_proto_type(operator.inputs[0].type) != g.elem:
+        x = g.op("Cast", [x], to=g.elem)
+    y = _forward(g, net, x)
+    if est.out_activation_ == "exp":
+        y = g.op("Exp", [y])
+    return g, y
+
+
+def _skl2onnx_output(g, x, variable):
+    """x into the operator's output ``variable``, cast to its declared type."""
+    from skl2onnx.common.data_types import guess_proto_type
+    to = guess_proto_type(variable.type)
+    if to in (g.onnx.TensorProto.FLOAT, g.onnx.TensorProto.DOUBLE) and to != g.elem:
+        g.add_node("Cast", [x], variable.full_name, "", {"to": to})
+    else:
+        g.add_node("Identity", [x], variable.full_name, "", {})
+
+
+def _skl2onnx_convert_classifier(scope, operator, container):
+    from skl2onnx.common.utils_classifier import get_label_classes
+    est = operator.raw_operator
+    g, out = _skl2onnx_forward(scope, operator, container)
+    TP = g.onnx.TensorProto
+    proba = out
+    if est.n_outputs_ == 1:                           # scikit-learn's [1 - p, p]
+        proba = g.op("Concat", [g.op("Sub", [g.const(1.0, "one"), out]), out], axis=1)
+    if est._label_binarizer.y_type_.startswith("multilabel"):
+        label = g.op("Cast", [g.op("Greater", [out, g.const(0.5, "half")])], to=TP.INT64)
+    else:
+        classes = np.asarray(get_label_classes(scope, est))
+        if operator.outputs[0].type.__class__.__name__ == "StringTensorType":
+            classes, dtype = np.array([str(c) for c in classes], dtype=object), object
+        else:
+            if not np.array_equal(classes, np.round(classes.astype(np.float64))):
+                raise ValueError(f"{type(est).__name__}: ONNX labels are integers or "
+                                 f"strings, classes_ {classes.tolist()} are neither")
+            dtype = np.int64
+        index = g.op("ArgMax", [proba], axis=1, keepdims=0)
+        label = g.op("Gather", [g.const(classes, "classes", dtype=dtype), index], axis=0)
+    _skl2onnx_output(g, label, operator.outputs[0])
+    _skl2onnx_output(g, proba, operator.outputs[1])
+
+
+def _skl2onnx_convert_regressor(scope, operator, container):
+    g, out = _skl2onnx_forward(scope, operator, container)
+    _skl2onnx_output(g, out, operator.outputs[0])
+
+
+_install_skl2onnx_registration()
