@@ -68,6 +68,15 @@ Beyond scikit-learn (extra keyword arguments; scikit-learn's parameters keep the
   learned features, e.g. as a Pipeline step (scikit-learn #8291, declined upstream). So
   the estimators are also transformers (``fit_transform``, ``get_feature_names_out``).
 
+- ``MLPClassifier.from_sklearn(mlp)`` / ``MLPRegressor.from_sklearn(mlp)``: the fastbp
+  estimator of a fitted scikit-learn (or fastbp) MLP, its parameters, fitted attributes
+  and optimizer state (so ``partial_fit`` takes scikit-learn's next step); ``to_sklearn()``
+  the other way, batch norm folded into ``coefs_``/``intercepts_``;
+  ``fastbp.Network.from_sklearn(est)`` the fitted network as a ``fastbp.Network``.
+- skl2onnx: ``skl2onnx.to_onnx(pipeline, X[:1])`` converts the estimators, alone or in a
+  Pipeline, with every fastbp activation and batch norm; their converters are registered
+  when skl2onnx is imported (``register_skl2onnx``), fastbp.sklearn never imports it.
+
 Every extra's default keeps scikit-learn's behaviour and results exactly; the solver
 combinations that cannot hold raise ValueError: ``"lbfgs"`` (one deterministic full-batch
 objective) with dropout, batch norm, ``clip_norm`` or ``max_norm``, and
@@ -1625,7 +1634,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``z = a @ coefs_[i] + intercepts_[i]``.
 
     Methods beyond scikit-learn: ``transform(X)`` (the last hidden layer's activations)
-    and ``hidden_activations(X, layer=-1)`` (any hidden layer's), in evaluation mode.
+    and ``hidden_activations(X, layer=-1)`` (any hidden layer's), in evaluation mode;
+    ``from_sklearn(mlp)`` (classmethod) and ``to_sklearn()``, conversions from and to
+    scikit-learn's MLPClassifier.
 
     Notes
     -----
@@ -1794,7 +1805,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     bn_gammas_, bn_betas_, bn_running_means_, bn_running_vars_ :
         with batch_norm: see :class:`MLPClassifier`.
 
-    ``transform(X)`` and ``hidden_activations(X, layer=-1)``: see :class:`MLPClassifier`.
+    ``transform(X)``, ``hidden_activations(X, layer=-1)``, ``from_sklearn(mlp)`` and
+    ``to_sklearn()``: see :class:`MLPClassifier`.
     """
 
     _parameter_constraints: dict = {
