@@ -1017,3 +1017,196 @@ if "expected_failed_checks" in inspect.signature(parametrize_with_checks).parame
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             check(estimator)
+
+
+# ---- scikit-learn's own MLPs: from_sklearn, to_sklearn, Network.from_sklearn --------------
+
+def _targets(task, y):
+    return {"multiclass": y, "binary": y % 2, "strings": np.array(["no", "yes", "maybe"])[y % 3],
+            "multilabel": np.c_[y % 2, y % 3 == 0, y > 5]}[task]
+
+
+def _public(est):
+    return {k for k in vars(est) if k.endswith("_") and not k.startswith("_")}
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("task", ["multiclass", "binary", "strings", "multilabel"])
+def test_from_sklearn_predicts_as_sklearn(digits, solver, task):
+    X, y = digits
+    y = _targets(task, y)
+    sk = _fit_quiet(SkMLPClassifier((13, 7), activation="tanh", solver=solver, max_iter=8,
+                                    alpha=1e-3, random_state=0), X, y)
+    est = MLPClassifier.from_sklearn(sk)
+    assert type(est) is MLPClassifier and est.get_params() == {
+        **MLPClassifier().get_params(), **sk.get_params()}
+    assert _public(est) == _public(sk)
+    np.testing.assert_array_equal(est.classes_, sk.classes_)
+    assert (est.n_iter_, est.t_, est.loss_, est.n_layers_, est.n_outputs_,
+            est.out_activation_) == (sk.n_iter_, sk.t_, sk.loss_, sk.n_layers_, sk.n_outputs_,
+                                     sk.out_activation_)
+    np.testing.assert_array_equal(est.predict(X), sk.predict(X))
+    np.testing.assert_allclose(est.predict_proba(X), sk.predict_proba(X), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(est.score(X, y), sk.score(X, y))
+    # a copy: changing one leaves the other
+    est.coefs_[0][...] = 0
+    assert np.abs(sk.coefs_[0]).max() > 0
+    # and back: scikit-learn's estimator again, the same predictions
+    back = MLPClassifier.from_sklearn(sk).to_sklearn()
+    assert type(back) is SkMLPClassifier and back.get_params() == sk.get_params()
+    assert _public(back) == _public(sk)
+    np.testing.assert_array_equal(back.predict(X), sk.predict(X))
+    np.testing.assert_allclose(back.predict_proba(X), sk.predict_proba(X), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "poisson"])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_regressor_from_and_to_sklearn(regression, loss, solver):
+    X, y = regression
+    if loss == "poisson":
+        y = np.exp(y / np.abs(y).max())
+    sk = _fit_quiet(SkMLPRegressor(loss=loss, hidden_layer_sizes=(10,), solver=solver,
+                                   max_iter=15, random_state=0), X, y)
+    est = MLPRegressor.from_sklearn(sk)
+    assert est.loss == loss and _public(est) == _public(sk)
+    np.testing.assert_allclose(est.predict(X), sk.predict(X), rtol=1e-12, atol=1e-12)
+    back = est.to_sklearn()
+    assert type(back) is SkMLPRegressor and back.get_params() == sk.get_params()
+    np.testing.assert_allclose(back.predict(X), sk.predict(X), rtol=1e-12, atol=1e-12)
+    # single output, as predict gives it
+    one = MLPRegressor.from_sklearn(_fit_quiet(SkMLPRegressor(loss=loss, max_iter=5,
+                                                              random_state=0), X, y[:, 0]))
+    assert one.predict(X).shape == (len(X),)
+    if loss == "poisson":         # Network has no exp output
+        with pytest.raises(ValueError, match="loss='poisson'.*no Network form"):
+            fastbp.Network.from_sklearn(est)
+    else:
+        np.testing.assert_allclose(fastbp.Network.from_sklearn(est).predict(X), sk.predict(X),
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_partial_fit_and_warm_start_continue_after_conversion(digits, solver):
+    """The optimizer's state travels too: fastbp's next partial_fit step is the step
+    scikit-learn's would take, and the other way round."""
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(15,), solver=solver, shuffle=False, random_state=1,
+              learning_rate="invscaling" if solver == "sgd" else "constant")
+    sk = SkMLPClassifier(**kw)
+    for _ in range(2):
+        sk.partial_fit(X, y, classes=np.arange(10))
+    est = MLPClassifier.from_sklearn(sk)
+    for _ in range(2):
+        sk.partial_fit(X, y)
+        est.partial_fit(X, y)
+    assert max_diff(sk, est) < 1e-10
+    assert (est.t_, est.n_iter_, len(est.loss_curve_)) == (sk.t_, sk.n_iter_, 4)
+    # (loss_ differs by how the L2 term is evaluated: see the module docstring)
+    np.testing.assert_allclose(est.loss_curve_, sk.loss_curve_, rtol=1e-7)
+    back = est.to_sklearn()
+    back.partial_fit(X, y)
+    est.partial_fit(X, y)
+    assert max_diff(back, est) < 1e-10
+    # warm_start: fit continues from the converted weights (a new optimizer, as in both)
+    sk2 = SkMLPClassifier(**kw, max_iter=2).set_params(warm_start=True)
+    _fit_quiet(sk2, X, y)
+    est2 = MLPClassifier.from_sklearn(sk2)
+    _fit_quiet(sk2, X, y)
+    _fit_quiet(est2, X, y)
+    assert max_diff(sk2, est2) < 1e-10 and len(est2.loss_curve_) == 4
+
+
+def test_from_sklearn_keeps_feature_names_and_float32(digits):
+    pd = pytest.importorskip("pandas")
+    X, y = digits
+    df = pd.DataFrame(X, columns=[f"px{i}" for i in range(64)])
+    sk = _fit_quiet(SkMLPClassifier((8,), max_iter=5, random_state=0), df, y)
+    est = MLPClassifier.from_sklearn(sk)
+    np.testing.assert_array_equal(est.feature_names_in_, sk.feature_names_in_)
+    np.testing.assert_array_equal(est.predict(df), sk.predict(df))
+    sk32 = _fit_quiet(SkMLPClassifier((8,), max_iter=5, random_state=0), X.astype(np.float32), y)
+    est32 = MLPClassifier.from_sklearn(sk32)
+    assert est32.coefs_[0].dtype == np.float32
+    np.testing.assert_allclose(est32.predict_proba(X.astype(np.float32)),
+                               sk32.predict_proba(X.astype(np.float32)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_to_sklearn_folds_batch_norm(digits, regression, dtype, tol):
+    X, y = digits
+    est = _fit_quiet(MLPClassifier((12, 8), batch_norm=True, dropout=0.2, max_iter=10,
+                                   random_state=0, dtype=dtype), X, y)
+    sk = est.to_sklearn()
+    assert not any(name.startswith("bn_") for name in vars(sk))
+    assert sk.coefs_[0].dtype == np.dtype(dtype) and "batch_norm" not in sk.get_params()
+    np.testing.assert_array_equal(sk.predict(X), est.predict(X))
+    np.testing.assert_allclose(sk.predict_proba(X), est.predict_proba(X), rtol=0, atol=tol)
+    # the fold by hand: W * s per column, (b - mean) * s + beta
+    s = est.bn_gammas_[0] / np.sqrt(est.bn_running_vars_[0] + 1e-5)
+    np.testing.assert_allclose(sk.coefs_[0], est.coefs_[0] * s, rtol=tol)
+    np.testing.assert_allclose(sk.intercepts_[0], (est.intercepts_[0] - est.bn_running_means_[0])
+                               * s + est.bn_betas_[0], rtol=tol, atol=tol)
+    # a network of sklearn's form: another fastbp estimator predicts the same without BN
+    again = MLPClassifier.from_sklearn(sk)
+    assert not hasattr(again, "bn_gammas_")
+    np.testing.assert_allclose(again.predict_proba(X), est.predict_proba(X), rtol=0, atol=tol)
+    Xr, yr = regression
+    reg = _fit_quiet(MLPRegressor(hidden_layer_sizes=(9,), batch_norm=True, max_iter=10, random_state=0,
+                                  dtype=dtype), Xr, yr)
+    np.testing.assert_allclose(reg.to_sklearn().predict(Xr), reg.predict(Xr), rtol=tol,
+                               atol=tol * np.abs(yr).max())
+
+
+def test_fastbp_from_fastbp_copies_everything(digits):
+    X, y = digits
+    est = _fit_quiet(MLPClassifier((12,), batch_norm=True, dropout=0.1, activation="gelu",
+                                   class_weight="balanced", max_iter=4, random_state=0), X, y)
+    other = MLPClassifier.from_sklearn(est)
+    assert other.get_params() == est.get_params() and _public(other) == _public(est)
+    np.testing.assert_array_equal(other.predict_proba(X), est.predict_proba(X))
+    net = fastbp.Network.from_sklearn(est)
+    assert list(net.batch_norm) == [True] and net.activations == ("gelu", "softmax")
+    np.testing.assert_array_equal(net.predict(X), est.predict_proba(X))
+    assert fastbp.Network.from_sklearn(est, dtype="float32").dtype == np.float32
+    net.weights[0][...] = 0                    # a copy, not the estimator's network
+    np.testing.assert_array_equal(other.predict_proba(X), est.predict_proba(X))
+    binary = _fit_quiet(MLPClassifier((6,), max_iter=3, random_state=0), X, y % 2)
+    np.testing.assert_allclose(fastbp.Network.from_sklearn(binary).predict(X)[:, 0],
+                               binary.predict_proba(X)[:, 1], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("option, match", [
+    (dict(activation="gelu"), r"identity, logistic, tanh and relu; this network uses \['gelu'\]"),
+    (dict(activation=["relu", "tanh"]), r"one activation for every hidden layer"),
+])
+def test_to_sklearn_refuses_what_sklearn_cannot_represent(digits, option, match):
+    X, y = digits
+    est = _fit_quiet(MLPClassifier((6, 5), max_iter=2, random_state=0, **option), X, y)
+    with pytest.raises(ValueError, match=match):
+        est.to_sklearn()
+
+
+def test_to_sklearn_maps_fastbp_names(digits):
+    X, y = digits
+    est = _fit_quiet(MLPClassifier((6, 5), activation=["sigmoid", "logistic"], max_iter=2,
+                                   random_state=0), X, y)
+    sk = est.to_sklearn()
+    assert sk.activation == "logistic"
+    np.testing.assert_allclose(sk.predict_proba(X), est.predict_proba(X), atol=1e-12)
+    none = _fit_quiet(MLPRegressor(hidden_layer_sizes=(), activation="gelu", max_iter=2, random_state=0), X, y)
+    np.testing.assert_allclose(none.to_sklearn().predict(X), none.predict(X), rtol=1e-12)
+
+
+def test_conversions_refuse_unfitted_and_foreign_models():
+    for unfitted in (SkMLPClassifier(), MLPClassifier()):
+        with pytest.raises(ValueError, match="MLPClassifier is not fitted"):
+            MLPClassifier.from_sklearn(unfitted)
+        with pytest.raises(ValueError, match="not fitted"):
+            fastbp.Network.from_sklearn(unfitted)
+    with pytest.raises(ValueError, match="MLPRegressor instance is not fitted"):
+        MLPRegressor().to_sklearn()
+    with pytest.raises(TypeError, match="needs a scikit-learn or fastbp MLPRegressor, got "
+                                        "MLPClassifier"):
+        MLPRegressor.from_sklearn(SkMLPClassifier())
+    with pytest.raises(TypeError, match="got GridSearchCV"):
+        MLPClassifier.from_sklearn(GridSearchCV(SkMLPClassifier(), {}))

@@ -43,16 +43,25 @@ class _Graph:
         self.count += 1
         return f"{stem}_{self.count}"
 
-    def const(self, value, stem="c"):
+    def const(self, value, stem="c", dtype=None):
+        """An initializer holding ``value`` (in the graph's dtype, or ``dtype``)."""
         name = self.name(stem)
-        self.inits.append(self.onnx.numpy_helper.from_array(
-            np.asarray(value, dtype=self.np_dtype), name))
+        value = np.asarray(value, dtype=self.np_dtype if dtype is None else dtype)
+        self.add_initializer(self.onnx.numpy_helper.from_array(value, name))
         return name
 
-    def op(self, op_type, inputs, **attrs):
+    def op(self, op_type, inputs, domain="", **attrs):
         out = self.name(op_type.lower())
-        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], **attrs))
+        self.add_node(op_type, list(inputs), out, domain, attrs)
         return out
+
+    # the two places a graph's parts go (_ContainerGraph sends them to skl2onnx)
+    def add_initializer(self, tensor):
+        self.inits.append(tensor)
+
+    def add_node(self, op_type, inputs, output, domain, attrs):
+        self.nodes.append(self.helper.make_node(op_type, inputs, [output],
+                                                domain=domain or None, **attrs))
 
     def activation(self, name, x):
         """x through fastbp's activation ``name`` (the formulas of fastbp.activations)."""
@@ -101,6 +110,44 @@ class _Graph:
         raise ValueError(f"activation {name!r} has no ONNX form")   # pragma: no cover
 
 
+def _forward(g, net, x):
+    """Adds ``net.predict`` of the tensor named ``x`` (in the network's dtype) to the graph
+    ``g``; returns the name of the output."""
+    for i, (W, b, act) in enumerate(zip(net.weights, net.biases, net.activations)):
+        x = g.op("Add", [g.op("MatMul", [x, g.const(W, f"W{i}")]), g.const(b, f"b{i}")])
+        if net.gammas[i] is not None:            # inference: a per-unit scale and shift
+            scale = net.gammas[i] / np.sqrt(net.running_vars[i] + BN_EPS)
+            shift = net.betas[i] - net.running_means[i] * scale
+            x = g.op("Add", [g.op("Mul", [x, g.const(scale, f"bn_scale{i}")]),
+                             g.const(shift, f"bn_shift{i}")])
+        x = g.activation(act, x)
+    return x
+
+
+class _ContainerGraph(_Graph):
+    """A _Graph whose nodes and initializers go into a skl2onnx converter's container,
+    named by its scope (unique across the whole converted pipeline)."""
+
+    def __init__(self, onnx, dtype, scope, container):
+        super().__init__(onnx, dtype)
+        self.scope, self.container = scope, container
+
+    def name(self, stem):
+        return self.scope.get_unique_variable_name(f"fastbp_{stem}")
+
+    def add_initializer(self, tensor):
+        # the container copies a TensorProto's raw_data; strings are not raw data
+        content = (list(tensor.string_data)
+                   if tensor.data_type == self.onnx.TensorProto.STRING else tensor)
+        self.container.add_initializer(tensor.name, tensor.data_type, list(tensor.dims),
+                                       content)
+
+    def add_node(self, op_type, inputs, output, domain, attrs):
+        self.container.add_node(op_type, inputs, [output], op_domain=domain,
+                                name=self.scope.get_unique_operator_name(f"fastbp_{op_type}"),
+                                **attrs)
+
+
 def to_onnx(net, path=None, opset=None):
     """The ONNX model (``onnx.ModelProto``) of ``net.predict``: input "X" (batch,
     n_inputs), output "Y" (batch, n_outputs), in the network's dtype.
@@ -117,15 +164,7 @@ def to_onnx(net, path=None, opset=None):
         raise ValueError(f"opset must be an int in [13, {onnx.defs.onnx_opset_version()}], "
                          f"got {opset!r}")
     g = _Graph(onnx, net.dtype)
-    x = "X"
-    for i, (W, b, act) in enumerate(zip(net.weights, net.biases, net.activations)):
-        x = g.op("Add", [g.op("MatMul", [x, g.const(W, f"W{i}")]), g.const(b, f"b{i}")])
-        if net.gammas[i] is not None:            # inference: a per-unit scale and shift
-            scale = net.gammas[i] / np.sqrt(net.running_vars[i] + BN_EPS)
-            shift = net.betas[i] - net.running_means[i] * scale
-            x = g.op("Add", [g.op("Mul", [x, g.const(scale, f"bn_scale{i}")]),
-                             g.const(shift, f"bn_shift{i}")])
-        x = g.activation(act, x)
+    x = _forward(g, net, "X")
     g.nodes.append(onnx.helper.make_node("Identity", [x], ["Y"]))
     graph = onnx.helper.make_graph(
         g.nodes, "fastbp_network",

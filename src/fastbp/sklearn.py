@@ -68,6 +68,15 @@ Beyond scikit-learn (extra keyword arguments; scikit-learn's parameters keep the
   learned features, e.g. as a Pipeline step (scikit-learn #8291, declined upstream). So
   the estimators are also transformers (``fit_transform``, ``get_feature_names_out``).
 
+- ``MLPClassifier.from_sklearn(mlp)`` / ``MLPRegressor.from_sklearn(mlp)``: the fastbp
+  estimator of a fitted scikit-learn (or fastbp) MLP, its parameters, fitted attributes
+  and optimizer state (so ``partial_fit`` takes scikit-learn's next step); ``to_sklearn()``
+  the other way, batch norm folded into ``coefs_``/``intercepts_``;
+  ``fastbp.Network.from_sklearn(est)`` the fitted network as a ``fastbp.Network``.
+- skl2onnx: ``skl2onnx.to_onnx(pipeline, X[:1])`` converts the estimators, alone or in a
+  Pipeline, with every fastbp activation and batch norm; their converters are registered
+  when skl2onnx is imported (``register_skl2onnx``), fastbp.sklearn never imports it.
+
 Every extra's default keeps scikit-learn's behaviour and results exactly; the solver
 combinations that cannot hold raise ValueError: ``"lbfgs"`` (one deterministic full-batch
 objective) with dropout, batch norm, ``clip_norm`` or ``max_norm``, and
@@ -90,6 +99,7 @@ must be non-negative.
 
 scikit-learn is an optional dependency: ``pip install fastbp[sklearn]``.
 """
+import copy
 import functools
 import math
 import warnings
@@ -99,7 +109,7 @@ from types import SimpleNamespace
 try:
     import sklearn  # noqa: F401
     from sklearn.base import (BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin,
-                              RegressorMixin, TransformerMixin, is_classifier)
+                              RegressorMixin, TransformerMixin, clone, is_classifier)
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "fastbp.sklearn needs scikit-learn, which is an optional dependency of fastbp: "
@@ -109,7 +119,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
 from scipy.special import xlogy
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
@@ -149,12 +159,12 @@ except ImportError:  # pragma: no cover
 
 from . import activations as _act
 from . import callbacks as _callbacks
-from .network import Network
+from .network import BN_EPS, Network, _layer_views
 from .optimizers import SGD, Adam
 from .trainer import Trainer, TrainingDiverged
 from ._config import blas_single_threaded, get_num_threads, num_threads
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "register_skl2onnx"]
 
 _STOCHASTIC_SOLVERS = ["sgd", "adam"]
 
@@ -574,6 +584,211 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         net = self._coefs_net(training)
         self._load_coefs(net)
         return net
+
+    # ---- scikit-learn's own MLPs and fastbp Networks -------------------------------------
+    # The fitted attributes scikit-learn's MLPs have (the last three are private ones that
+    # warm_start and early stopping read), those of classifiers, and fastbp's own.
+    _SK_FITTED = ("coefs_", "intercepts_", "n_layers_", "n_outputs_", "out_activation_",
+                  "n_features_in_", "feature_names_in_", "n_iter_", "t_", "loss_",
+                  "loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_",
+                  "_no_improvement_count", "_best_coefs", "_best_intercepts")
+    _SK_CLASSIFIER_FITTED = ("classes_", "_label_binarizer")
+    _FASTBP_FITTED = _BN_ATTRIBUTES + ("validation_loss_curve_", "_best_bn")
+    # fastbp's canonical hidden activation names -> scikit-learn's
+    _SK_ACTIVATIONS = {"identity": "identity", "sigmoid": "logistic", "tanh": "tanh",
+                       "relu": "relu"}
+
+    def _fitted_names(self):
+        names = self._SK_FITTED
+        return names + self._SK_CLASSIFIER_FITTED if is_classifier(self) else names
+
+    def _fastbp_network(self):
+        """A copy of the fitted network as a ``fastbp.Network`` (what
+        ``fastbp.Network.from_sklearn`` returns for a fastbp estimator): coefs_,
+        intercepts_, the activations, batch norm's parameters and running statistics and the
+        dropout layout; its ``predict`` equals ``predict_proba`` (binary: the positive
+        class's column) or ``predict``."""
+        check_is_fitted(self)
+        if self.out_activation_ == "exp":
+            raise ValueError(
+                f"this {type(self).__name__} (loss='poisson') predicts exp of its network's "
+                "output, and a fastbp.Network has no exp output activation: it has no "
+                "Network form (export it with skl2onnx, or use the estimator itself)")
+        return self._loaded_net().copy()
+
+    @classmethod
+    def _counterparts(cls):
+        """(scikit-learn's class, fastbp's class) of this kind of estimator."""
+        from sklearn.neural_network import MLPClassifier as SkC, MLPRegressor as SkR
+        return (SkC, MLPClassifier) if issubclass(cls, ClassifierMixin) else (SkR, MLPRegressor)
+
+    @classmethod
+    def from_sklearn(cls, mlp):
+        """This estimator built from a fitted scikit-learn ``MLPClassifier``/``MLPRegressor``
+        (or a fastbp one): the parameters both have, and the fitted attributes
+        (``coefs_``, ``intercepts_``, ``classes_``, ``n_iter_``, ``t_``, ``loss_curve_``,
+        ...). Its predictions equal ``mlp``'s (float rounding of the forward pass), and
+        ``partial_fit`` and ``warm_start`` continue from there: the optimizer's state
+        (SGD velocities, Adam's moments and step count, the current learning rate) is
+        carried too, so a ``partial_fit`` takes the step ``mlp.partial_fit`` would. From a
+        fastbp estimator every parameter and fitted attribute is copied (batch norm's
+        too). An unfitted ``mlp`` raises ValueError (NotFittedError)."""
+        sk_cls, fb_cls = cls._counterparts()
+        if not isinstance(mlp, (sk_cls, fb_cls)):
+            raise TypeError(f"{cls.__name__}.from_sklearn needs a scikit-learn or fastbp "
+                            f"{sk_cls.__name__}, got {type(mlp).__name__}")
+        if getattr(mlp, "coefs_", None) is None:
+            owner = "fastbp's" if isinstance(mlp, _BaseMLP) else "scikit-learn's"
+            raise NotFittedError(f"{cls.__name__}.from_sklearn: this {owner} "
+                                 f"{type(mlp).__name__} is not fitted (it has no coefs_); "
+                                 "fit it first")
+        ours = set(cls._get_param_names())
+        est = cls(**{name: clone(value, safe=False)
+                     for name, value in mlp.get_params(deep=False).items() if name in ours})
+        names = est._fitted_names()
+        if isinstance(mlp, _BaseMLP):
+            names += cls._FASTBP_FITTED
+        for name in names:
+            if name in vars(mlp):
+                setattr(est, name, copy.deepcopy(getattr(mlp, name)))
+        optimizer = getattr(mlp, "_optimizer", None)
+        if optimizer is not None:
+            optimizer = (copy.deepcopy(optimizer) if isinstance(mlp, _BaseMLP)
+                         else est._optimizer_from_sklearn(optimizer))
+            if optimizer is not None:
+                est._optimizer = optimizer
+        est._loaded_net()                 # the attributes make a network (shapes checked)
+        return est
+
+    def to_sklearn(self):
+        """The scikit-learn ``MLPClassifier``/``MLPRegressor`` with this estimator's
+        scikit-learn parameters and fitted attributes, predicting what this one predicts
+        (float rounding of the forward pass; ``partial_fit``/``warm_start`` continue with
+        the optimizer's state, as ``from_sklearn``). Batch norm is folded into
+        ``coefs_``/``intercepts_`` (its inference form: ``W * s`` per unit and
+        ``(b - running_mean) * s + beta`` with ``s = gamma / sqrt(running_var + 1e-5)``);
+        dropout has no effect on predictions. The fastbp extras that only shape training
+        (init, n_threads, dtype, callbacks, dropout, batch_norm, l1, clip_norm, max_norm,
+        class_weight) have no scikit-learn parameter and are left out. A hidden activation
+        scikit-learn does not have (it has identity, logistic, tanh and relu), or
+        different activations per layer, raise ValueError."""
+        check_is_fitted(self)
+        sk_cls = self._counterparts()[0]
+        n_hidden = len(self.coefs_) - 1
+        hidden = [_act.get(a).name for a in self._hidden_activations(n_hidden)]
+        unknown = sorted({a for a in hidden if a not in self._SK_ACTIVATIONS})
+        if unknown:
+            raise ValueError(f"to_sklearn: scikit-learn's MLPs have the hidden activations "
+                             f"identity, logistic, tanh and relu; this network uses {unknown}")
+        if len(set(hidden)) > 1:
+            raise ValueError(f"to_sklearn: scikit-learn's MLPs have one activation for every "
+                             f"hidden layer; this network has {hidden}")
+        if hidden:
+            activation = self._SK_ACTIVATIONS[hidden[0]]
+        else:                            # no hidden layer: the parameter is not used
+            name = self.activation if isinstance(self.activation, str) else None
+            activation = self._SK_ACTIVATIONS.get(_act.get(name).name if name else None,
+                                                  "relu")
+        theirs = set(sk_cls._get_param_names())
+        params = {name: clone(value, safe=False)
+                  for name, value in self.get_params(deep=False).items() if name in theirs}
+        params["activation"] = activation
+        sk = sk_cls(**params)
+        coefs, intercepts = self._folded_coefs()
+        folded = any(self._fitted_batch_norm())
+        for name in self._fitted_names():
+            if name in ("coefs_", "intercepts_", "_best_coefs", "_best_intercepts"):
+                continue
+            if name in vars(self):
+                setattr(sk, name, copy.deepcopy(getattr(self, name)))
+        sk.coefs_, sk.intercepts_ = coefs, intercepts
+        if "_best_coefs" in vars(self):
+            # with batch norm, the current state: early stopping has already restored the
+            # best one into it (the best batch-norm state is not foldable separately)
+            best = (coefs, intercepts) if folded else (self._best_coefs, self._best_intercepts)
+            sk._best_coefs = [c.copy() for c in best[0]]
+            sk._best_intercepts = [i.copy() for i in best[1]]
+        optimizer = getattr(self, "_optimizer", None)
+        if optimizer is not None and not folded:
+            sk._optimizer = self._optimizer_to_sklearn(optimizer, sk)
+        return sk
+
+    def _folded_coefs(self):
+        """coefs_ and intercepts_ (copies) with batch norm folded in (inference form)."""
+        net = self._loaded_net()
+        coefs, intercepts = [], []
+        for c, i, W, b, g, beta, mean, var in zip(
+                self.coefs_, self.intercepts_, net.weights, net.biases, net.gammas, net.betas,
+                net.running_means, net.running_vars):
+            c, i = np.asarray(c), np.asarray(i)
+            if g is None:
+                coefs.append(c.copy())
+                intercepts.append(i.copy())
+                continue
+            s = g.astype(np.float64) / np.sqrt(var + BN_EPS)
+            coefs.append((W.astype(np.float64) * s).astype(c.dtype))
+            intercepts.append(((b.astype(np.float64) - mean) * s + beta).astype(i.dtype))
+        return coefs, intercepts
+
+    def _flat_state(self, arrays, net):
+        """scikit-learn's per-parameter optimizer arrays (all coefs_, then all
+        intercepts_) in fastbp's flat layout (W0, b0, W1, b1, ...; no batch norm)."""
+        L = len(net.weights)
+        return np.concatenate([a for W, b in zip(arrays[:L], arrays[L:])
+                               for a in (np.ravel(W), np.ravel(b))])
+
+    def _sk_state(self, flat, net):
+        """The inverse of _flat_state: float64 copies shaped as coefs_ then intercepts_."""
+        ws, bs, _, _ = _layer_views(np.asarray(flat, dtype=np.float64), net.layer_sizes,
+                                    [False] * len(net.weights))
+        return [W.copy() for W in ws] + [b.copy() for b in bs]
+
+    def _optimizer_from_sklearn(self, sk_opt):
+        """fastbp's optimizer for this estimator holding scikit-learn's optimizer state
+        (None when the solver is not the optimizer's)."""
+        kind = type(sk_opt).__name__
+        if (self.solver, kind) not in (("sgd", "SGDOptimizer"), ("adam", "AdamOptimizer")):
+            return None
+        net = self._coefs_net()
+        opt = _new_optimizer(self)
+        opt.reset(net.parameters.size, net.dtype)
+        if kind == "SGDOptimizer":
+            opt.lr = float(sk_opt.learning_rate)
+            buffers = {"momentum_buffer": sk_opt.velocities}
+        else:
+            opt.state.t = int(sk_opt.t)
+            buffers = {"exp_avg": sk_opt.ms, "exp_avg_sq": sk_opt.vs}
+        for name, arrays in buffers.items():
+            if name in opt.state:
+                opt.state[name][...] = self._flat_state(arrays, net)
+        return opt
+
+    def _optimizer_to_sklearn(self, opt, sk):
+        """scikit-learn's optimizer for ``sk`` holding fastbp's optimizer state ``opt``
+        (None when there is none to carry)."""
+        from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
+        params = sk.coefs_ + sk.intercepts_
+        state = getattr(opt, "state", None)
+        net = self._coefs_net()
+        if state is None or state.size != net.parameters.size:
+            return None
+        if self.solver == "sgd" and isinstance(opt, SGD):
+            sk_opt = SGDOptimizer(params, sk.learning_rate_init, sk.learning_rate, sk.momentum,
+                                  sk.nesterovs_momentum, sk.power_t)
+            sk_opt.learning_rate = float(opt.lr)
+            if "momentum_buffer" in state:
+                sk_opt.velocities = self._sk_state(state["momentum_buffer"], net)
+            return sk_opt
+        if self.solver == "adam" and isinstance(opt, Adam):
+            sk_opt = AdamOptimizer(params, sk.learning_rate_init, sk.beta_1, sk.beta_2,
+                                   sk.epsilon)
+            sk_opt.t = int(state.t)
+            sk_opt.ms = self._sk_state(state["exp_avg"], net)
+            sk_opt.vs = self._sk_state(state["exp_avg_sq"], net)
+            if state.t:
+                sk_opt.learning_rate = float(opt.learning_rate)
+            return sk_opt
+        return None
 
     # ---- forward passes ---------------------------------------------------------------
     def _rows_apply(self, net, X, forward, width):
@@ -1419,7 +1634,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``z = a @ coefs_[i] + intercepts_[i]``.
 
     Methods beyond scikit-learn: ``transform(X)`` (the last hidden layer's activations)
-    and ``hidden_activations(X, layer=-1)`` (any hidden layer's), in evaluation mode.
+    and ``hidden_activations(X, layer=-1)`` (any hidden layer's), in evaluation mode;
+    ``from_sklearn(mlp)`` (classmethod) and ``to_sklearn()``, conversions from and to
+    scikit-learn's MLPClassifier.
 
     Notes
     -----
@@ -1588,7 +1805,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     bn_gammas_, bn_betas_, bn_running_means_, bn_running_vars_ :
         with batch_norm: see :class:`MLPClassifier`.
 
-    ``transform(X)`` and ``hidden_activations(X, layer=-1)``: see :class:`MLPClassifier`.
+    ``transform(X)``, ``hidden_activations(X, layer=-1)``, ``from_sklearn(mlp)`` and
+    ``to_sklearn()``: see :class:`MLPClassifier`.
     """
 
     _parameter_constraints: dict = {
@@ -1665,3 +1883,201 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             Trained MLP model.
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+
+# ---- skl2onnx: converters for both estimators ---------------------------------------------
+#
+# skl2onnx.to_onnx converts a Pipeline step by the converter registered for its class.
+# Importing skl2onnx (and onnx) takes ~0.75 s, so fastbp.sklearn does not import it: the
+# converters are registered the moment skl2onnx is imported, by a one-shot import hook
+# (_Skl2onnxHook) installed when fastbp.sklearn is imported, or right away when skl2onnx
+# was imported first. Nothing to call; register_skl2onnx() does it by hand.
+
+_SKL2ONNX_CLASSIFIER_OPTIONS = {"zipmap": [True, False, "columns"],
+                                "output_class_labels": [False, True], "nocl": [True, False]}
+
+
+def register_skl2onnx():
+    """Registers fastbp's MLPClassifier and MLPRegressor with skl2onnx
+    (``skl2onnx.update_registered_converter``), so that ``skl2onnx.to_onnx`` converts them
+    alone or in a Pipeline. Done automatically when skl2onnx is imported (before or after
+    fastbp.sklearn); calling it again is harmless.
+
+    The graphs compute in the network's dtype (the input is cast to it when it differs)
+    with every fastbp activation and batch norm (inference form), as
+    ``fastbp.export.to_onnx``. The classifier gives ``label`` (``predict``) and
+    ``probabilities`` (``predict_proba``; the binary ``[1 - p, p]``; multilabel: the
+    per-label probabilities and a label indicator matrix, as skl2onnx does for
+    scikit-learn's MLPClassifier) with skl2onnx's options ``zipmap`` (default a ZipMap,
+    as scikit-learn's classifiers), ``nocl`` and ``output_class_labels``; the regressor
+    gives ``variable`` (n_samples, n_outputs), Poisson's exp included.
+    """
+    from skl2onnx import update_registered_converter
+    update_registered_converter(MLPClassifier, "FastbpMLPClassifier", _skl2onnx_classifier_shapes,
+                                _skl2onnx_convert_classifier, parser=_skl2onnx_parse_classifier,
+                                options=dict(_SKL2ONNX_CLASSIFIER_OPTIONS))
+    update_registered_converter(MLPRegressor, "FastbpMLPRegressor", _skl2onnx_regressor_shapes,
+                                _skl2onnx_convert_regressor, parser=_skl2onnx_parse_regressor)
+
+
+def _register_skl2onnx_quietly():
+    try:
+        register_skl2onnx()
+    except Exception as exc:     # never break the user's import of skl2onnx
+        warnings.warn(f"fastbp.sklearn could not register its skl2onnx converters ({exc!r}); "
+                      "call fastbp.sklearn.register_skl2onnx() to see why", RuntimeWarning)
+
+
+class _RegisteringLoader:
+    """Runs skl2onnx's own loader, then registers the converters."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        # the module keeps its real loader (importlib.resources and the like read it)
+        module.__spec__.loader = module.__loader__ = self.loader
+        self.loader.exec_module(module)
+        _register_skl2onnx_quietly()
+
+
+class _Skl2onnxHook:
+    """A sys.meta_path finder that only watches for ``skl2onnx``: it leaves the finding to
+    the other finders and wraps the loader so that fastbp's converters are registered as
+    soon as skl2onnx has run. It removes itself at the first lookup of skl2onnx."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "skl2onnx":
+            return None
+        _remove_skl2onnx_hook()
+        import importlib.util
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+    def invalidate_caches(self):
+        pass
+
+
+def _remove_skl2onnx_hook():
+    import sys
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Skl2onnxHook)]
+
+
+def _install_skl2onnx_registration():
+    import sys
+    if sys.modules.get("skl2onnx") is not None:
+        _register_skl2onnx_quietly()
+    elif not any(isinstance(f, _Skl2onnxHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Skl2onnxHook())
+
+
+# skl2onnx's own parsers, after a clear error for an unfitted estimator (theirs would fail
+# later on a missing attribute)
+def _skl2onnx_parse_classifier(scope, model, inputs, custom_parsers=None):
+    from skl2onnx._parse import _parse_sklearn_classifier
+    check_is_fitted(model)
+    return _parse_sklearn_classifier(scope, model, inputs, custom_parsers=custom_parsers)
+
+
+def _skl2onnx_parse_regressor(scope, model, inputs, custom_parsers=None):
+    from skl2onnx._parse import _parse_sklearn_simple_model
+    check_is_fitted(model)
+    return _parse_sklearn_simple_model(scope, model, inputs, custom_parsers=custom_parsers)
+
+
+def _skl2onnx_classifier_shapes(operator):
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    calculate_linear_classifier_output_shapes(operator)
+    est = operator.raw_operator
+    if est._label_binarizer.y_type_.startswith("multilabel"):     # an indicator matrix
+        operator.outputs[0].type.shape = [operator.inputs[0].get_first_dimension(),
+                                          len(est.classes_)]
+
+
+def _skl2onnx_regressor_shapes(operator):
+    from skl2onnx.common.data_types import (BooleanTensorType, DoubleTensorType,
+                                            FloatTensorType, Int64TensorType)
+    from skl2onnx.common.utils import (check_input_and_output_numbers,
+                                       check_input_and_output_types)
+    check_input_and_output_numbers(operator, input_count_range=1, output_count_range=1)
+    check_input_and_output_types(operator, good_input_types=[
+        BooleanTensorType, DoubleTensorType, FloatTensorType, Int64TensorType])
+    kind = (DoubleTensorType if isinstance(operator.inputs[0].type, DoubleTensorType)
+            else FloatTensorType)
+    operator.outputs[0].set_type(kind([operator.inputs[0].get_first_dimension(),
+                                       operator.raw_operator.n_outputs_]))
+
+
+def _skl2onnx_forward(scope, operator, container):
+    """The estimator's output activations (scikit-learn's: with exp for Poisson) added to
+    the container: (the _ContainerGraph, the name of the output), in the network's dtype."""
+    import onnx
+    from skl2onnx.common.data_types import guess_proto_type
+    from .export import _ContainerGraph, _forward
+    est = operator.raw_operator
+    check_is_fitted(est)
+    opset = container.target_opset
+    if opset is not None and opset < 13:
+        raise ValueError(f"fastbp's {type(est).__name__} converter needs target_opset 13 or "
+                         f"newer, got {opset}")
+    width = operator.inputs[0].type.shape[1] if len(operator.inputs[0].type.shape) > 1 else None
+    if isinstance(width, Integral) and width != est.n_features_in_:
+        raise ValueError(f"{type(est).__name__} expects {est.n_features_in_} features, the "
+                         f"ONNX input has {width}")
+    net = est._loaded_net()
+    g = _ContainerGraph(onnx, net.dtype, scope, container)
+    x = operator.inputs[0].full_name
+    if guess_proto_type(operator.inputs[0].type) != g.elem:
+        x = g.op("Cast", [x], to=g.elem)
+    y = _forward(g, net, x)
+    if est.out_activation_ == "exp":
+        y = g.op("Exp", [y])
+    return g, y
+
+
+def _skl2onnx_output(g, x, variable):
+    """x into the operator's output ``variable``, cast to its declared type."""
+    from skl2onnx.common.data_types import guess_proto_type
+    to = guess_proto_type(variable.type)
+    if to in (g.onnx.TensorProto.FLOAT, g.onnx.TensorProto.DOUBLE) and to != g.elem:
+        g.add_node("Cast", [x], variable.full_name, "", {"to": to})
+    else:
+        g.add_node("Identity", [x], variable.full_name, "", {})
+
+
+def _skl2onnx_convert_classifier(scope, operator, container):
+    from skl2onnx.common.utils_classifier import get_label_classes
+    est = operator.raw_operator
+    g, out = _skl2onnx_forward(scope, operator, container)
+    TP = g.onnx.TensorProto
+    proba = out
+    if est.n_outputs_ == 1:                           # scikit-learn's [1 - p, p]
+        proba = g.op("Concat", [g.op("Sub", [g.const(1.0, "one"), out]), out], axis=1)
+    if est._label_binarizer.y_type_.startswith("multilabel"):
+        label = g.op("Cast", [g.op("Greater", [out, g.const(0.5, "half")])], to=TP.INT64)
+    else:
+        classes = np.asarray(get_label_classes(scope, est))
+        if operator.outputs[0].type.__class__.__name__ == "StringTensorType":
+            classes, dtype = np.array([str(c) for c in classes], dtype=object), object
+        else:
+            if not np.array_equal(classes, np.round(classes.astype(np.float64))):
+                raise ValueError(f"{type(est).__name__}: ONNX labels are integers or "
+                                 f"strings, classes_ {classes.tolist()} are neither")
+            dtype = np.int64
+        index = g.op("ArgMax", [proba], axis=1, keepdims=0)
+        label = g.op("Gather", [g.const(classes, "classes", dtype=dtype), index], axis=0)
+    _skl2onnx_output(g, label, operator.outputs[0])
+    _skl2onnx_output(g, proba, operator.outputs[1])
+
+
+def _skl2onnx_convert_regressor(scope, operator, container):
+    g, out = _skl2onnx_forward(scope, operator, container)
+    _skl2onnx_output(g, out, operator.outputs[0])
+
+
+_install_skl2onnx_registration()
