@@ -361,7 +361,8 @@ class Network:
     def from_sklearn(cls, mlp, dtype=None):
         """The Network of a fitted scikit-learn ``MLPClassifier``/``MLPRegressor`` (or a
         fastbp.sklearn one): its ``coefs_``, ``intercepts_``, activation and output; the
-        outputs equal its ``predict_proba`` (classifier) or ``predict`` (regressor)."""
+        outputs equal its ``predict_proba`` (a binary classifier: its one column p, the
+        second of predict_proba's [1-p, p]) or ``predict`` (regressor)."""
         if hasattr(mlp, "_fastbp_network"):
             return mlp._fastbp_network().copy(dtype)
         coefs = getattr(mlp, "coefs_", None)
