@@ -1244,6 +1244,10 @@ cdef class TrainState:
     (t is the optimizer's). Batch norm normalizes with the batch's statistics and folds
     them into ``running`` (the network's, momentum ``bn_momentum``) at each step.
 
+    ``distributed``: the state of one process of data-parallel training, stepped by
+    ``gradient_share`` (its share of a global batch) and ``apply_update`` (after the sum
+    over the processes) instead of train_batches.
+
     ``n_threads`` splits the work; ``run_threads`` (<= n_threads, settable between calls)
     is how many threads run it: results do not depend on it.
     """
@@ -1267,7 +1271,7 @@ cdef class TrainState:
                   int n_threads=1, bint count_correct=False, double l2=0, rng=None,
                   double l1=0, bint decay_biases=False, clip_value=None, clip_norm=None,
                   max_norm=None, running=None, dropout_seed=0, double bn_momentum=0.1,
-                  double bn_eps=1e-5):
+                  double bn_eps=1e-5, bint distributed=False):
         cdef StepCtx* c = &self.ctx
         for name, v in (("l2", l2), ("l1", l1), ("clip_value", clip_value),
                         ("clip_norm", clip_norm), ("max_norm", max_norm)):
@@ -1320,7 +1324,9 @@ cdef class TrainState:
         # the products add the gradient straight into the momentum buffer only when the
         # update takes it as it is
         c.direct = (accumulates_momentum(&c.opt) and c.l1 == 0 and c.clip_norm == 0
-                    and c.clip_value == INFINITY)
+                    and c.clip_value == INFINITY and not distributed)
+        if distributed and workspace.shards != 1:
+            raise ValueError("a distributed state needs a workspace without batch shards")
         c.checked = c.direct and c.shards == 1
         c.mode = EVAL
         c.mode.training = 1
@@ -1671,3 +1677,163 @@ def dropout_mask(seed, int level, double rate, Py_ssize_t rows, Py_ssize_t cols,
     if rows and cols:
         dropout_block(&a[0, 0], &d[0, 0], &m[0, 0], cols, 0, rows, 0, cols, &dr)
     return mask
+
+
+# ---- data parallelism: a gradient here, the sum over processes outside, the update here ----
+
+cdef void bind_call(StepCtx* c, TrainState state, Samples data):
+    """The call's rows and optimizer counters into the context (as train_batches does)."""
+    c.X = data.x
+    c.targets = data.t
+    c.labels = data.lab
+    c.sample_weight = data.sw
+    c.perm = <const long long*>cnp.PyArray_DATA(state.perm) if state.shuffled else NULL
+    c.n_rows = data.n
+    c.input_bound = data.input_bound
+    c.t = state.optimizer_state.t
+    c.last_loss = state.optimizer_state.last_loss
+
+
+cdef double share_gradient(StepCtx* c, Py_ssize_t bi, int rank, int world, floating* params,
+                           double* wsum_out, double* correct_out, Py_ssize_t* rows_out,
+                           double* global_wsum) noexcept nogil:
+    """Forward, loss and backward of this process's share of global batch bi (rows
+    [nb*rank/world, nb*(rank+1)/world) of it) into c.grads, scaled by 1/(the global
+    batch's weight sum, from the samples every process holds): the sum of the shares over
+    the processes is the global batch's mean gradient. Returns the share's loss sum."""
+    cdef Layout* lay = c.lay
+    cdef Bufs* w = c.batch
+    cdef Py_ssize_t d = c.n_in, k = c.n_out, s, nb, lo, hi, r, L = lay.L
+    cdef floating* X = <floating*>c.X
+    cdef floating* T = <floating*>c.targets
+    cdef floating* sw = <floating*>c.sample_weight
+    cdef floating* xg = <floating*>w.X
+    cdef floating* tg = <floating*>w.T
+    cdef floating* swg = <floating*>w.SW
+    cdef const floating* xb
+    cdef const floating* tb
+    cdef const long long* lb
+    cdef const floating* swb
+    cdef double total_w = 0, bl, correct = 0
+    cdef Mode mode = c.mode
+    s = bi * c.batch_size
+    nb = min(c.batch_size, c.n_rows - s)
+    lo = nb * rank // world
+    hi = nb * (rank + 1) // world
+    rows_out[0] = hi - lo
+    for r in range(nb):                        # the global batch's weight sum
+        total_w += (sw[c.perm[s + r] if c.perm != NULL else s + r] if sw != NULL else 1.0)
+    global_wsum[0] = total_w
+    if c.perm != NULL:
+        for r in range(hi - lo):
+            gather_row(c, X, T, sw, xg, tg, swg, w.lab, s + lo, r)
+        xb = xg
+        tb = tg if c.labels == NULL else NULL
+        lb = w.lab if c.labels != NULL else NULL
+        swb = swg if sw != NULL else NULL
+    else:
+        xb = X + (s + lo) * d
+        tb = T + (s + lo) * k if c.labels == NULL else NULL
+        lb = c.labels + s + lo if c.labels != NULL else NULL
+        swb = sw + s + lo if sw != NULL else NULL
+    wsum_out[0] = weight_sum(swb, hi - lo) if swb != NULL else <double>(hi - lo)
+    mode.key = mix64(c.dropout_seed + 0x9E3779B97F4A7C15ull * <unsigned long long>(c.t + 1))
+    mode.row0 = lo                              # the masks of the global batch's rows
+    if hi == lo:                                # nothing here: a zero gradient
+        for r in range(c.n_params):
+            (<floating*>c.grads)[r] = 0
+        correct_out[0] = 0
+        return 0
+    forward(lay, w, params, xb, hi - lo, NULL, c.n_threads, NULL, &mode)
+    bl = loss_and_output_grad(c.loss, lay.layer[L - 1].act, <floating*>w.A[L],
+                              <floating*>w.P[L], tb, lb, swb, hi - lo, k,
+                              <floating>(1.0 / total_w), <floating*>w.G[L - 1], c.n_threads)
+    if c.count_correct:
+        correct = count_correct(c.loss, <floating*>w.A[L], tb, lb, hi - lo, k)
+    correct_out[0] = correct
+    backward(lay, w, params, <floating*>c.grads, xb, hi - lo, NULL, 0, c.n_threads, NULL, 0, 0,
+             &mode)
+    return bl
+
+
+def gradient_share(TrainState state, Samples data, Py_ssize_t batch, int rank, int world):
+    """This process's share of global batch ``batch`` of the epoch ``begin_epoch`` started:
+    its gradient into ``state.workspace.grads`` (see share_gradient), nothing updated.
+    Returns (loss sum, weight sum, correct, rows) of the share and the global batch's weight
+    sum. Every process must hold the same samples, and the same state."""
+    cdef StepCtx* c = &state.ctx
+    cdef double bl, wsum, corr, gw
+    cdef Py_ssize_t rows
+    cdef int saved_cap
+    cdef bint f32 = state.workspace.dtype == np.float32
+    if c.direct or c.shards != 1:
+        raise ValueError("a data-parallel state needs distributed=True (no momentum "
+                         "shortcut, no batch shards)")
+    if not 0 <= rank < world:
+        raise ValueError(f"rank must be in [0, {world}), got {rank}")
+    data.check(state.plan, state.workspace.dtype)
+    if state.shuffled and (state.perm is None or state.perm.shape[0] != data.n):
+        raise ValueError("begin_epoch was called with other samples")
+    if not 0 <= batch * state.batch_size < data.n:
+        raise ValueError(f"batch {batch} is past the epoch's end")
+    cdef void* params = cnp.PyArray_DATA(state.params)
+    bind_call(c, state, data)
+    saved_cap = thread_cap()
+    set_thread_cap(min(state.run_threads, state.n_threads))
+    with nogil:
+        if f32:
+            bl = share_gradient(c, batch, rank, world, <float*>params, &wsum, &corr, &rows, &gw)
+        else:
+            bl = share_gradient(c, batch, rank, world, <double*>params, &wsum, &corr, &rows,
+                                &gw)
+    set_thread_cap(saved_cap)
+    return bl, wsum, corr, rows, gw
+
+
+cdef int apply_summed(StepCtx* c, floating* params, double global_wsum, double loss,
+                      int last) noexcept nogil:
+    """The update from the summed gradient in c.grads (the global batch's mean): l2,
+    clipping, the optimizer over every layer; undone from the backup if not finite."""
+    cdef floating* g = <floating*>c.grads
+    cdef int ok
+    c.loss_increased = loss > c.last_loss
+    c.last_loss = loss
+    if c.l2 != 0:
+        add_l2(c.lay, params, g, <floating>(c.l2 / global_wsum))
+    if c.clip_norm > 0:
+        c.grad_scale = clip_scale(c, params, g)
+    ok = update_all(c, params, g, <floating*>c.backup, last)
+    c.grad_scale = 1
+    if not ok:
+        memcpy(params, c.backup, c.n_params * sizeof(floating))
+        return UPDATE_NOT_FINITE
+    c.t += 1
+    return OK
+
+
+def apply_update(TrainState state, Samples data, Py_ssize_t batch, double global_wsum,
+                 double mean_loss):
+    """The optimizer's update from the gradient summed over the processes (in
+    ``state.workspace.grads``) of global batch ``batch``; ``mean_loss``: the global batch's
+    mean loss (iRprop+). Returns a Status; on a failure the parameters are those before it
+    and the optimizer state is reset, as train_batches."""
+    cdef StepCtx* c = &state.ctx
+    cdef int status, saved_cap
+    cdef bint f32 = state.workspace.dtype == np.float32
+    cdef int last = (batch + 1) * state.batch_size >= data.n
+    cdef void* params = cnp.PyArray_DATA(state.params)
+    bind_call(c, state, data)
+    saved_cap = thread_cap()
+    set_thread_cap(min(state.run_threads, state.n_threads))
+    with nogil:
+        if f32:
+            status = apply_summed(c, <float*>params, global_wsum, mean_loss, last)
+        else:
+            status = apply_summed(c, <double*>params, global_wsum, mean_loss, last)
+    set_thread_cap(saved_cap)
+    if status == OK:
+        state.optimizer_state.t = c.t
+        state.optimizer_state.last_loss = c.last_loss
+    else:
+        state.optimizer_state.reset()
+    return Status(status)
