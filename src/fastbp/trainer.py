@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from . import _container, _engine, callbacks as _callbacks, losses as _losses
+from . import _container, _engine, callbacks as _callbacks, data as _data, losses as _losses
 from . import optimizers as _opt, schedules as _schedules
 from .network import Network
 from ._config import blas_single_threaded, check_thread_count, get_num_threads, num_threads
@@ -287,9 +287,15 @@ class Trainer:
         return float((out.argmax(axis=1) == want).mean())
 
     # ---- training ----------------------------------------------------------------------
-    def fit(self, X, y, epochs=10, validation_data=None, shuffle=True, verbose=False,
-            callbacks=None, sample_weight=None, class_weight=None, catch_interrupt=False):
+    def fit(self, X, y=None, epochs=10, validation_data=None, shuffle=True, verbose=False,
+            callbacks=None, sample_weight=None, class_weight=None, catch_interrupt=False,
+            shuffle_buffer=4):
         """Train for ``epochs`` epochs; returns the History of these epochs.
+
+        ``X`` may also be a ``fastbp.data.ChunkedDataset`` or a re-iterable of
+        (X_chunk, y_chunk) pairs, with ``y`` None: data larger than memory, read a chunk at
+        a time; each epoch visits the chunks in a new order (if ``shuffle``), shuffling the
+        rows of ``shuffle_buffer`` chunks at a time (see ``fastbp.data``).
 
         Raises TrainingDiverged (network at its last finite parameters) when the loss or a
         gradient becomes NaN/inf. With ``sample_weight`` each batch's loss and gradient are
@@ -308,6 +314,15 @@ class Trainer:
         ``trainer.history`` and in the exception's ``history`` attribute.
         """
         epochs = check_positive_int(epochs, "epochs", minimum=0)
+        source = _data.as_source(X) if y is None else None
+        if source is not None:
+            if sample_weight is not None or class_weight is not None:
+                raise ValueError("sample_weight/class_weight: not with a chunked source")
+            return self._fit_source(source, epochs, validation_data, shuffle, verbose,
+                                    callbacks, catch_interrupt,
+                                    check_positive_int(shuffle_buffer, "shuffle_buffer"))
+        if y is None:
+            raise TypeError("y: the targets are needed (or a chunked source as X)")
         net = self.net
         X, T, labels, xmax = self._prepare(X, y)
         sw = check_sample_weight(sample_weight, X.shape[0], net.dtype)
@@ -396,6 +411,120 @@ class Trainer:
             state.close()
             bar.close()
         return history
+
+    def _fit_source(self, source, epochs, validation_data, shuffle, verbose, callbacks,
+                    catch_interrupt, shuffle_buffer):
+        """fit over a chunked source: per epoch the chunks in a seeded order, a buffer of
+        shuffle_buffer chunks at a time (its rows shuffled), the next chunks read by a
+        background thread while the buffer trains."""
+        from concurrent.futures import ThreadPoolExecutor
+        net = self.net
+        val = None
+        if validation_data is not None:
+            val = self._prepare(*validation_data, name="validation_data")[:3]
+        cbs = _callbacks.check_callbacks(callbacks)
+        nt = self.n_threads or get_num_threads()
+        bs = self.batch_size or 1 << 30
+        history = History()
+        self.stop_training = False
+        bar = _progress(verbose, max(1, -(-(source.n_samples or 0) // bs)) if
+                        source.n_samples else 1)
+        state = None
+        try:
+            with _callbacks.running(cbs, self), num_threads(nt), blas_single_threaded(), \
+                    ThreadPoolExecutor(1, thread_name_prefix="fastbp-read") as reader:
+                for epoch in range(epochs):
+                    lr = float(self._schedule(self.epoch))
+                    if not (lr >= 0 and math.isfinite(lr)):
+                        raise ValueError(f"lr_schedule gave lr={lr!r} at epoch {self.epoch}")
+                    bar.start(epoch, epochs)
+                    sums, t0 = np.zeros(4), time.perf_counter()
+                    for i, (Xb, yb) in enumerate(self._buffers(source, shuffle, shuffle_buffer,
+                                                               reader)):
+                        try:
+                            Xb, T, labels, xmax = self._prepare(Xb, yb)
+                        except (ValueError, TypeError) as e:
+                            raise type(e)(f"chunk buffer {i} of epoch {self.epoch}: {e}") \
+                                from None
+                        data = _engine.Samples(Xb, targets=T, labels=labels, input_bound=xmax)
+                        n = Xb.shape[0]
+                        b = min(bs, n)
+                        if net.plan.batch_norm and (b == 1 or n % b == 1):
+                            raise ValueError(f"batch_size: batch norm needs at least 2 samples "
+                                             f"per batch; buffer {i} has {n} rows")
+                        if state is None or state.batch_size != b:
+                            if state is not None:
+                                state.close()
+                            state = self._train_state(b, nt)
+                        state.begin_epoch(data, lr, bool(shuffle))
+                        self._train_epoch(state, data, _Chunks(-(-n // b), nt,
+                                                               self._threads_policy), bar, t0)
+                        sums += (state.loss_sum, state.weight_sum, state.correct,
+                                 state.samples)
+                        state.close()
+                    if sums[3] == 0:
+                        raise ValueError("the data source gave no rows")
+                    logs = {"loss": sums[0] / sums[1],
+                            "samples_per_second": sums[3] / max(time.perf_counter() - t0,
+                                                                1e-12), "lr": lr}
+                    if self.loss != "mse":
+                        logs["accuracy"] = sums[2] / sums[3]
+                    if val is not None:
+                        vX, vT, vL = val
+                        logs["val_loss"] = net.loss(vX, vL if vL is not None else vT,
+                                                    loss=self.loss)
+                        if self.loss != "mse":
+                            logs["val_accuracy"] = self._accuracy(vX, vT, vL)
+                    self._record(history, logs)
+                    self._record(self.history, logs)
+                    bar.end(logs)
+                    logs["trainer"] = self
+                    self.epoch += 1
+                    for cb in cbs:
+                        if cb(self.epoch - 1, logs):
+                            self.stop_training = True
+                    if self.stop_training:
+                        break
+        except KeyboardInterrupt as e:
+            history.interrupted = self.history.interrupted = True
+            if not catch_interrupt:
+                e.history = history
+                raise
+        except Exception as e:
+            e.history = history
+            raise
+        finally:
+            if state is not None:
+                state.close()
+            bar.close()
+        return history
+
+    def _buffers(self, source, shuffle, per_buffer, reader):
+        """(X, y) buffers of per_buffer chunks each, the chunks in a seeded order, the next
+        chunk read ahead by ``reader``."""
+        if isinstance(source, _data.ChunkedDataset):
+            order = np.arange(source.n_chunks, dtype=np.int64)
+            if shuffle and source.n_chunks > 1:
+                _engine.shuffle(order, self._rng_state)
+            pending = reader.submit(source.chunk, int(order[0]))
+            parts = []
+            for j in range(len(order)):
+                chunk = pending.result()
+                if j + 1 < len(order):
+                    pending = reader.submit(source.chunk, int(order[j + 1]))
+                parts.append(chunk)
+                if len(parts) == per_buffer or j + 1 == len(order):
+                    yield _concat(parts)
+                    parts = []
+        else:
+            parts = []
+            for chunk in source:
+                parts.append(chunk)
+                if len(parts) == per_buffer:
+                    yield _concat(parts)
+                    parts = []
+            if parts:
+                yield _concat(parts)
 
     def _train_epoch(self, state, data, chunks, bar, t0):
         """The epoch that ``state.begin_epoch`` started, in chunks of batches; returns the
@@ -507,6 +636,13 @@ class Trainer:
         for key in ("accuracy", "val_loss", "val_accuracy"):
             if key in logs:
                 getattr(history, key).append(logs[key])
+
+
+def _concat(parts):
+    if len(parts) == 1:
+        return parts[0]
+    return (np.concatenate([np.asarray(x) for x, _ in parts]),
+            np.concatenate([np.asarray(y) for _, y in parts]))
 
 
 class _Chunks:
