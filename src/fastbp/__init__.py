@@ -10,6 +10,7 @@ from .network import Gradients, Network
 from .trainer import History, Trainer, TrainingDiverged
 from .callbacks import EarlyStopping, ModelCheckpoint
 from .pretrain import pretrain_autoencoders
+from .many import train_many
 
 __all__ = ["Network", "Gradients", "Trainer", "History", "TrainingDiverged", "EarlyStopping",
            "ModelCheckpoint",
@@ -17,4 +18,4 @@ __all__ = ["Network", "Gradients", "Trainer", "History", "TrainingDiverged", "Ea
            "get_gemm_kernel", "set_gemm_kernel",
            "activations", "initializers", "losses", "optimizers", "schedules", "callbacks",
            "diagnostics", "datasets", "export", "models", "pretrain", "pretrain_autoencoders",
-           "GradientNormRecorder", "__version__"]
+           "GradientNormRecorder", "train_many", "__version__"]
