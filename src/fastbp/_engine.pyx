@@ -433,6 +433,10 @@ cdef class Samples:
 
 cdef double PAR_GEMM_FLOPS = 4.0e6    # below this a product runs on one thread
 cdef Py_ssize_t MIN_BLOCK = 16        # rows/columns per thread at least
+# A product of a few rows (predict on a few samples) reads all of B for little arithmetic:
+# it is bound by memory, and split over the columns from this size of B on (in entries).
+cdef int FEW_ROWS = 4
+cdef double PAR_FEW_ROWS_KN = 65536
 
 
 cdef enum Epilogue:
@@ -509,10 +513,11 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
     cdef Py_ssize_t dim = m if by_rows else n, i0, i1
     cdef double part[256]
     cdef double best = 0
+    cdef bint few_rows = m <= FEW_ROWS and m <= n and <double>k * n >= PAR_FEW_ROWS_KN
     nthr = min(nt, 256)
     if nthr > dim // MIN_BLOCK:
         nthr = <int>(dim // MIN_BLOCK)
-    if nthr <= 1 or 2.0 * m * n * k < PAR_GEMM_FLOPS:
+    if nthr <= 1 or (2.0 * m * n * k < PAR_GEMM_FLOPS and not few_rows):
         gemm_as(small, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         late = ep
     else:
@@ -521,6 +526,9 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
         for t in prange(nthr, num_threads=run_threads(nthr), schedule="static"):
             i0 = dim * t // nthr
             i1 = dim * (t + 1) // nthr
+            if few_rows:          # whole vectors of columns each: the kernel's own layout
+                i0 = min(dim, MIN_BLOCK * ((dim + MIN_BLOCK - 1) // MIN_BLOCK * t // nthr))
+                i1 = min(dim, MIN_BLOCK * ((dim + MIN_BLOCK - 1) // MIN_BLOCK * (t + 1) // nthr))
             if by_rows:
                 gemm_as(small, ta, tb, <int>(i1 - i0), n, k, alpha,
                      A + (i0 * lda if ta == NoTrans else i0), lda, B, ldb, beta, C + i0 * ldc,

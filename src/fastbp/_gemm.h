@@ -17,6 +17,9 @@
 #include <stddef.h>
 
 #define FBP_GEMM_KC 256   /* k block: a 2-vector panel of B stays in L1 (32 KB for AVX-512) */
+#ifndef G_PF
+#define G_PF 4     /* fbp_sgemm_rows, one row: prefetch B this many rows ahead */
+#endif
 #define G_ROWS_MAX 4      /* fbp_sgemm_rows: products of at most this many rows */
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTBP_NO_GEMM)

@@ -197,7 +197,10 @@ G_CAT(fbp_grow1, G_SUF)(const int nvb, int p0, int pe, const float *A, const flo
     for (int q = p0; q < pe; q++) {
         const float aq = A[q];
         const float *b = B + (ptrdiff_t)q * ldb;
-        for (int v = 0; v < nvb; v++) c[v] += aq * *(const G_V *)(b + v * G_VL);
+        for (int v = 0; v < nvb; v++) {
+            __builtin_prefetch(b + G_PF * (ptrdiff_t)ldb + v * G_VL);
+            c[v] += aq * *(const G_V *)(b + v * G_VL);
+        }
     }
     for (int v = 0; v < nvb; v++) *(G_V *)(acc + v * G_VL) = c[v];
 }
