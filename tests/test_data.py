@@ -117,3 +117,16 @@ def test_bad_chunks_give_clear_errors():
         fastbp.Trainer(fastbp.Network([5, 3], output="softmax")).fit(X)
     with pytest.raises(ValueError, match="rows"):
         ChunkedDataset.from_arrays(X, y[:10])
+
+
+def test_the_progress_bar_counts_samples_across_buffers(monkeypatch, capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "tqdm", None)            # the plain text bar
+    X, y = problem(n=250)
+    trained(ChunkedDataset.from_arrays(X, y, chunk_rows=60), verbose=1, shuffle_buffer=2)
+    err = capsys.readouterr().err
+    for epoch in (1, 2, 3):
+        counts = [int(part.split("] ")[1].split("/")[0].replace(",", ""))
+                  for part in err.split("\r") if part.startswith(f"epoch {epoch} [")]
+        assert counts == sorted(counts) and counts[-1] == 250     # on across the buffers
+        assert any(120 < c < 250 for c in counts)                 # inside the second buffer

@@ -427,8 +427,7 @@ class Trainer:
         bs = self.batch_size or 1 << 30
         history = History()
         self.stop_training = False
-        bar = _progress(verbose, max(1, -(-(source.n_samples or 0) // bs)) if
-                        source.n_samples else 1)
+        bar = _SampleProgress(_progress(verbose, source.n_samples, unit="sample"))
         state = None
         try:
             with _callbacks.running(cbs, self), num_threads(nt), blas_single_threaded(), \
@@ -457,6 +456,7 @@ class Trainer:
                                 state.close()
                             state = self._train_state(b, nt)
                         state.begin_epoch(data, lr, bool(shuffle))
+                        bar.next_buffer(int(sums[3]), b, n, sums[:2])
                         self._train_epoch(state, data, _Chunks(-(-n // b), nt,
                                                                self._threads_policy), bar, t0)
                         sums += (state.loss_sum, state.weight_sum, state.correct,
@@ -737,14 +737,38 @@ class _ThreadsPolicy:
 
 # ---- progress --------------------------------------------------------------------------
 
-def _progress(verbose, n_batches):
+def _progress(verbose, total, unit="batch"):
+    """A progress bar over ``total`` units (None: unknown) per epoch."""
     if not verbose:
         return _NoBar()
     try:
         import tqdm  # noqa: F401
-        return _TqdmBar(n_batches)
+        return _TqdmBar(total, unit)
     except ImportError:
-        return _PlainBar(n_batches)
+        return _PlainBar(total, unit)
+
+
+class _SampleProgress:
+    """A streamed epoch's bar in samples: the buffers' batches counted on from the
+    samples of the buffers before, the loss the epoch's running mean."""
+
+    def __init__(self, bar):
+        self.bar, self.before, self.batch, self.rows, self.sums = bar, 0, 1, 0, (0.0, 0.0)
+
+    def start(self, epoch, epochs):
+        self.bar.start(epoch, epochs)
+
+    def next_buffer(self, before, batch, rows, sums):
+        self.before, self.batch, self.rows, self.sums = before, batch, rows, tuple(sums)
+
+    def update(self, done, loss, rate):
+        self.bar.update(self.before + min(done * self.batch, self.rows), loss, rate)
+
+    def end(self, logs):
+        self.bar.end(logs)
+
+    def close(self):
+        self.bar.close()
 
 
 class _NoBar:
@@ -773,16 +797,19 @@ def _summary(logs):
 class _PlainBar(_NoBar):
     """A text progress line on stderr, redrawn per chunk of batches."""
 
-    def __init__(self, n_batches, width=30):
-        self.n, self.width = n_batches, width
+    def __init__(self, total, unit="batch", width=30):
+        self.n, self.unit, self.width = total, unit, width
 
     def start(self, epoch, epochs):
         self.prefix = f"epoch {epoch + 1}"
 
     def update(self, done, loss, rate):
-        fill = int(self.width * done / self.n)
-        sys.stderr.write(f"\r{self.prefix} [{'#' * fill}{'.' * (self.width - fill)}] "
-                         f"{done}/{self.n} loss={loss:.4f} {rate:,.0f} samples/s")
+        if self.n:
+            fill = int(self.width * min(done, self.n) / self.n)
+            where = f"[{'#' * fill}{'.' * (self.width - fill)}] {done:,}/{self.n:,}"
+        else:
+            where = f"{done:,} {self.unit}s"
+        sys.stderr.write(f"\r{self.prefix} {where} loss={loss:.4f} {rate:,.0f} samples/s")
         sys.stderr.flush()
 
     def end(self, logs):
@@ -791,12 +818,12 @@ class _PlainBar(_NoBar):
 
 
 class _TqdmBar(_NoBar):
-    def __init__(self, n_batches):
-        self.n, self.bar = n_batches, None
+    def __init__(self, total, unit="batch"):
+        self.n, self.unit, self.bar = total, unit, None
 
     def start(self, epoch, epochs):
         from tqdm import tqdm
-        self.bar = tqdm(total=self.n, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+        self.bar = tqdm(total=self.n, desc=f"epoch {epoch + 1}/{epochs}", unit=self.unit,
                         leave=True, file=sys.stderr)
         self.done = 0
 
