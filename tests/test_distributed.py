@@ -25,7 +25,8 @@ SCRIPT = textwrap.dedent("""
     X = rng.normal(size=(200, 6))
     y = rng.integers(0, 3, 200)
     net = fastbp.Network([6, 16, 3], activation="tanh", output="softmax", dtype="float64",
-                         seed=MPI.COMM_WORLD.Get_rank())       # rank 0's weights win
+                         seed=MPI.COMM_WORLD.Get_rank(),       # rank 0's weights win
+                         batch_norm=mode == "bn")
     kw = dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=20, seed=3, n_threads=1,
               l2=1e-3)
     if mode == "adam":
@@ -40,7 +41,8 @@ SCRIPT = textwrap.dedent("""
         X[5, 0] = np.nan                                  # bad data on one rank only
     h = tr.fit(X, y, epochs=4)
     tr.save_checkpoint(out + ".fbpc")
-    np.savez(out + f".{tr.rank}.npz", params=net.parameters, loss=np.array(h.loss))
+    np.savez(out + f".{tr.rank}.npz", params=net.parameters, loss=np.array(h.loss),
+             running=net.running_stats)
 """)
 
 
@@ -81,6 +83,15 @@ def test_local_sgd_keeps_the_ranks_together(tmp_path):
     r0, r1 = np.load(tmp_path / "out.0.npz"), np.load(tmp_path / "out.1.npz")
     np.testing.assert_array_equal(r0["params"], r1["params"])        # averaged at the end
     assert np.isfinite(r0["params"]).all() and r0["loss"][-1] < r0["loss"][0]
+
+
+def test_batch_norm_ranks_end_with_the_same_parameters_and_statistics(tmp_path):
+    p = run(tmp_path, "bn")
+    assert p.returncode == 0, p.stderr
+    r0, r1 = np.load(tmp_path / "out.0.npz"), np.load(tmp_path / "out.1.npz")
+    np.testing.assert_array_equal(r0["params"], r1["params"])
+    np.testing.assert_array_equal(r0["running"], r1["running"])
+    assert r0["running"].size and np.isfinite(r0["running"]).all()
 
 
 def test_a_failing_rank_stops_every_rank_with_a_clear_error(tmp_path):

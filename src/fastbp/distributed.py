@@ -14,7 +14,8 @@ buffer per step gives every process the global batch's mean gradient; each then 
 same update to the same parameters. The result equals one process training with the global
 batch, to float rounding (dropout masks are those of the global batch's rows; batch norm,
 as PyTorch's DistributedDataParallel without SyncBatchNorm, normalizes each share with its
-own statistics). With ``average_every=k`` > 1 (local SGD) each process steps on its own
+own statistics, and the running statistics are averaged over the processes after each
+epoch). With ``average_every=k`` > 1 (local SGD) each process steps on its own
 share's mean gradient and the parameters are averaged every k steps instead.
 
 Only rank 0 writes files (``save_checkpoint``; ``ModelCheckpoint`` callbacks run on rank 0
@@ -164,6 +165,9 @@ class DataParallelTrainer(Trainer):
                         reduce_s += time.perf_counter() - tr
                     sums += (loss, wsum, corr, rows)
                 self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
+                if net.running_stats.size:   # each share's batch-norm statistics: averaged
+                    self.comm.Allreduce(MPI.IN_PLACE, net.running_stats, op=MPI.SUM)
+                    net.running_stats[...] /= self.world
                 logs = {"loss": sums[0] / sums[1],
                         "samples_per_second": sums[3] / max(time.perf_counter() - t0, 1e-12),
                         "lr": lr}
