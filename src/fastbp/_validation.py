@@ -41,25 +41,28 @@ def check_number(value, name, low=None, high=None, low_open=False, high_open=Fal
     return value
 
 
-def _max_abs(arr):
+def _max_abs(arr, n_threads=None):
     """max |element| of a C-contiguous array of float32/float64, inf if one is not finite
-    (compiled, one parallel pass, no temporary array)."""
+    (compiled, one parallel pass on n_threads (None: get_num_threads()), no temporary)."""
     flat = arr.reshape(-1)     # (threads only pay from 4 * 32768 entries on)
-    return float(_engine.max_abs(flat, get_num_threads() if flat.size >= 131072 else 1))
+    return float(_engine.max_abs(flat, (n_threads or get_num_threads())
+                                 if flat.size >= 131072 else 1))
 
 
-def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False, with_max=False):
+def as_float_matrix(X, dtype, name="X", n_columns=None, allow_empty=False, with_max=False,
+                    n_threads=None):
     """X as a C-contiguous 2-D array of ``dtype`` (copied only when needed), finite values.
 
     Integer, boolean and other-precision float input is converted; anything else raises.
-    with_max: return (X, max |X|), the max from the same pass as the finiteness check.
+    with_max: return (X, max |X|), the max from the same pass as the finiteness check (on
+    n_threads threads; None: get_num_threads()).
     """
     if (type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous
             and (n_columns is None or X.shape[1] == n_columns) and X.shape[0]):
         out = X                          # already what it must be: only the values to check
     else:
         out = _converted(X, dtype, name, n_columns, allow_empty)
-    top = _max_abs(out)
+    top = _max_abs(out, n_threads)
     if not top < np.inf:
         bad = "NaN" if np.isnan(out).any() else "inf"
         raise ValueError(f"{name} contains {bad} values (after conversion to {np.dtype(dtype).name})")

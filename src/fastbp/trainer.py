@@ -208,7 +208,8 @@ class Trainer:
     def _prepare(self, X, y, name="X"):
         """X, targets, labels and max |X| (from the finiteness check of X)."""
         net = self.net
-        X, xmax = as_float_matrix(X, net.dtype, name, n_columns=net.n_inputs, with_max=True)
+        X, xmax = as_float_matrix(X, net.dtype, name, n_columns=net.n_inputs, with_max=True,
+                                  n_threads=self.n_threads)
         T, labels = targets_for_loss(y, self.loss, X.shape[0], net.n_outputs, net.dtype,
                                      "y" if name == "X" else f"{name} targets")
         return X, T, labels, xmax
