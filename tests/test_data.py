@@ -103,11 +103,13 @@ def test_zarr_and_dask(tmp_path):
 def test_bad_chunks_give_clear_errors():
     X, y = problem()
     bad_cols = [(X[:100], y[:100]), (X[100:200, :4], y[100:200])]
-    with pytest.raises(ValueError, match="chunk buffer 1.*columns"):
+    with pytest.raises(ValueError, match=r"chunk 1 of the data source.*\(100, 4\).*5 columns"):
         trained(bad_cols, shuffle_buffer=1)
+    with pytest.raises(ValueError, match="chunk 1 of the data source.*100 rows, y 99"):
+        trained([(X[:100], y[:100]), (X[100:200], y[100:199])])
     Xn = X.copy()
     Xn[250, 2] = np.nan
-    with pytest.raises(ValueError, match="chunk buffer 2.*NaN"):
+    with pytest.raises(ValueError, match="chunk 2 of the data source.*NaN"):
         trained(ChunkedDataset.from_arrays(Xn, y, 100), shuffle=False, shuffle_buffer=1)
     with pytest.raises(ValueError, match="iterator"):
         trained(((X[a:a + 100], y[a:a + 100]) for a in range(0, 300, 100)))
@@ -117,6 +119,21 @@ def test_bad_chunks_give_clear_errors():
         fastbp.Trainer(fastbp.Network([5, 3], output="softmax")).fit(X)
     with pytest.raises(ValueError, match="rows"):
         ChunkedDataset.from_arrays(X, y[:10])
+
+
+def test_a_nan_in_chunk_900_is_named_whatever_the_order():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10000, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 10000)
+    X[9005, 1] = np.inf                                       # rows 9000-9009: chunk 900
+    ds = ChunkedDataset.from_arrays(X, y, chunk_rows=10)
+    net = fastbp.Network([5, 8, 3], output="softmax", seed=0)
+    before = net.parameters.copy()
+    tr = fastbp.Trainer(net, lr=0.05, batch_size=16, seed=1, n_threads=1)
+    with pytest.raises(ValueError, match="chunk 900 of the data source.*inf") as e:
+        tr.fit(ds, epochs=2, shuffle_buffer=8)
+    assert np.isfinite(net.parameters).all() and not np.array_equal(net.parameters, before)
+    assert len(e.value.history) == 0                         # failed inside epoch 1
 
 
 def test_the_progress_bar_counts_samples_across_buffers(monkeypatch, capsys):

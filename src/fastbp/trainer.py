@@ -21,7 +21,7 @@ from . import optimizers as _opt, schedules as _schedules
 from .network import Network
 from ._config import blas_single_threaded, check_thread_count, get_num_threads, num_threads
 from ._validation import (as_float_matrix, check_number, check_positive_int,
-                          check_sample_weight, targets_for_loss)
+                          check_sample_weight, targets_for_loss, _max_abs)
 
 __all__ = ["Trainer", "History", "TrainingDiverged"]
 
@@ -503,29 +503,48 @@ class Trainer:
     def _buffers(self, source, shuffle, per_buffer, reader):
         """(X, y) buffers of per_buffer chunks each, the chunks in a seeded order, the next
         chunk read ahead by ``reader``."""
+        def read(i):
+            return self._checked_chunk(i, *source.chunk(i))
+
         if isinstance(source, _data.ChunkedDataset):
             order = np.arange(source.n_chunks, dtype=np.int64)
             if shuffle and source.n_chunks > 1:
                 _engine.shuffle(order, self._rng_state)
-            pending = reader.submit(source.chunk, int(order[0]))
+            pending = reader.submit(read, int(order[0]))
             parts = []
             for j in range(len(order)):
                 chunk = pending.result()
                 if j + 1 < len(order):
-                    pending = reader.submit(source.chunk, int(order[j + 1]))
+                    pending = reader.submit(read, int(order[j + 1]))
                 parts.append(chunk)
                 if len(parts) == per_buffer or j + 1 == len(order):
                     yield _concat(parts)
                     parts = []
         else:
             parts = []
-            for chunk in source:
-                parts.append(chunk)
+            for i, chunk in enumerate(source):
+                parts.append(self._checked_chunk(i, *chunk))
                 if len(parts) == per_buffer:
                     yield _concat(parts)
                     parts = []
             if parts:
                 yield _concat(parts)
+
+    def _checked_chunk(self, i, X, y):
+        """A chunk as read, its shape and values checked, errors naming it (chunk i of the
+        source, in the source's own numbering, whatever the shuffled order)."""
+        where = f"chunk {i} of the data source (epoch {self.epoch})"
+        if X.ndim != 2 or X.shape[1] != self.net.n_inputs:
+            raise ValueError(f"{where}: X has shape {X.shape}, the network takes "
+                             f"{self.net.n_inputs} columns")
+        if y is not None and len(y) != X.shape[0]:
+            raise ValueError(f"{where}: X has {X.shape[0]} rows, y {len(y)}")
+        if X.dtype.kind == "f" and X.size and X.flags.c_contiguous \
+                and X.dtype in (np.float32, np.float64) \
+                and not _max_abs(X, self.n_threads) < np.inf:
+            bad = "NaN" if np.isnan(X).any() else "inf"
+            raise ValueError(f"{where}: X contains {bad} values")
+        return X, y
 
     def _train_epoch(self, state, data, chunks, bar, t0):
         """The epoch that ``state.begin_epoch`` started, in chunks of batches; returns the
