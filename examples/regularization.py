@@ -388,7 +388,7 @@ interpolates them is still a good classifier.
 **Label noise is where regularization pays.** With 25% of the training labels flipped, the
 plain network fits every flipped label (100%) and tests at 62.6%, against 82.0% on the
 same data with clean labels. L2 (AdamW, wd 3: +7.7 points, all 5 seeds) and dropout 0.5 +
-BN (+9.6, all 5 seeds) fit only 20-27% of the flipped labels and win back 40-50% of the
+BN (+9.9, all 5 seeds) fit only 20-27% of the flipped labels and win back 40-50% of the
 19-point loss; dropout 0.35 alone helps less (+3.6, all 5 seeds) because it still fits 90%
 of the flipped labels. The figure shows the mechanism: the plain network's test accuracy
 peaks at about 66% within the first ~10 epochs and falls as it memorizes the noise; the L2
@@ -396,12 +396,12 @@ and dropout + BN curves stay near their peaks. (Early stopping on a validation s
 the obvious competitor; it was not part of this comparison.)
 
 **On the clean synthetic set (overlapping classes, ~82% reachable)** dropout helps (+3.6,
-4 of 5 seeds, 2.7× the spread), dropout + BN about as much but not significantly (+2.8).
+4 of 5 seeds, 2.7× the spread), dropout + BN about as much but not significantly (+2.9).
 L2 at wd 3 holds the training accuracy down to 91% yet gains nothing on the test set:
 restraining the fit is not the same as improving it.
 
 **Batch norm alone is not a regularizer here; it never helped and hurt once.** It lowered
-the test accuracy on breast_cancer by 1.4 points (all 5 seeds worse), and
+the test accuracy on breast_cancer by 1.8 points (all 5 seeds worse), and
 non-significantly on wine, the clean and the noisy synthetic sets, and it fitted the
 flipped labels almost as completely (99.9%) as no regularization. On these small training
 sets the last batch of an epoch is short (5 samples on wine, 11 on breast_cancer), the
@@ -417,21 +417,15 @@ data set, each method would look a little better. 24 paired tests at 95% make ab
 false "helps" or "hurts" likely by chance; effects of 1-2 test samples (wine: one sample
 is 2.2 points, breast_cancer 0.7) are noise. The dropout and dropout + BN rows use
 different rates (0.35 and 0.5, each its pilot's pick), so their difference is not the
-effect of BN alone. "Loss spikes" are harmless here: every one was a rise of an epoch's
-training loss from below 0.002 to at most 0.17 once the training set was fitted, where the
-warning's relative threshold fires. One synthetic set, one architecture, 5 seeds: a
+effect of BN alone. No fit warned of a loss spike (the warning fires when an epoch's loss
+rises to 100x its lowest *and* above the first epoch's). One synthetic set, one architecture, 5 seeds: a
 demonstration, not a benchmark.
 
-The rows with batch norm (and the pilot's dropout + BN rows) are not exactly reproducible,
-because of a fastbp bug found while making this table: the trainer's gradient buffer is
-allocated uninitialized (`np.empty`) and batch norm's backward writes the gamma/beta
-gradients as `0 * old + new`, so NaN or inf bytes left there by earlier allocations make
-the first update of some gammas and betas non-finite (SGD: a spurious `TrainingDiverged`;
-Adam: silently skipped, since its moment flush maps NaN to 0). What is in memory depends
-on what ran before, so two runs of this script gave batch-norm means up to 0.6 points
-apart (single seeds up to 3.8 points, all other rows identical); every verdict was the
-same in both (batch norm hurt breast_cancer in both, -2.0 and -1.4 points, all 5 seeds
-worse)."""
+An earlier run of this table had batch-norm rows that were not reproducible: the
+trainer's gradient buffer was allocated uninitialized and batch norm's backward wrote the
+gamma/beta gradients as `0 * old + new`, so NaN bytes left by earlier allocations could
+make the first update of some gammas non-finite. That bug is fixed (tested); these rows
+come from the fixed code, and every verdict is the one the earlier run gave."""
 
 
 def pilot_markdown(pilot_out, args):
