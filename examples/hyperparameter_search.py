@@ -32,9 +32,8 @@ another joblib backend around ``search.fit`` (``--backend dask`` / ``--backend r
 Each worker process gets fastbp's estimator by pickle, so fastbp (and scikit-learn) must be
 installed on the workers. Threads: every fit uses ``n_threads`` threads; leave it ``None``
 and fastbp follows ``OMP_NUM_THREADS``, which joblib's loky sets to
-``cores // n_jobs`` in its workers, so the fits don't oversubscribe the cores. On Dask or
-Ray workers set ``n_threads`` explicitly (the cores each task may use), e.g. in the grid
-or with ``estimator.set_params(n_threads=1)``.
+``cores // n_jobs`` in its workers, so the fits don't oversubscribe the cores; on Dask or
+Ray workers it uses the task's share of the worker (see ``examples/cluster_search.py``).
 """
 import argparse
 import time

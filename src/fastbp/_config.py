@@ -8,6 +8,7 @@ two pools of spinning threads never fight over the cores.
 import contextlib
 import math
 import os
+import sys
 import threading
 import warnings
 
@@ -19,7 +20,8 @@ from . import _blas, _engine
 from ._version import __version__
 
 __all__ = ["set_num_threads", "get_num_threads", "num_threads", "show_config",
-           "set_gemm_kernel", "get_gemm_kernel", "usable_cores", "check_thread_count"]
+           "set_gemm_kernel", "get_gemm_kernel", "usable_cores", "check_thread_count",
+           "engine_threads"]
 
 _state = threading.local()
 _default = [None]   # process-wide setting; None = all usable cores
@@ -176,12 +178,92 @@ def _env_threads():
     return n if n >= 1 else None
 
 
+def _dask_task_threads():
+    """Inside a task on a dask.distributed worker: the threads that task may use, else None.
+
+    A worker with ``nthreads`` threads runs up to ``nthreads`` tasks at once (joblib's dask
+    backend sends it that many), so a task's share is one thread; a task that asked for
+    ``resources={"CPU": c}`` (on workers started with a ``"CPU"`` resource) gets
+    ``min(c, nthreads)``. Looked up only when ``distributed`` is already imported: fastbp
+    never imports it.
+    """
+    worker_mod = sys.modules.get("distributed.worker")
+    if worker_mod is None:
+        return None
+    try:
+        worker = worker_mod.get_worker()
+    except Exception:          # ValueError: not in a worker
+        return None
+    try:
+        state = getattr(worker, "state", worker)
+        nthreads = max(1, int(state.nthreads))
+        share = 1
+        try:
+            key = worker.get_current_task()
+            cpus = state.tasks[key].resource_restrictions.get("CPU")
+        except Exception:      # not in one of the worker's task threads, or no such resource
+            cpus = None
+        if cpus is not None and cpus >= 1:
+            share = min(int(cpus), nthreads)
+        return share
+    except Exception:          # pragma: no cover - an unknown version of distributed
+        return None
+
+
+def _ray_task_threads():
+    """Inside a Ray task or actor: the CPUs Ray assigned to it (rounded down, at least 1),
+    else None (not in a Ray worker, or an actor that holds no CPU, such as those of
+    ``ray.util.joblib``, where Ray sets OMP_NUM_THREADS=1). Looked up only when ``ray`` is
+    already imported: fastbp never imports it."""
+    ray = sys.modules.get("ray")
+    if ray is None:
+        return None
+    try:
+        if not ray.is_initialized():
+            return None
+        ctx = ray.get_runtime_context()
+        worker_mode = getattr(sys.modules.get("ray._private.worker"), "WORKER_MODE", 1)
+        if ctx.worker.mode != worker_mode:
+            return None        # the driver (or a client): not a task
+        cpus = ctx.get_assigned_resources().get("CPU")
+    except Exception:          # pragma: no cover - an unknown version of ray
+        return None
+    return max(1, int(math.floor(cpus))) if cpus else None
+
+
+def engine_threads():
+    """The threads a cluster engine gave the task running this code, or None outside one.
+
+    - dask.distributed worker: one thread per task (a worker with ``nthreads`` threads runs
+      that many tasks at once), or the task's ``resources={"CPU": c}``, at most nthreads;
+    - Ray task or actor: the CPUs Ray assigned to it (``num_cpus``).
+
+    Capped by :func:`usable_cores`. Neither package is imported here: each is looked up
+    only if the process has already imported it (a worker always has).
+    """
+    n = _dask_task_threads()
+    if n is None:
+        n = _ray_task_threads()
+    return None if n is None else min(n, usable_cores())
+
+
 def get_num_threads():
-    """Threads fastbp uses: ``num_threads``/``set_num_threads`` if set, else
-    OMP_NUM_THREADS if set (as joblib's workers do), else :func:`usable_cores`."""
+    """Threads fastbp uses. The first that applies:
+
+    1. ``num_threads(n)`` (this Python thread) or ``set_num_threads(n)`` (process-wide);
+    2. inside a dask.distributed or Ray task, the task's share of its worker
+       (:func:`engine_threads`): 1 on a Dask worker unless the task asked for
+       ``resources={"CPU": c}``, a Ray task's ``num_cpus``, so parallel searches on a
+       cluster (joblib's ``"dask"`` and ``"ray"`` backends) never oversubscribe a worker;
+    3. OMP_NUM_THREADS if set (joblib's loky workers set it to their share; Dask's nanny
+       sets it to 1, Ray to a task's ``num_cpus``);
+    4. :func:`usable_cores`.
+    """
     n = getattr(_state, "n", None)
     if n is None:
         n = _default[0]
+    if n is None:
+        n = engine_threads()
     if n is None:
         n = _env_threads()
     return n if n is not None else usable_cores()

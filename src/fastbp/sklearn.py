@@ -38,8 +38,10 @@ Beyond scikit-learn (extra keyword arguments; scikit-learn's parameters keep the
 - ``init``: a fastbp initializer name or callable (or one per layer), e.g.
   ``"he_uniform"``, ``"orthogonal"``; biases then start at zero. ``None`` (default) is
   scikit-learn's initialization.
-- ``n_threads``: threads of the compiled kernels (``None``: fastbp's setting, capped by
-  ``OMP_NUM_THREADS`` when it is set, as joblib does in its workers).
+- ``n_threads``: threads of the compiled kernels (``None``: ``fastbp.get_num_threads()``:
+  fastbp's setting, else inside a Dask or Ray task the task's share of its worker, else
+  ``OMP_NUM_THREADS`` when it is set, as joblib does in its workers). The count a fit used
+  is ``n_threads_``.
 - ``dtype``: ``"float32"`` or ``"float64"`` training (``None``: the input's, as
   scikit-learn: float32 input trains in float32, anything else in float64).
 - ``callbacks``: callables ``(epoch, logs) -> stop?`` or ``fastbp.callbacks.Callback``
@@ -237,7 +239,9 @@ def _run_callbacks(callbacks, epoch, logs):
 
 
 def _default_threads():
-    return get_num_threads()    # honours OMP_NUM_THREADS, as joblib sets it in its workers
+    # a Dask/Ray task's share of its worker, else OMP_NUM_THREADS (joblib's loky workers
+    # set it), else the usable cores: see fastbp._config.get_num_threads
+    return get_num_threads()
 
 
 class _Rows:
@@ -593,7 +597,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                   "loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_",
                   "_no_improvement_count", "_best_coefs", "_best_intercepts")
     _SK_CLASSIFIER_FITTED = ("classes_", "_label_binarizer")
-    _FASTBP_FITTED = _BN_ATTRIBUTES + ("validation_loss_curve_", "_best_bn")
+    _FASTBP_FITTED = _BN_ATTRIBUTES + ("validation_loss_curve_", "_best_bn", "n_threads_")
     # fastbp's canonical hidden activation names -> scikit-learn's
     _SK_ACTIVATIONS = {"identity": "identity", "sigmoid": "logistic", "tanh": "tanh",
                        "relu": "relu"}
@@ -998,6 +1002,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         self.n_outputs_ = y.shape[1]
         layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
         self._random_state = check_random_state(self.random_state)
+        self.n_threads_ = self._threads()   # resolved once per fit (engine_threads in a worker)
 
         if first_pass:
             self._initialize(y, layer_units, self._train_dtype(X))
@@ -1201,7 +1206,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         penalty_batches = (n_batches if data.sw is None
                            else n_batches * data.n / max(data.sw_sum, 1e-300))
 
-        nt = self._threads()
+        nt = self.n_threads_
         seed = int(self._random_state.randint(np.iinfo(np.int32).max))
         trainer = Trainer(net, loss=self._fastbp_loss(), optimizer=self._optimizer,
                           batch_size=batch_size, n_threads=nt, seed=seed,
@@ -1584,8 +1589,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         fastbp extra: a fastbp initializer (``fastbp.initializers``) for the weights, or one
         per layer; biases then start at 0. None: scikit-learn's initialization.
     n_threads : int, default=None
-        fastbp extra: threads of the compiled kernels. None: ``fastbp.get_num_threads()``,
-        capped by ``OMP_NUM_THREADS`` when set (joblib sets it in its workers).
+        fastbp extra: threads of the compiled kernels. None: ``fastbp.get_num_threads()``
+        (inside a Dask or Ray task: the task's share of its worker; else
+        ``OMP_NUM_THREADS`` when set, as joblib sets it in its workers).
     dtype : {'float32', 'float64'}, default=None
         fastbp extra: the training precision. None: float32 input trains in float32,
         anything else in float64 (scikit-learn's rule).
@@ -1626,6 +1632,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     validation_loss_curve_ : list or None
         fastbp extra: validation log-loss after each epoch (sgd/adam) when there is a
         validation set (``early_stopping=True`` or ``fit(validation_data=...)``).
+    n_threads_ : int
+        fastbp extra: the thread count the last fit resolved and used (``n_threads``, or
+        the default it resolved to: in a Dask or Ray worker, the task's share).
     bn_gammas_, bn_betas_, bn_running_means_, bn_running_vars_ : list of ndarray or None
         fastbp extra, only with batch_norm: batch norm's scales and shifts (training
         dtype) and running means and variances (float64), one entry per layer as
@@ -1802,6 +1811,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     n_outputs_, out_activation_ : as in scikit-learn.
     validation_loss_curve_ : list or None
         fastbp extra: validation loss after each epoch when there is a validation set.
+    n_threads_ : int
+        fastbp extra: the thread count the last fit used (see :class:`MLPClassifier`).
     bn_gammas_, bn_betas_, bn_running_means_, bn_running_vars_ :
         with batch_norm: see :class:`MLPClassifier`.
 
