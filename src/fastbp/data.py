@@ -1,4 +1,4 @@
-"""Data larger than memory: rows read a chunk at a time.
+"""Data larger than memory: rows read a chunk at a time::
 
     ds = fastbp.data.ChunkedDataset.from_arrays(np.load("X.npy", mmap_mode="r"),
                                                 np.load("y.npy", mmap_mode="r"), chunk_rows=65536)
