@@ -38,9 +38,11 @@ class ChunkedDataset:
 
     @property
     def n_chunks(self):
+        """Number of chunks."""
         return len(self._loaders)
 
     def chunk(self, i):
+        """Chunk ``i`` (0-based) read in full: ``(X_chunk, y_chunk)`` as NumPy arrays."""
         X, y = self._loaders[i]()
         return np.asarray(X), np.asarray(y)
 

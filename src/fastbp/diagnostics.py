@@ -305,6 +305,7 @@ class GradientNormRecorder(Callback):
         self.reset()
 
     def reset(self):
+        """Forget what was recorded (``history``, ``epochs``, ``initial_norms``)."""
         self.history, self.epochs, self.initial_norms = [], [], None
 
     def _norms(self, trainer):

@@ -17,6 +17,7 @@ from .network import BN_EPS, Network
 
 __all__ = ["to_onnx", "DEFAULT_OPSET"]
 
+#: ONNX opset of :func:`to_onnx` when none is given
 DEFAULT_OPSET = 17       # onnxruntime runs it everywhere; Softmax on the last axis since 13
 
 
