@@ -72,6 +72,9 @@ INVENTORIES = {
         ("sklearn.pipeline.make_pipeline", "py:function"): "modules/generated/$.html",
         ("sklearn.preprocessing.StandardScaler", "py:class"): "modules/generated/$.html",
         ("sklearn.base.BaseEstimator", "py:class"): "modules/generated/$.html",
+        ("sklearn.base.ClassifierMixin", "py:class"): "modules/generated/$.html",
+        ("sklearn.base.RegressorMixin", "py:class"): "modules/generated/$.html",
+        ("sklearn.base.TransformerMixin", "py:class"): "modules/generated/$.html",
         ("sklearn.utils.estimator_checks.check_estimator", "py:function"):
             "modules/generated/$.html",
     }),

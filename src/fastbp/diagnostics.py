@@ -1,6 +1,6 @@
 """Verify BP and look at gradient health: gradient checking, per-layer norms, saturation.
 
-* :func:`gradient_check` compares the BP gradients with central finite differences.
+* :func:`fastbp.gradient_check` compares the BP gradients with central finite differences.
 * :func:`gradient_norms` gives ``||dE/dW_l||`` per layer: the quickest look at vanishing
   (first layers' norms orders of magnitude below the last's) or exploding gradients.
 * :func:`health` gives a per-layer table: gradient and weight norms, update/weight ratio,
@@ -279,7 +279,7 @@ class GradientNormRecorder(Callback):
     every : int
         Record every ``every`` epochs.
     dtype : None or "float64"
-        Compute on a copy in this dtype (see :func:`gradient_norms`).
+        Compute on a copy in this dtype (see :func:`~fastbp.diagnostics.gradient_norms`).
     initial : bool
         Also record the norms before the first epoch, in ``initial_norms``.
 

@@ -20,10 +20,10 @@ from .trainer import Trainer
 
 __all__ = ["train_many", "NETWORK_KEYS", "TRAINER_KEYS"]
 
-#: keys of a :func:`train_many` config that go to :class:`fastbp.Network`
+#: keys of a :func:`fastbp.train_many` config that go to :class:`fastbp.Network`
 NETWORK_KEYS = ("layer_sizes", "activation", "output", "init", "dtype", "seed", "dropout",
                 "input_dropout", "batch_norm")
-#: keys of a :func:`train_many` config that go to :class:`fastbp.Trainer`
+#: keys of a :func:`fastbp.train_many` config that go to :class:`fastbp.Trainer`
 TRAINER_KEYS = ("loss", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
                 "batch_size", "lr_schedule", "l2", "l1", "decay_biases", "clip_norm",
                 "clip_value", "max_norm")

@@ -75,7 +75,7 @@ class Optimizer:
         Returns
         -------
         tuple of str
-            Names of :attr:`state`'s buffers, each one value per parameter.
+            Names of the buffers in ``state``, each one value per parameter.
         """
         return ()
 
