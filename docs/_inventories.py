@@ -16,8 +16,8 @@ neither inventory resolves is rendered as plain text, without a warning).
 import os
 import zlib
 
-#: project -> (base URL, {(name, domain:role): relative URI}); "$" in a URI is the name,
-#: as in Sphinx's own inventories
+#: project -> (base URL, {(name, domain:role): relative URI}); "$" in a URI stands for the
+#: name (expanded when the inventory is written)
 INVENTORIES = {
     "python": ("https://docs.python.org/3/", {
         ("pathlib.Path", "py:class"): "library/pathlib.html#$",
@@ -106,7 +106,8 @@ def inventory_bytes(project, entries):
     """An ``objects.inv`` (format version 2) holding ``entries``."""
     header = (f"# Sphinx inventory version 2\n# Project: {project}\n# Version: \n"
               "# The remainder of this file is compressed using zlib.\n").encode()
-    lines = [f"{name} {role} 1 {uri} -\n" for (name, role), uri in sorted(entries.items())]
+    lines = [f"{name} {role} 1 {uri.replace('$', name)} -\n"
+             for (name, role), uri in sorted(entries.items())]
     return header + zlib.compress("".join(lines).encode())
 
 

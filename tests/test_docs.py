@@ -147,3 +147,24 @@ def test_api_reference_lists_every_public_name():
                 continue        # documented where the package exports it
             missing.append(f"fastbp.{name}.{n}")
     assert missing == [], "add these to an autosummary in docs/api/: " + ", ".join(missing)
+
+
+@pytest.mark.skipif(not os.path.isdir(DOCS_API), reason="no docs/ next to the tests")
+def test_offline_inventories_load_with_real_urls(tmp_path):
+    # docs/_inventories.py: what an offline docs build links external names with
+    pytest.importorskip("sphinx")
+    from sphinx.util.inventory import InventoryFile
+    import sys
+    sys.path.insert(0, os.path.dirname(DOCS_API))
+    try:
+        import _inventories
+    finally:
+        sys.path.pop(0)
+    for project, path in _inventories.write_inventories(str(tmp_path)).items():
+        base = _inventories.INVENTORIES[project][0]
+        with open(path, "rb") as f:
+            inv = InventoryFile.load(f, base, lambda base, uri: base + uri)
+        entries = inv.data if hasattr(inv, "data") else inv
+        uris = [getattr(item, "uri", None) or item[2]      # Sphinx >= 8.2: attributes
+                for role in entries.values() for item in role.values()]
+        assert uris and all(u.startswith("https://") and "$" not in u for u in uris), project
