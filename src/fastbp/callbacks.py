@@ -81,7 +81,21 @@ def running(callbacks, trainer):
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
-    optionally put back the best weights seen."""
+    optionally put back the best weights seen.
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> from fastbp.datasets import load_digits, train_test_split
+    >>> X_train, X_val, y_train, y_val = train_test_split(*load_digits(), seed=0)
+    >>> net = fastbp.Network([64, 32, 10], activation="relu", output="softmax", seed=0)
+    >>> stop = fastbp.EarlyStopping(monitor="val_loss", patience=3,
+    ...                             restore_best_weights=True)
+    >>> history = fastbp.Trainer(net, optimizer="adam", lr=0.01, seed=0).fit(
+    ...     X_train, y_train, epochs=200, validation_data=(X_val, y_val), callbacks=[stop])
+    >>> len(history.loss) < 200
+    True
+    """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
                  restore_best_weights=False):
