@@ -272,11 +272,13 @@ def constant(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, value=0.0)
 def normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mean=0.0, std=0.01):
     r"""Gaussian weights ``W_ij ~ N(mean, (gain * std)^2)`` (untruncated).
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        W_{ij} \sim \mathcal{N}\big(\mu,\ (g\,\sigma)^2\big), \qquad \mu = \texttt{mean},\ \sigma = \texttt{std}
+        W_{ij} \sim \mathcal{N}\big(\mu,\ (g\,\sigma)^2\big), \qquad
+        \mu = \texttt{mean},\ \sigma = \texttt{std}
 
     Parameters
     ----------
@@ -311,11 +313,14 @@ def uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, low=-0.05, 
     ``h = (high - low) / 2``; with ``gain=1`` that is exactly ``U(low, high)``.
     ``Var = gain^2 * (high - low)^2 / 12``.
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        W_{ij} \sim \mathcal{U}\big(c - g\,r,\ c + g\,r\big), \quad c = \frac{\ell + h}{2},\ r = \frac{h - \ell}{2}, \qquad \operatorname{Var}(W_{ij}) = \frac{g^2 (h - \ell)^2}{12}
+        W_{ij} \sim \mathcal{U}\big(c - g\,r,\ c + g\,r\big), \quad
+        c = \frac{\ell + h}{2},\ r = \frac{h - \ell}{2}, \qquad
+        \operatorname{Var}(W_{ij}) = \frac{g^2 (h - \ell)^2}{12}
 
     (:math:`\ell` = ``low``, :math:`h` = ``high``).
 
@@ -361,11 +366,15 @@ def truncated_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, me
     exact post-truncation std, use the ``truncated=True`` option of ``lecun_normal``,
     ``glorot_normal`` or ``he_normal``, or divide ``std`` by ``TRUNCATED_NORMAL_STD``.
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        W_{ij} \sim \mathcal{N}\big(\mu,\ \sigma^2\big) \text{ conditioned on } |W_{ij} - \mu| \le 2\sigma, \qquad \sigma = g \cdot \texttt{std}, \qquad \operatorname{Var}(W_{ij}) = (0.87962566\,\sigma)^2
+        W_{ij} \sim \mathcal{N}\big(\mu,\ \sigma^2\big)
+        \text{ conditioned on } |W_{ij} - \mu| \le 2\sigma, \qquad
+        \sigma = g \cdot \texttt{std}, \qquad
+        \operatorname{Var}(W_{ij}) = (0.87962566\,\sigma)^2
 
     Parameters
     ----------
@@ -428,11 +437,14 @@ def variance_scaling(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, sc
     ``lecun_*`` is ``scale=1, mode="fan_in"``, ``glorot_*`` is ``scale=1, mode="fan_avg"``,
     ``he_*`` is ``scale=2, mode="fan_in"``.
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        \operatorname{Var}(W_{ij}) = \frac{g^2\, s}{n}, \qquad n = n_\text{in},\ n_\text{out} \text{ or } \tfrac{1}{2}(n_\text{in} + n_\text{out}), \qquad s = \texttt{scale}
+        \operatorname{Var}(W_{ij}) = \frac{g^2\, s}{n}, \qquad
+        n = n_\text{in},\ n_\text{out} \text{ or } \tfrac{1}{2}(n_\text{in} + n_\text{out}), \qquad
+        s = \texttt{scale}
 
     Parameters
     ----------
@@ -472,11 +484,13 @@ def lecun_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, trunca
 
     %(xavier)s
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        W_{ij} \sim \mathcal{N}(0, \sigma^2), \qquad \sigma^2 = \operatorname{Var}(W_{ij}) = \frac{g^2}{n_\text{in}}
+        W_{ij} \sim \mathcal{N}(0, \sigma^2), \qquad
+        \sigma^2 = \operatorname{Var}(W_{ij}) = \frac{g^2}{n_\text{in}}
 
     Parameters
     ----------
@@ -503,11 +517,13 @@ def lecun_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
 
     %(xavier)s
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        W_{ij} \sim \mathcal{U}(-a, a), \qquad a = g\sqrt{\frac{3}{n_\text{in}}}, \qquad \operatorname{Var}(W_{ij}) = \frac{g^2}{n_\text{in}}
+        W_{ij} \sim \mathcal{U}(-a, a), \qquad a = g\sqrt{\frac{3}{n_\text{in}}}, \qquad
+        \operatorname{Var}(W_{ij}) = \frac{g^2}{n_\text{in}}
 
     Parameters
     ----------
@@ -531,11 +547,13 @@ def glorot_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, trunc
 
     %(xavier)s
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        W_{ij} \sim \mathcal{N}(0, \sigma^2), \qquad \sigma^2 = \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n_\text{in} + n_\text{out}}
+        W_{ij} \sim \mathcal{N}(0, \sigma^2), \qquad
+        \sigma^2 = \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n_\text{in} + n_\text{out}}
 
     Parameters
     ----------
@@ -560,11 +578,14 @@ def glorot_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
 
     %(xavier)s
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        W_{ij} \sim \mathcal{U}(-a, a), \qquad a = g\sqrt{\frac{6}{n_\text{in} + n_\text{out}}}, \qquad \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n_\text{in} + n_\text{out}}
+        W_{ij} \sim \mathcal{U}(-a, a), \qquad
+        a = g\sqrt{\frac{6}{n_\text{in} + n_\text{out}}}, \qquad
+        \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n_\text{in} + n_\text{out}}
 
     Parameters
     ----------
@@ -601,11 +622,14 @@ def he_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fan
     nonlinearity use ``lecun_normal(gain=calculate_gain(name))``. With
     ``truncated=True``, Keras' ``HeNormal``. Aliases: ``msra``, ``kaiming_normal``.
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        W_{ij} \sim \mathcal{N}(0, \sigma^2), \qquad \sigma^2 = \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n}, \qquad n = n_\text{in} \text{ (or } n_\text{out}\text{)}
+        W_{ij} \sim \mathcal{N}(0, \sigma^2), \qquad
+        \sigma^2 = \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n}, \qquad
+        n = n_\text{in} \text{ (or } n_\text{out}\text{)}
 
     Parameters
     ----------
@@ -628,11 +652,14 @@ def he_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fa
     ``kaiming_uniform_(w, nonlinearity="relu")`` and Keras' ``HeUniform``.
     Alias: ``kaiming_uniform``.
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        W_{ij} \sim \mathcal{U}(-a, a), \qquad a = g\sqrt{\frac{6}{n}}, \qquad \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n}, \qquad n = n_\text{in} \text{ (or } n_\text{out}\text{)}
+        W_{ij} \sim \mathcal{U}(-a, a), \qquad a = g\sqrt{\frac{6}{n}}, \qquad
+        \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n}, \qquad
+        n = n_\text{in} \text{ (or } n_\text{out}\text{)}
 
     Parameters
     ----------
@@ -658,11 +685,14 @@ def orthogonal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
     ``W @ W.T = gain^2 I`` when ``fan_in < fan_out`` (orthonormal rows). Same as
     PyTorch's ``orthogonal_`` and Keras' ``Orthogonal``.
 
-    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and :math:`n_\text{out}` = ``fan_out``:
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
 
     .. math::
 
-        W^\top W = g^2 I \ (n_\text{in} \ge n_\text{out}), \qquad W W^\top = g^2 I \ (n_\text{in} < n_\text{out}), \qquad \operatorname{Var}(W_{ij}) = \frac{g^2}{\max(n_\text{in}, n_\text{out})}
+        W^\top W = g^2 I \ (n_\text{in} \ge n_\text{out}), \qquad
+        W W^\top = g^2 I \ (n_\text{in} < n_\text{out}), \qquad
+        \operatorname{Var}(W_{ij}) = \frac{g^2}{\max(n_\text{in}, n_\text{out})}
 
     Parameters
     ----------

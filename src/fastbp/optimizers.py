@@ -159,7 +159,7 @@ class SGD(Optimizer):
 
     References
     ----------
-    .. [1] I. Sutskever, J. Martens, G. Dahl and G. Hinton, "On the importance of
+    .. [1] Ilya Sutskever, James Martens, George Dahl and Geoffrey Hinton, "On the importance of
        initialization and momentum in deep learning", ICML 2013.
 
     Examples
@@ -231,7 +231,8 @@ class Adam(Optimizer):
 
     References
     ----------
-    .. [1] D. P. Kingma and J. Ba, "Adam: A method for stochastic optimization", ICLR 2015.
+    .. [1] Diederik P. Kingma and Jimmy Ba, "Adam: A method for stochastic optimization",
+       ICLR 2015.
 
     Examples
     --------
@@ -290,7 +291,7 @@ class AdamW(Adam):
 
     References
     ----------
-    .. [1] I. Loshchilov and F. Hutter, "Decoupled weight decay regularization",
+    .. [1] Ilya Loshchilov and Frank Hutter, "Decoupled weight decay regularization",
        ICLR 2019.
     """
     kind = _optim.Opt.ADAMW
@@ -335,7 +336,7 @@ class RMSprop(Optimizer):
 
     References
     ----------
-    .. [1] T. Tieleman and G. Hinton, Lecture 6.5, "rmsprop: Divide the gradient by a
+    .. [1] Tijmen Tieleman and Geoffrey Hinton, Lecture 6.5, "rmsprop: Divide the gradient by a
        running average of its recent magnitude", COURSERA: Neural Networks for Machine
        Learning, 2012.
     """
@@ -398,9 +399,10 @@ class Rprop(Optimizer):
 
     References
     ----------
-    .. [1] M. Riedmiller and H. Braun, "A direct adaptive method for faster
+    .. [1] Martin Riedmiller and Heinrich Braun, "A direct adaptive method for faster
        backpropagation learning: the RPROP algorithm", IEEE ICNN 1993.
-    .. [2] C. Igel and M. Hüsken, "Improving the Rprop learning algorithm", NC 2000.
+    .. [2] Christian Igel and Michael Hüsken, "Improving the Rprop learning algorithm",
+       NC 2000.
 
     Examples
     --------
@@ -468,7 +470,7 @@ class Quickprop(Optimizer):
 
     References
     ----------
-    .. [1] S. E. Fahlman, "An empirical study of learning speed in back-propagation
+    .. [1] Scott E. Fahlman, "An empirical study of learning speed in back-propagation
        networks", CMU-CS-88-162, 1988.
     """
     kind = _optim.Opt.QUICKPROP
