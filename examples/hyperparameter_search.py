@@ -1,4 +1,8 @@
-"""Hyperparameter search over fastbp estimators with joblib: one machine or a cluster.
+"""
+Hyperparameter search with joblib
+=================================
+
+Hyperparameter search over fastbp estimators with joblib: one machine or a cluster.
 
 ``fastbp.sklearn.MLPClassifier`` is a scikit-learn estimator (picklable, cloneable), so
 scikit-learn's searches run it unchanged, and the fits fan out through joblib. This script
@@ -9,6 +13,8 @@ joblib's ``loky`` backend (worker processes on this machine)::
     python examples/hyperparameter_search.py            # full grid
     python examples/hyperparameter_search.py --quick    # a small grid (seconds)
     python examples/hyperparameter_search.py --n-jobs 4
+
+``FASTBP_EXAMPLES_QUICK=1`` (set by the documentation build) is ``--quick``.
 
 Scaling out needs no fastbp-specific code: the same search runs on a cluster by choosing
 another joblib backend around ``search.fit`` (``--backend dask`` / ``--backend ray`` below):
@@ -36,6 +42,7 @@ and fastbp follows ``OMP_NUM_THREADS``, which joblib's loky sets to
 Ray workers it uses the task's share of the worker (see ``examples/cluster_search.py``).
 """
 import argparse
+import os
 import time
 import warnings
 
@@ -101,11 +108,11 @@ def main(quick=False, n_jobs=2, backend="loky", scheduler=None):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a small grid on 900 samples")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--backend", default="loky", choices=["loky", "dask", "ray"])
     ap.add_argument("--scheduler", default=None,
                     help="Dask scheduler address / Ray cluster address (default: local)")
     args = ap.parse_args()
-    main(quick=args.quick, n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler)
+    main(quick=args.quick or os.environ.get("FASTBP_EXAMPLES_QUICK") == "1", n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler)

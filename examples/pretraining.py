@@ -1,4 +1,8 @@
-"""Does greedy layer-wise autoencoder pretraining help a deep sigmoid network?
+"""
+Layer-wise pretraining of a deep sigmoid network
+================================================
+
+Does greedy layer-wise autoencoder pretraining help a deep sigmoid network?
 
 The BP notes mention "预训练初始化": before good random initializations, deep networks were
 first trained layer by layer as autoencoders without labels (Hinton & Salakhutdinov 2006,
@@ -21,7 +25,9 @@ gives the test accuracy as mean ± std. Run from the repository root (a minute o
 
     python examples/pretraining.py
 
-Writes ``examples/results/pretraining.md``.
+Writes ``examples/results/pretraining.md``. Its quick mode (``FASTBP_EXAMPLES_QUICK=1``, as
+the documentation build runs it) fine-tunes for 15 epochs after 10 epochs of pretraining
+per layer, with 2 seeds.
 """
 import argparse
 import os
@@ -33,7 +39,15 @@ import fastbp
 from fastbp.datasets import load_digits, train_test_split
 from fastbp.pretrain import pretrain_autoencoders
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    HERE = os.path.dirname(os.path.abspath(__file__))
+except NameError:    # sphinx-gallery (the docs build) runs it without __file__, from here
+    HERE = os.getcwd()
+#: FASTBP_EXAMPLES_QUICK=1 (the documentation build sets it): the same code on a smaller run
+QUICK = os.environ.get("FASTBP_EXAMPLES_QUICK") == "1"
+#: where the results go by default (the documentation build points it at a scratch folder,
+#: so that a quick run never overwrites the full run's results in examples/results/)
+OUT = os.environ.get("FASTBP_EXAMPLES_OUT") or os.path.join(HERE, "results")
 HIDDEN = [64] * 5
 OPTIMIZERS = {"SGD (lr 0.1, momentum 0.9)": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9},
               "SGD (lr 0.01, momentum 0.9)": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9},
@@ -57,12 +71,12 @@ def fine_tune(net, data, opt, epochs, seed, threads):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=30, help="supervised fine-tuning epochs")
-    p.add_argument("--pretrain-epochs", type=int, default=20, help="epochs per autoencoder")
-    p.add_argument("--seeds", type=int, default=5)
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
+    p.add_argument("--epochs", type=int, default=15 if QUICK else 30, help="supervised fine-tuning epochs")
+    p.add_argument("--pretrain-epochs", type=int, default=10 if QUICK else 20, help="epochs per autoencoder")
+    p.add_argument("--seeds", type=int, default=2 if QUICK else 5)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--out", default=OUT)
     args = p.parse_args()
 
     X, y = load_digits()

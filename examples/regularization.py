@@ -1,4 +1,8 @@
-"""Regularization of an over-parameterized MLP: none, L2, dropout, batch norm, dropout + BN.
+"""
+Regularizing an over-parameterized MLP
+======================================
+
+Regularization of an over-parameterized MLP: none, L2, dropout, batch norm, dropout + BN.
 
 An MLP with two hidden layers of 256 ReLU units (He init, softmax output, cross-entropy)
 has far more weights than the small tabular data sets below have samples, and trained long
@@ -28,6 +32,9 @@ Run from the repository root (about 4 minutes on one core)::
     python examples/regularization.py            # writes examples/results/regularization.md
     python examples/regularization.py --quick    # smoke test: 2 seeds, 500 steps (< 1 min)
 
+``FASTBP_EXAMPLES_QUICK=1`` (set by the documentation build) is ``--quick``, and
+``FASTBP_EXAMPLES_OUT`` the folder of the default ``--out``.
+
 It writes the Markdown table (``--out``) and a figure next to it (matplotlib needed for the
 figure only); scikit-learn is needed for breast_cancer, wine and the synthetic set.
 """
@@ -43,7 +50,12 @@ import numpy as np
 import fastbp
 from fastbp.datasets import load_digits, train_test_split
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    HERE = os.path.dirname(os.path.abspath(__file__))
+except NameError:    # sphinx-gallery (the docs build) runs it without __file__, from here
+    HERE = os.getcwd()
+#: FASTBP_EXAMPLES_QUICK=1 (the documentation build sets it): the same code on a smaller run
+QUICK = os.environ.get("FASTBP_EXAMPLES_QUICK") == "1"
 DEFAULT_OUT = os.path.join(HERE, "results", "regularization.md")
 
 HIDDEN = [256, 256]
@@ -483,7 +495,7 @@ def figure(results, path):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 2 seeds, 500 steps, 1 pilot seed (under a minute)")
     p.add_argument("--seeds", type=int, default=None, help="evaluation seeds 0..n-1 (5)")
@@ -501,12 +513,15 @@ def main():
                         "with --quick, one in the temporary directory, so that a smoke test "
                         "does not overwrite the results)")
     args = p.parse_args()
+    args.quick = args.quick or QUICK
     args.seeds = args.seeds or (2 if args.quick else 5)
     args.steps = args.steps or (500 if args.quick else 3000)
     args.pilot_seeds = PILOT_SEEDS[:1] if args.quick else PILOT_SEEDS
     args.pilot_wd, args.pilot_p = PILOT_WD, PILOT_P
     if args.out is None:
-        args.out = (os.path.join(tempfile.gettempdir(), "regularization_quick.md")
+        args.out = (os.path.join(os.environ["FASTBP_EXAMPLES_OUT"], "regularization.md")
+                    if os.environ.get("FASTBP_EXAMPLES_OUT") else
+                    os.path.join(tempfile.gettempdir(), "regularization_quick.md")
                     if args.quick else DEFAULT_OUT)
     args.machine = (f"{platform.machine()} {platform.system()}, {os.cpu_count()} logical CPUs "
                     "(shared with other work)")

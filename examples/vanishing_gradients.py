@@ -1,4 +1,8 @@
-"""Vanishing gradients in deep MLPs, and the initializations that prevent them.
+"""
+Vanishing gradients in deep MLPs
+================================
+
+Vanishing gradients in deep MLPs, and the initializations that prevent them.
 
 The BP notes (深度学习（二）——BP算法) explain why plain BP rarely trained networks deeper
 than about three layers: the sigmoid's derivative is at most 0.25, so every layer the error
@@ -20,6 +24,9 @@ Run from the repository root (about a minute on two cores)::
 
     python examples/vanishing_gradients.py
 
+Its quick mode (``FASTBP_EXAMPLES_QUICK=1``, as the documentation build runs it) trains
+every network with 2 seeds and 15 epochs.
+
 It writes ``examples/results/vanishing_gradients.md`` (the table) and
 ``examples/results/vanishing_gradients.png`` (the figure); matplotlib is needed for the
 figure only.
@@ -34,7 +41,15 @@ import fastbp
 from fastbp.datasets import load_digits, train_test_split
 from fastbp.diagnostics import GradientNormRecorder, gradient_norms
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    HERE = os.path.dirname(os.path.abspath(__file__))
+except NameError:    # sphinx-gallery (the docs build) runs it without __file__, from here
+    HERE = os.getcwd()
+#: FASTBP_EXAMPLES_QUICK=1 (the documentation build sets it): the same code on a smaller run
+QUICK = os.environ.get("FASTBP_EXAMPLES_QUICK") == "1"
+#: where the results go by default (the documentation build points it at a scratch folder,
+#: so that a quick run never overwrites the full run's results in examples/results/)
+OUT = os.environ.get("FASTBP_EXAMPLES_OUT") or os.path.join(HERE, "results")
 
 #: (label, hidden activation, initializer); "lsuv" = orthogonal + fastbp.initializers.lsuv
 CONFIGS = [
@@ -199,15 +214,15 @@ def figure(results, path, n_layers):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
     p.add_argument("--depths", type=int, nargs="+", default=[10, 20],
                    help="number of weight layers (hidden layers + output)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=15 if QUICK else 30)
+    p.add_argument("--seeds", type=int, default=2 if QUICK else 3)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--threads", type=int, default=1,
                    help="threads (these networks are too small to gain from more)")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--out", default=OUT)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     with fastbp.num_threads(args.threads):

@@ -1,9 +1,40 @@
-"""Activation functions: names, compiled-kernel codes and NumPy reference formulas.
+r"""Activation functions: names, compiled-kernel codes and NumPy reference formulas.
 
 Every activation has ``forward(x)`` and ``derivative(x)`` (with respect to the
 pre-activation ``x``) as plain NumPy functions; the compiled kernels compute
 the same functions, with derivatives taken from the stored output where the
 math allows (sigmoid ``y(1-y)``, tanh ``1-y^2``, ReLU ``y>0``, ...).
+
+Each name (aliases in parentheses) with :math:`f(x)` and :math:`f'(x)`, where
+:math:`y = f(x)` is the stored output:
+
+- ``identity`` (``linear``): :math:`x`; :math:`1`.
+- ``step``: :math:`[x \ge 0]`; forward only (no useful gradient: it cannot be trained).
+- ``sigmoid`` (``logistic``): :math:`\sigma(x) = 1/(1+e^{-x})`; :math:`y(1-y)`.
+- ``tanh``: :math:`\tanh x`; :math:`1-y^2`.
+- ``lecun_tanh``: :math:`1.7159 \tanh(2x/3)` (LeCun et al. 1998);
+  :math:`1.7159 \cdot \tfrac{2}{3}\,(1-\tanh^2(2x/3))`.
+- ``relu``: :math:`\max(x, 0)`; :math:`[x > 0]`.
+- ``leaky_relu``: :math:`x` for :math:`x > 0`, else :math:`0.01\,x`; :math:`1` or :math:`0.01`.
+- ``elu``: :math:`x` for :math:`x > 0`, else :math:`e^x - 1`; :math:`1` or :math:`e^x`.
+- ``softplus``: :math:`\log(1+e^x)`; :math:`\sigma(x)`.
+- ``softsign``: :math:`x/(1+|x|)`; :math:`1/(1+|x|)^2`.
+- ``silu`` (``swish``): :math:`x\,\sigma(x)`; :math:`\sigma(x)\,(1+x(1-\sigma(x)))`.
+- ``gelu`` (tanh approximation):
+  :math:`\tfrac{x}{2}\big(1+\tanh(\sqrt{2/\pi}\,(x+0.044715\,x^3))\big)`; its derivative.
+- ``softmax`` (output layer only): :math:`e^{x_j}/\sum_k e^{x_k}`; its Jacobian is taken
+  together with the loss (:mod:`fastbp.losses`).
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastbp import activations
+>>> act = activations.get("tanh")
+>>> act
+Activation('tanh')
+>>> x = np.array([-1.0, 0.0, 2.0])
+>>> bool(np.allclose(act.derivative(x), 1 - act.forward(x) ** 2))
+True
 """
 from dataclasses import dataclass
 from typing import Callable

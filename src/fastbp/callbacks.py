@@ -13,14 +13,41 @@ __all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "check_callbacks", "r
 
 
 class Callback:
+    """Base of the callbacks: hooks ``Trainer.fit`` calls around and after each epoch.
+
+    ``fit(callbacks=[...])`` takes Callback objects and plain callables
+    ``(epoch, logs) -> stop``; a Callback is called the same way (``__call__`` runs
+    :meth:`on_epoch_end`) and also gets :meth:`on_train_begin` and :meth:`on_train_end`.
+    ``epoch`` counts from 0 over all the epochs the Trainer has trained.
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> from fastbp.callbacks import Callback
+    >>> class StopBelow(Callback):
+    ...     def __init__(self, target):
+    ...         self.target = target
+    ...     def on_epoch_end(self, epoch, logs):
+    ...         return logs["loss"] < self.target       # True stops training
+    >>> net = fastbp.Network([2, 8, 1], activation="tanh", seed=0)
+    >>> X, y = [[0, 0], [0, 1], [1, 0], [1, 1]], [[0], [1], [1], [0]]
+    >>> trainer = fastbp.Trainer(net, optimizer="adam", lr=0.05, batch_size=None, seed=0)
+    >>> history = trainer.fit(X, y, epochs=1000, callbacks=[StopBelow(0.01)])
+    >>> len(history.loss) < 1000, history.loss[-1] < 0.01
+    (True, True)
+    """
+
     def on_train_begin(self, trainer):
+        """Called by ``fit`` before its first epoch, with the Trainer."""
         pass
 
     def on_epoch_end(self, epoch, logs):
-        """Return True to stop training."""
+        """After each epoch: ``logs`` has the epoch's numbers (see the module); return True
+        to stop training."""
         return False
 
     def on_train_end(self, trainer):
+        """Called by ``fit`` when it returns or raises, with the Trainer."""
         pass
 
     def __call__(self, epoch, logs):
@@ -54,7 +81,21 @@ def running(callbacks, trainer):
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
-    optionally put back the best weights seen."""
+    optionally put back the best weights seen.
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> from fastbp.datasets import load_digits, train_test_split
+    >>> X_train, X_val, y_train, y_val = train_test_split(*load_digits(), seed=0)
+    >>> net = fastbp.Network([64, 32, 10], activation="relu", output="softmax", seed=0)
+    >>> stop = fastbp.EarlyStopping(monitor="val_loss", patience=3,
+    ...                             restore_best_weights=True)
+    >>> history = fastbp.Trainer(net, optimizer="adam", lr=0.01, seed=0).fit(
+    ...     X_train, y_train, epochs=200, validation_data=(X_val, y_val), callbacks=[stop])
+    >>> len(history.loss) < 200
+    True
+    """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
                  restore_best_weights=False):

@@ -67,6 +67,7 @@ def _info(args):
 
 
 def build_parser():
+    """The ``argparse`` parser of the ``fastbp`` command and its subcommands."""
     p = argparse.ArgumentParser(prog="fastbp", description="Fast backpropagation for MLPs.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +104,8 @@ def _stdout_to_devnull():
 
 
 def main(argv=None):
+    """Run the ``fastbp`` command line with ``argv`` (default ``sys.argv[1:]``); returns the
+    exit status (the console script ``fastbp`` and ``python -m fastbp`` call it)."""
     try:
         return _main(argv)
     except BrokenPipeError:   # the reader went away: nothing to say, and nowhere to say it

@@ -1,4 +1,4 @@
-"""Data larger than memory: rows read a chunk at a time.
+"""Data larger than memory: rows read a chunk at a time::
 
     ds = fastbp.data.ChunkedDataset.from_arrays(np.load("X.npy", mmap_mode="r"),
                                                 np.load("y.npy", mmap_mode="r"), chunk_rows=65536)
@@ -38,9 +38,11 @@ class ChunkedDataset:
 
     @property
     def n_chunks(self):
+        """Number of chunks."""
         return len(self._loaders)
 
     def chunk(self, i):
+        """Chunk ``i`` (0-based) read in full: ``(X_chunk, y_chunk)`` as NumPy arrays."""
         X, y = self._loaders[i]()
         return np.asarray(X), np.asarray(y)
 

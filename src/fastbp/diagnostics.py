@@ -1,6 +1,6 @@
 """Verify BP and look at gradient health: gradient checking, per-layer norms, saturation.
 
-* :func:`gradient_check` compares the BP gradients with central finite differences.
+* :func:`fastbp.gradient_check` compares the BP gradients with central finite differences.
 * :func:`gradient_norms` gives ``||dE/dW_l||`` per layer: the quickest look at vanishing
   (first layers' norms orders of magnitude below the last's) or exploding gradients.
 * :func:`health` gives a per-layer table: gradient and weight norms, update/weight ratio,
@@ -30,6 +30,16 @@ def gradient_check(net, X, Y, loss=None, eps=None, floor=1e-6, max_checks=None, 
     binary_cross_entropy, else mse), as everywhere in fastbp. ``training=True`` checks the
     training pass: dropout with the fixed masks of ``seed`` (None: 0), batch norm with the
     statistics of X. ``seed`` also picks the sampled entries.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastbp
+    >>> net = fastbp.Network([3, 4, 2], activation="tanh", output="sigmoid", seed=0)
+    >>> X = np.random.default_rng(0).normal(size=(6, 3))
+    >>> Y = np.random.default_rng(1).random((6, 2))
+    >>> bool(fastbp.gradient_check(net, X, Y) < 1e-6)       # binary cross-entropy
+    True
     """
     seed = 0 if seed is None else seed
     if not isinstance(net, Network):
@@ -279,7 +289,7 @@ class GradientNormRecorder(Callback):
     every : int
         Record every ``every`` epochs.
     dtype : None or "float64"
-        Compute on a copy in this dtype (see :func:`gradient_norms`).
+        Compute on a copy in this dtype (see :func:`~fastbp.diagnostics.gradient_norms`).
     initial : bool
         Also record the norms before the first epoch, in ``initial_norms``.
 
@@ -305,6 +315,7 @@ class GradientNormRecorder(Callback):
         self.reset()
 
     def reset(self):
+        """Forget what was recorded (``history``, ``epochs``, ``initial_norms``)."""
         self.history, self.epochs, self.initial_norms = [], [], None
 
     def _norms(self, trainer):

@@ -17,6 +17,7 @@ from .network import BN_EPS, Network
 
 __all__ = ["to_onnx", "DEFAULT_OPSET"]
 
+#: ONNX opset of :func:`to_onnx` when none is given
 DEFAULT_OPSET = 17       # onnxruntime runs it everywhere; Softmax on the last axis since 13
 
 
@@ -154,6 +155,28 @@ def to_onnx(net, path=None, opset=None):
 
     ``path``: also write it there (atomically). ``opset``: the ONNX opset to target
     (default DEFAULT_OPSET; 13 or newer). The model passes ``onnx.checker``.
+
+    Parameters
+    ----------
+    net : Network
+        The network; batch norm is folded into a per-unit scale and shift (its running
+        statistics), dropout left out (inference).
+    path : str, os.PathLike or None
+        Where to write the model too.
+    opset : int or None
+        Target ONNX opset (None: :data:`DEFAULT_OPSET`).
+
+    Returns
+    -------
+    onnx.ModelProto
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> net = fastbp.Network([4, 8, 3], activation="gelu", output="softmax", seed=0)
+    >>> model = fastbp.export.to_onnx(net)             # needs: pip install "fastbp[onnx]"
+    >>> [i.name for i in model.graph.input], [o.name for o in model.graph.output]
+    (['X'], ['Y'])
     """
     onnx = _require_onnx()
     if not isinstance(net, Network):

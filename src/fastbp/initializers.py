@@ -1,4 +1,4 @@
-"""Weight initializers, ``calculate_gain`` and data-dependent LSUV initialization.
+r"""Weight initializers, ``calculate_gain`` and data-dependent LSUV initialization.
 
 Every initializer is a plain NumPy function with the signature::
 
@@ -36,6 +36,14 @@ name (aliases)                                            distribution
 ``orthogonal``                                            (semi-)orthogonal matrix times gain
 ``variance_scaling``                                      Var = gain^2 * scale / n (Keras)
 ========================================================  ===================================
+
+In formulas, with :math:`g` the ``gain``:
+
+.. math::
+
+    \operatorname{Var}(W_{ij}) = \frac{g^2}{n_\text{in}} \ \text{(LeCun)}, \qquad
+    \frac{2 g^2}{n_\text{in} + n_\text{out}} \ \text{(Glorot/Xavier)}, \qquad
+    \frac{2 g^2}{n_\text{in}} \ \text{(He/Kaiming/MSRA)}.
 
 %(xavier)s
 
@@ -262,7 +270,15 @@ def constant(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, value=0.0)
 # --------------------------------------------------------------------------------------
 @_doc
 def normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mean=0.0, std=0.01):
-    """Gaussian weights ``W_ij ~ N(mean, (gain * std)^2)`` (untruncated).
+    r"""Gaussian weights ``W_ij ~ N(mean, (gain * std)^2)`` (untruncated).
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        W_{ij} \sim \mathcal{N}\big(\mu,\ (g\,\sigma)^2\big), \qquad
+        \mu = \texttt{mean},\ \sigma = \texttt{std}
 
     Parameters
     ----------
@@ -289,13 +305,24 @@ def normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mean=0.0, st
 
 @_doc
 def uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, low=-0.05, high=0.05):
-    """Uniform weights ``W_ij ~ U(low, high)``.
+    r"""Uniform weights ``W_ij ~ U(low, high)``.
 
     ``gain`` multiplies the standard deviation, i.e. the half-width of the interval
     around its centre: the samples are drawn from
     ``U(c - gain * h, c + gain * h)`` with ``c = (low + high) / 2`` and
     ``h = (high - low) / 2``; with ``gain=1`` that is exactly ``U(low, high)``.
     ``Var = gain^2 * (high - low)^2 / 12``.
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        W_{ij} \sim \mathcal{U}\big(c - g\,r,\ c + g\,r\big), \quad
+        c = \frac{\ell + h}{2},\ r = \frac{h - \ell}{2}, \qquad
+        \operatorname{Var}(W_{ij}) = \frac{g^2 (h - \ell)^2}{12}
+
+    (:math:`\ell` = ``low``, :math:`h` = ``high``).
 
     Parameters
     ----------
@@ -326,7 +353,7 @@ def uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, low=-0.05, 
 @_doc
 def truncated_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mean=0.0,
                      std=0.05):
-    """Truncated Gaussian weights (Keras ``TruncatedNormal`` convention).
+    r"""Truncated Gaussian weights (Keras ``TruncatedNormal`` convention).
 
     Samples are drawn from ``N(mean, s^2)`` with ``s = gain * std`` and every value more
     than two standard deviations from the mean (``|W_ij - mean| > 2 s``) is redrawn, so
@@ -338,6 +365,16 @@ def truncated_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, me
     differs: its bounds ``a, b`` are absolute values, not multiples of std.) To get an
     exact post-truncation std, use the ``truncated=True`` option of ``lecun_normal``,
     ``glorot_normal`` or ``he_normal``, or divide ``std`` by ``TRUNCATED_NORMAL_STD``.
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        W_{ij} \sim \mathcal{N}\big(\mu,\ \sigma^2\big)
+        \text{ conditioned on } |W_{ij} - \mu| \le 2\sigma, \qquad
+        \sigma = g \cdot \texttt{std}, \qquad
+        \operatorname{Var}(W_{ij}) = (0.87962566\,\sigma)^2
 
     Parameters
     ----------
@@ -386,7 +423,7 @@ def _scaled(gen, shape, std, distribution):
 @_doc
 def variance_scaling(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, scale=1.0,
                      mode="fan_in", distribution="normal"):
-    """Zero-mean weights with ``Var(W_ij) = gain^2 * scale / n`` (Keras ``VarianceScaling``).
+    r"""Zero-mean weights with ``Var(W_ij) = gain^2 * scale / n`` (Keras ``VarianceScaling``).
 
     ``n`` is ``fan_in``, ``fan_out`` or ``(fan_in + fan_out) / 2`` for ``mode`` =
     ``"fan_in"``, ``"fan_out"``, ``"fan_avg"``. With ``std = gain * sqrt(scale / n)``:
@@ -399,6 +436,15 @@ def variance_scaling(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, sc
 
     ``lecun_*`` is ``scale=1, mode="fan_in"``, ``glorot_*`` is ``scale=1, mode="fan_avg"``,
     ``he_*`` is ``scale=2, mode="fan_in"``.
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        \operatorname{Var}(W_{ij}) = \frac{g^2\, s}{n}, \qquad
+        n = n_\text{in},\ n_\text{out} \text{ or } \tfrac{1}{2}(n_\text{in} + n_\text{out}), \qquad
+        s = \texttt{scale}
 
     Parameters
     ----------
@@ -431,12 +477,20 @@ def _normal_kind(truncated):
 
 @_doc
 def lecun_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, truncated=False):
-    """LeCun normal: ``W_ij ~ N(0, std^2)``, ``std = gain * sqrt(1 / fan_in)``.
+    r"""LeCun normal: ``W_ij ~ N(0, std^2)``, ``std = gain * sqrt(1 / fan_in)``.
 
     Var = 1/fan_in keeps the variance of the pre-activations equal to that of the inputs
     (LeCun, Bottou, Orr & Mueller, "Efficient BackProp", 1998).
 
     %(xavier)s
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        W_{ij} \sim \mathcal{N}(0, \sigma^2), \qquad
+        \sigma^2 = \operatorname{Var}(W_{ij}) = \frac{g^2}{n_\text{in}}
 
     Parameters
     ----------
@@ -456,12 +510,20 @@ def lecun_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, trunca
 
 @_doc
 def lecun_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
-    """LeCun uniform: ``W_ij ~ U(-a, a)``, ``a = gain * sqrt(3 / fan_in)`` (Var = gain^2/fan_in).
+    r"""LeCun uniform: ``W_ij ~ U(-a, a)``, ``a = gain * sqrt(3 / fan_in)`` (Var = gain^2/fan_in).
 
     LeCun, Bottou, Orr & Mueller, "Efficient BackProp" (1998). PyTorch's default
     ``nn.Linear`` init, ``U(+-1/sqrt(fan_in))``, is ``lecun_uniform(gain=1/sqrt(3))``.
 
     %(xavier)s
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        W_{ij} \sim \mathcal{U}(-a, a), \qquad a = g\sqrt{\frac{3}{n_\text{in}}}, \qquad
+        \operatorname{Var}(W_{ij}) = \frac{g^2}{n_\text{in}}
 
     Parameters
     ----------
@@ -475,7 +537,7 @@ def lecun_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
 
 @_doc
 def glorot_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, truncated=False):
-    """Glorot (Xavier) normal: ``N(0, std^2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``.
+    r"""Glorot (Xavier) normal: ``N(0, std^2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``.
 
     Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural
     networks", AISTATS 2010: the compromise between preserving the forward
@@ -484,6 +546,14 @@ def glorot_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, trunc
     ``GlorotNormal``. Alias: ``xavier_normal``.
 
     %(xavier)s
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        W_{ij} \sim \mathcal{N}(0, \sigma^2), \qquad
+        \sigma^2 = \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n_\text{in} + n_\text{out}}
 
     Parameters
     ----------
@@ -498,7 +568,7 @@ def glorot_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, trunc
 
 @_doc
 def glorot_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
-    """Glorot (Xavier) uniform: ``U(-a, a)``, ``a = gain * sqrt(6 / (fan_in + fan_out))``.
+    r"""Glorot (Xavier) uniform: ``U(-a, a)``, ``a = gain * sqrt(6 / (fan_in + fan_out))``.
 
     Glorot & Bengio (AISTATS 2010), their "normalized initialization";
     Var = gain^2 * 2/(fan_in + fan_out). Same as PyTorch's ``xavier_uniform_`` and
@@ -507,6 +577,15 @@ def glorot_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
     ``glorot_uniform(gain=calculate_gain(name))``. Alias: ``xavier_uniform``.
 
     %(xavier)s
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        W_{ij} \sim \mathcal{U}(-a, a), \qquad
+        a = g\sqrt{\frac{6}{n_\text{in} + n_\text{out}}}, \qquad
+        \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n_\text{in} + n_\text{out}}
 
     Parameters
     ----------
@@ -533,7 +612,7 @@ def _he_mode(mode):
 @_doc
 def he_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fan_in",
               truncated=False):
-    """He (Kaiming, MSRA) normal: ``N(0, std^2)``, ``std = gain * sqrt(2 / n)``.
+    r"""He (Kaiming, MSRA) normal: ``N(0, std^2)``, ``std = gain * sqrt(2 / n)``.
 
     He, Zhang, Ren & Sun, "Delving Deep into Rectifiers", ICCV 2015: Var = 2/n keeps
     the variance through ReLU layers, with ``n = fan_in`` (``mode="fan_in"``, preserves
@@ -542,6 +621,15 @@ def he_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fan
     ``kaiming_normal_(w, nonlinearity="relu")`` equals ``he_normal()``; for another
     nonlinearity use ``lecun_normal(gain=calculate_gain(name))``. With
     ``truncated=True``, Keras' ``HeNormal``. Aliases: ``msra``, ``kaiming_normal``.
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        W_{ij} \sim \mathcal{N}(0, \sigma^2), \qquad
+        \sigma^2 = \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n}, \qquad
+        n = n_\text{in} \text{ (or } n_\text{out}\text{)}
 
     Parameters
     ----------
@@ -557,12 +645,21 @@ def he_normal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fan
 
 @_doc
 def he_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fan_in"):
-    """He (Kaiming) uniform: ``U(-a, a)``, ``a = gain * sqrt(6 / n)`` (Var = gain^2 * 2/n).
+    r"""He (Kaiming) uniform: ``U(-a, a)``, ``a = gain * sqrt(6 / n)`` (Var = gain^2 * 2/n).
 
     He, Zhang, Ren & Sun, "Delving Deep into Rectifiers", ICCV 2015. ``n = fan_in``
     (``mode="fan_in"``) or ``fan_out`` (``mode="fan_out"``). PyTorch's
     ``kaiming_uniform_(w, nonlinearity="relu")`` and Keras' ``HeUniform``.
     Alias: ``kaiming_uniform``.
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        W_{ij} \sim \mathcal{U}(-a, a), \qquad a = g\sqrt{\frac{6}{n}}, \qquad
+        \operatorname{Var}(W_{ij}) = \frac{2 g^2}{n}, \qquad
+        n = n_\text{in} \text{ (or } n_\text{out}\text{)}
 
     Parameters
     ----------
@@ -577,7 +674,7 @@ def he_uniform(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0, mode="fa
 
 @_doc
 def orthogonal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
-    """(Semi-)orthogonal weights times ``gain`` (Saxe, McClelland & Ganguli 2013).
+    r"""(Semi-)orthogonal weights times ``gain`` (Saxe, McClelland & Ganguli 2013).
 
     "Exact solutions to the nonlinear dynamics of learning in deep linear neural
     networks" (arXiv:1312.6120). A ``max(fan_in, fan_out) x min(fan_in, fan_out)`` matrix
@@ -587,6 +684,15 @@ def orthogonal(fan_in, fan_out, *, rng=None, dtype="float32", gain=1.0):
     ``W.T @ W = gain^2 I`` when ``fan_in >= fan_out`` (orthonormal columns) and
     ``W @ W.T = gain^2 I`` when ``fan_in < fan_out`` (orthonormal rows). Same as
     PyTorch's ``orthogonal_`` and Keras' ``Orthogonal``.
+
+    With :math:`g` = ``gain``, :math:`n_\text{in}` = ``fan_in`` and
+    :math:`n_\text{out}` = ``fan_out``:
+
+    .. math::
+
+        W^\top W = g^2 I \ (n_\text{in} \ge n_\text{out}), \qquad
+        W W^\top = g^2 I \ (n_\text{in} < n_\text{out}), \qquad
+        \operatorname{Var}(W_{ij}) = \frac{g^2}{\max(n_\text{in}, n_\text{out})}
 
     Parameters
     ----------

@@ -1,11 +1,51 @@
-"""Loss names, their kernel codes and the output activations they accept.
+r"""Loss names, their kernel codes and the output activations they accept.
 
-All losses are averaged over the samples of the batch:
-- ``mse``: E = (1/n) sum_i 0.5 * sum_j (yhat_ij - y_ij)^2, any output activation;
-- ``cross_entropy``: softmax output, E = -(1/n) sum_i sum_j t_ij log p_ij, targets are
-  integer labels (n,) or one-hot / probability rows (n, k);
-- ``binary_cross_entropy``: sigmoid output, targets in [0, 1] of shape (n, k) or (n,),
-  E = -(1/n) sum_i sum_j [y log p + (1-y) log(1-p)], computed from the logits.
+All losses are averaged over the samples of the batch (with ``sample_weight``
+:math:`s_i`, a weighted mean: :math:`\sum_i s_i E_i / \sum_i s_i`). For a batch of
+:math:`n` rows, outputs :math:`\hat y` (probabilities :math:`p` for softmax and sigmoid)
+and targets :math:`y`:
+
+``mse`` (alias ``squared_error``), any output activation:
+
+.. math::
+
+    E = \frac{1}{n} \sum_i \frac{1}{2} \sum_j (\hat y_{ij} - y_{ij})^2,
+    \qquad \frac{\partial E}{\partial \hat y_{ij}} = \frac{\hat y_{ij} - y_{ij}}{n}.
+
+``cross_entropy`` (aliases ``ce``, ``log_loss``), softmax output; targets are integer
+labels :math:`c_i` of shape (n,), or one-hot / probability rows :math:`t` of shape (n, k):
+
+.. math::
+
+    E = -\frac{1}{n} \sum_i \log p_{i c_i}
+    \quad\text{or}\quad
+    E = -\frac{1}{n} \sum_i \sum_j t_{ij} \log p_{ij},
+    \qquad \frac{\partial E}{\partial a_{ij}} = \frac{p_{ij} - t_{ij}}{n}
+
+(the gradient with respect to the softmax's input :math:`a`; :math:`t` one-hot for
+labels).
+
+``binary_cross_entropy`` (alias ``bce``), sigmoid output, targets in [0, 1] of shape
+(n, k) or (n,); summed over the outputs, averaged over the samples, computed from the
+logits :math:`a` (:math:`p = \sigma(a)`) so that it stays finite where :math:`p` rounds to 0
+or 1:
+
+.. math::
+
+    E = -\frac{1}{n} \sum_i \sum_j \big[ y_{ij} \log p_{ij} + (1 - y_{ij}) \log(1 - p_{ij})
+    \big], \qquad \frac{\partial E}{\partial a_{ij}} = \frac{p_{ij} - y_{ij}}{n}.
+
+Only ``cross_entropy`` without a softmax output and ``binary_cross_entropy`` without a
+sigmoid output are mismatched (a ``ValueError``); :func:`for_output` gives the default
+loss of an output activation.
+
+Examples
+--------
+>>> from fastbp import losses
+>>> losses.names()
+['bce', 'binary_cross_entropy', 'ce', 'cross_entropy', 'log_loss', 'mse', 'squared_error']
+>>> losses.required_output("cross_entropy"), losses.for_output("sigmoid")
+('softmax', 'binary_cross_entropy')
 """
 from . import _kernels
 
@@ -22,6 +62,7 @@ _REQUIRED_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid
 
 
 def names():
+    """All loss names, aliases included, sorted."""
     return sorted(list(_LOSSES) + list(_ALIASES))
 
 
@@ -36,7 +77,8 @@ def canonical(name):
 
 
 def get(name):
-    """Kernel code of the loss called ``name``."""
+    """Kernel code of the loss called ``name`` (or an alias); ValueError lists the valid
+    names."""
     return int(_LOSSES[canonical(name)])
 
 

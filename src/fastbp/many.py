@@ -20,8 +20,10 @@ from .trainer import Trainer
 
 __all__ = ["train_many", "NETWORK_KEYS", "TRAINER_KEYS"]
 
+#: keys of a :func:`fastbp.train_many` config that go to :class:`fastbp.Network`
 NETWORK_KEYS = ("layer_sizes", "activation", "output", "init", "dtype", "seed", "dropout",
                 "input_dropout", "batch_norm")
+#: keys of a :func:`fastbp.train_many` config that go to :class:`fastbp.Trainer`
 TRAINER_KEYS = ("loss", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
                 "batch_size", "lr_schedule", "l2", "l1", "decay_biases", "clip_norm",
                 "clip_value", "max_norm")
@@ -57,6 +59,37 @@ def train_many(configs, X, y, epochs=10, n_threads=None, **fit_kwargs):
     (``epochs``, ``validation_data``, ...) overriding ``epochs`` and ``fit_kwargs``.
     ``n_threads``: networks trained at once (None: ``fastbp.get_num_threads()``), each on
     one thread. An error in one network's training is raised after the others finish.
+
+    Parameters
+    ----------
+    configs : list of dict
+        One configuration per network (keys: :data:`NETWORK_KEYS`,
+        :data:`TRAINER_KEYS` and ``fit``'s arguments).
+    X, y : array-like
+        The training data, shared by every network (converted once per dtype).
+    epochs : int, default 10
+        Epochs of each network, unless its config says otherwise.
+    n_threads : int or None
+        How many networks train at once, one thread each.
+    **fit_kwargs
+        Further ``Trainer.fit`` arguments for every network (a config's own win).
+
+    Returns
+    -------
+    list of (Network, History)
+        In the order of ``configs``. Each network's parameters are bit for bit those of
+        ``Trainer(net, n_threads=1, ...)`` trained alone.
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> from fastbp.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> configs = [{"layer_sizes": [64, 16, 10], "output": "softmax", "seed": s,
+    ...             "optimizer": "adam", "lr": 0.01} for s in range(4)]
+    >>> results = fastbp.train_many(configs, X, y, epochs=2, n_threads=2)
+    >>> len(results), [len(history.loss) for net, history in results]
+    (4, [2, 2, 2, 2])
     """
     configs = list(configs)
     if not configs:

@@ -50,6 +50,7 @@ from .network import _MAGIC, Network
 
 __all__ = ["TrainedModel", "load_model", "META_SUFFIX"]
 
+#: suffix of the JSON sidecar next to a model file (``model.fbp`` -> ``model.fbp.json``)
 META_SUFFIX = ".json"
 META_FORMAT = "fastbp-model"
 META_VERSION = 1

@@ -28,8 +28,24 @@ BN_EPS, BN_MOMENTUM = 1e-5, 0.1     # as torch.nn.BatchNorm1d
 
 @dataclass
 class Gradients:
-    """dE/dW, dE/db per layer (views into one flat buffer), dE/dgamma and dE/dbeta (None
-    for layers without batch norm) and dE/dX (or None)."""
+    """The gradients :meth:`Network.loss_and_gradients` returns.
+
+    dE/dW, dE/db per layer (views into one flat buffer), dE/dgamma and dE/dbeta (None
+    for layers without batch norm) and dE/dX (or None).
+
+    Attributes
+    ----------
+    weights : list of ndarray
+        dE/dW_l, each shaped as ``Network.weights[l]``.
+    biases : list of ndarray
+        dE/db_l, each shaped as ``Network.biases[l]``.
+    inputs : ndarray or None
+        dE/dX, shaped as X (None when ``inputs=False``).
+    flat : ndarray
+        All the parameter gradients in the layout of ``Network.parameters``.
+    gammas, betas : list
+        Batch norm's dE/dgamma_l and dE/dbeta_l (None for layers without it).
+    """
     weights: list
     biases: list
     inputs: object
@@ -80,7 +96,7 @@ def _flag(name):
 
 
 class Network:
-    """A multilayer perceptron trained by backpropagation.
+    r"""A multilayer perceptron trained by backpropagation.
 
     Parameters
     ----------
@@ -107,6 +123,49 @@ class Network:
         ``gammas`` (start 1) and ``betas`` (start 0); training uses the batch's mean and
         variance and folds them into ``running_means``/``running_vars`` (momentum 0.1, the
         variance unbiased, as torch.nn.BatchNorm1d); ``predict`` uses the running ones.
+
+    Notes
+    -----
+    With a batch :math:`X` of :math:`D` rows as :math:`z_0` (row-major: one sample per
+    row), layer :math:`l = 1..L` computes
+
+    .. math::
+
+        a_l = z_{l-1} W_l + \mathbf{1} b_l^\top, \qquad z_l = f_l(a_l),
+        \qquad W_l \in \mathbb{R}^{n_{l-1} \times n_l},
+
+    and backpropagation, with :math:`g_l = \partial E / \partial a_l`
+    (:math:`g_L = \partial E/\partial z_L \odot f_L'(a_L)`, for softmax with
+    cross-entropy and sigmoid with binary cross-entropy simply
+    :math:`(z_L - Y)/D`),
+
+    .. math::
+
+        \frac{\partial E}{\partial W_l} = z_{l-1}^\top g_l, \qquad
+        \frac{\partial E}{\partial b_l} = g_l^\top \mathbf{1}, \qquad
+        \frac{\partial E}{\partial z_{l-1}} = g_l W_l^\top, \qquad
+        g_{l-1} = \frac{\partial E}{\partial z_{l-1}} \odot f_{l-1}'(a_{l-1}).
+
+    :math:`\partial E / \partial z_0` is the gradient with respect to the inputs
+    (``grads.inputs``). The derivative :math:`f'` is computed from the stored output
+    :math:`z_l` where the function allows (sigmoid :math:`z(1-z)`, tanh :math:`1-z^2`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastbp
+    >>> net = fastbp.Network([4, 8, 3], activation="tanh", output="softmax", seed=0)
+    >>> net
+    Network([4, 8, 3], activation=tanh, output=softmax, dtype=float32, params=67)
+    >>> [W.shape for W in net.weights]
+    [(4, 8), (8, 3)]
+    >>> X = np.random.default_rng(0).normal(size=(5, 4))
+    >>> P = net.predict(X)
+    >>> P.shape, P.dtype, bool(np.allclose(P.sum(axis=1), 1))
+    ((5, 3), dtype('float32'), True)
+    >>> loss, grads = net.loss_and_gradients(X, [0, 1, 2, 1, 0])
+    >>> grads.weights[0].shape, grads.inputs.shape
+    ((4, 8), (5, 4))
     """
 
     def __init__(self, layer_sizes, activation="tanh", output="identity", init="glorot_uniform",
@@ -194,16 +253,18 @@ class Network:
     running_stats = property(lambda self: self._running,
                              doc="All running statistics, one float64 buffer (live).")
     dropout = property(lambda self: self._dropout, doc="Dropout rate of each hidden layer.")
-    input_dropout = property(lambda self: self._input_dropout)
+    input_dropout = property(lambda self: self._input_dropout,
+                             doc="Dropout rate on the network's inputs.")
     batch_norm = property(lambda self: self._bn[:-1], doc="Batch norm on each hidden layer.")
-    dtype = property(lambda self: self._dtype)
+    dtype = property(lambda self: self._dtype,
+                     doc="The parameters' dtype (numpy.float32 or numpy.float64).")
     parameters = property(lambda self: self._params, doc="The flat parameter buffer (live).")
     activations = property(lambda self: tuple(a.name for a in self._acts),
                            doc="Activation name of each layer, hidden layers then output.")
     plan = property(lambda self: self._plan,
                     doc="The compiled layout of the layers that fastbp's engine runs.")
-    n_inputs = property(lambda self: self._sizes[0])
-    n_outputs = property(lambda self: self._sizes[-1])
+    n_inputs = property(lambda self: self._sizes[0], doc="Features per input row.")
+    n_outputs = property(lambda self: self._sizes[-1], doc="Units of the output layer.")
 
     def __repr__(self):
         hidden = ",".join(self.activations[:-1]) or "-"
@@ -290,6 +351,8 @@ class Network:
         return name
 
     def check_trainable(self):
+        """ValueError when a layer's activation has no useful gradient (``step``): such
+        a network can be evaluated but not trained."""
         for i, a in enumerate(self._acts):
             if not a.trainable:
                 raise ValueError(f"layer {i} uses the {a.name!r} activation, which has no useful "

@@ -1,4 +1,4 @@
-"""Optimizers: hyperparameters and state for the compiled update over the flat buffer.
+r"""Optimizers: hyperparameters and state for the compiled update over the flat buffer.
 
 Each optimizer gives the engine its settings (``config``, an ``OptimizerConfig``) and keeps
 its per-parameter state in ``state`` (an ``OptimizerState``: named buffers such as
@@ -22,6 +22,14 @@ where PyTorch has the optimizer:
   previous step (test ``S > mu/(1+mu) * S_prev``), plus ``lr*S`` while the slope keeps the
   sign of the previous step, and plain ``lr*S`` when the previous step was zero
   (S = -(dE/dw + weight_decay*w)). Rprop and Quickprop are full-batch methods.
+
+In the formulas of each class, :math:`w` is one parameter (the update runs elementwise
+over the flat parameter buffer), :math:`\eta` the learning rate ``lr`` (the schedule's value
+for the epoch), :math:`t = 1, 2, \dots` the step, and :math:`g_t` the gradient of the batch's
+mean loss with the Trainer's extras folded in, in this order: the L1 subgradient
+:math:`\ell_1 \operatorname{sign}(w)`, ``clip_value``, the ``clip_norm`` scale, then the
+coupled weight decay :math:`\lambda w` (:math:`\lambda` = ``weight_decay``; on the weights
+only unless ``Trainer(decay_biases=True)``; AdamW decouples it instead).
 """
 import inspect
 
@@ -33,7 +41,27 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Rprop", "Quickprop",
 
 
 class Optimizer:
-    """Base: hyperparameters for the compiled update, and the state it carries."""
+    r"""Base of the optimizers: hyperparameters for the compiled update, and its state.
+
+    Subclasses name the engine's update kind (``kind``), the per-parameter buffers their
+    update keeps (:meth:`buffer_names`) and their settings; the compiled update itself runs
+    in ``fastbp._optim``. Pass an instance (or a name, see :func:`get`) as
+    ``Trainer(optimizer=...)``.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+    weight_decay : float, default 0
+        Coupled L2 weight decay :math:`\lambda` (``+ weight_decay * w`` in the gradient).
+
+    Attributes
+    ----------
+    state : OptimizerState or None
+        The per-parameter buffers (``state["exp_avg"]``, ...) and the step count ``t``;
+        None until training starts. It carries over from one ``fit`` to the next and into
+        checkpoints.
+    """
     kind = None
 
     def __init__(self, lr, weight_decay=0.0):
@@ -42,7 +70,13 @@ class Optimizer:
         self.state = None         # an OptimizerState once training starts
 
     def buffer_names(self):
-        """The per-parameter state buffers this optimizer's update reads and writes."""
+        """The per-parameter state buffers this optimizer's update reads and writes.
+
+        Returns
+        -------
+        tuple of str
+            Names of the buffers in ``state``, each one value per parameter.
+        """
         return ()
 
     def config(self, lr=None):
@@ -86,7 +120,57 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with momentum and Nesterov momentum (PyTorch's form)."""
+    r"""Stochastic gradient descent with momentum and Nesterov momentum (PyTorch's form).
+
+    Step for step the same as :class:`torch.optim.SGD` with ``dampening=0``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate :math:`\eta`.
+    momentum : float, default 0
+        Momentum :math:`\mu` in [0, 1); 0 keeps no buffer.
+    nesterov : bool, default False
+        Nesterov momentum (needs ``momentum > 0``).
+    weight_decay : float, default 0
+        Coupled L2 decay :math:`\lambda`, added to the gradient as :math:`\lambda w`.
+    classic_momentum : bool, default False
+        The velocity form of Sutskever et al. (2013) and scikit-learn instead of PyTorch's.
+        The two agree while :math:`\eta` is constant and differ when a schedule changes it.
+
+    Notes
+    -----
+    Without momentum, :math:`w_t = w_{t-1} - \eta\, g_t`. With momentum (PyTorch's form; the
+    buffer starts as the first gradient):
+
+    .. math::
+
+        b_1 = g_1, \qquad b_t = \mu\, b_{t-1} + g_t, \qquad
+        w_t = w_{t-1} - \eta \begin{cases} g_t + \mu\, b_t & \text{Nesterov} \\
+                                          b_t & \text{otherwise.} \end{cases}
+
+    With ``classic_momentum=True`` (velocity :math:`v_0 = 0`):
+
+    .. math::
+
+        v_t = \mu\, v_{t-1} - \eta\, g_t, \qquad
+        w_t = w_{t-1} + \begin{cases} \mu\, v_t - \eta\, g_t & \text{Nesterov} \\
+                                     v_t & \text{otherwise.} \end{cases}
+
+    References
+    ----------
+    .. [1] Ilya Sutskever, James Martens, George Dahl and Geoffrey Hinton, "On the importance of
+       initialization and momentum in deep learning", ICML 2013.
+
+    Examples
+    --------
+    >>> from fastbp.optimizers import SGD
+    >>> opt = SGD(lr=0.1, momentum=0.9, nesterov=True)
+    >>> opt.buffer_names()
+    ('momentum_buffer',)
+    >>> SGD(lr=0.1).buffer_names()          # no momentum: no state at all
+    ()
+    """
     kind = _optim.Opt.SGD
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
@@ -109,7 +193,53 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015), PyTorch defaults betas (0.9, 0.999), eps 1e-8."""
+    r"""Adam (Kingma & Ba 2015), PyTorch defaults betas (0.9, 0.999), eps 1e-8.
+
+    Step for step the same as :class:`torch.optim.Adam` (``amsgrad=False``).
+
+    Parameters
+    ----------
+    lr : float, default 0.001
+        Learning rate :math:`\eta`.
+    betas : (float, float), default (0.9, 0.999)
+        Decay rates :math:`(\beta_1, \beta_2)` of the first and second moment estimates.
+    eps : float, default 1e-8
+        :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
+    weight_decay : float, default 0
+        Coupled L2 decay :math:`\lambda` (in the gradient; see :class:`AdamW` for the
+        decoupled form).
+    eps_before_bias_correction : bool, default False
+        Add :math:`\epsilon` to :math:`\sqrt{v_t}` before the bias correction, as in the
+        footnote form of the paper's Algorithm 1 and scikit-learn, instead of PyTorch's
+        :math:`\sqrt{\hat v_t} + \epsilon`.
+
+    Notes
+    -----
+    With :math:`m_0 = v_0 = 0`:
+
+    .. math::
+
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1)\, g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2)\, g_t^2,
+
+        \hat m_t = \frac{m_t}{1 - \beta_1^t}, \qquad \hat v_t = \frac{v_t}{1 - \beta_2^t},
+        \qquad w_t = w_{t-1} - \eta\, \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}.
+
+    With ``eps_before_bias_correction=True`` the last step is
+    :math:`w_t = w_{t-1} - \eta\, \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,
+    \frac{m_t}{\sqrt{v_t} + \epsilon}`.
+
+    References
+    ----------
+    .. [1] Diederik P. Kingma and Jimmy Ba, "Adam: A method for stochastic optimization",
+       ICLR 2015.
+
+    Examples
+    --------
+    >>> from fastbp.optimizers import Adam
+    >>> Adam(lr=3e-4).buffer_names()
+    ('exp_avg', 'exp_avg_sq')
+    """
     kind = _optim.Opt.ADAM
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -133,9 +263,37 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """AdamW (Loshchilov & Hutter 2019) as torch.optim.AdamW: the weight decay is decoupled
-    from the gradient, ``w *= 1 - lr*weight_decay`` before each Adam step; torch's default
-    weight_decay 0.01."""
+    r"""AdamW (Loshchilov & Hutter 2019) as :class:`torch.optim.AdamW`.
+
+    The weight decay is decoupled from the gradient: ``w *= 1 - lr*weight_decay`` before
+    each Adam step; torch's default weight_decay 0.01.
+
+    Parameters
+    ----------
+    lr : float, default 0.001
+        Learning rate :math:`\eta`.
+    betas : (float, float), default (0.9, 0.999)
+        :math:`(\beta_1, \beta_2)`, as :class:`Adam`.
+    eps : float, default 1e-8
+        :math:`\epsilon`, as :class:`Adam`.
+    weight_decay : float, default 0.01
+        Decoupled decay :math:`\lambda` (not added to the gradient).
+
+    Notes
+    -----
+    Each step first shrinks the parameter, then takes :class:`Adam`'s step with the
+    gradient :math:`g_t` that has no decay term:
+
+    .. math::
+
+        w \leftarrow (1 - \eta\lambda)\, w_{t-1}, \qquad
+        w_t = w - \eta\, \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}.
+
+    References
+    ----------
+    .. [1] Ilya Loshchilov and Frank Hutter, "Decoupled weight decay regularization",
+       ICLR 2019.
+    """
     kind = _optim.Opt.ADAMW
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
@@ -146,7 +304,42 @@ class AdamW(Adam):
 
 
 class RMSprop(Optimizer):
-    """RMSprop (Tieleman & Hinton 2012), PyTorch defaults alpha 0.99, eps 1e-8."""
+    r"""RMSprop (Tieleman & Hinton 2012), PyTorch defaults alpha 0.99, eps 1e-8.
+
+    Step for step the same as :class:`torch.optim.RMSprop` (``centered=False``).
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate :math:`\eta`.
+    alpha : float, default 0.99
+        Smoothing constant :math:`\alpha` of the squared-gradient average.
+    eps : float, default 1e-8
+        :math:`\epsilon`, added to :math:`\sqrt{s_t}`.
+    momentum : float, default 0
+        Momentum :math:`\mu` on the normalized step (0 keeps no momentum buffer).
+    weight_decay : float, default 0
+        Coupled L2 decay :math:`\lambda`.
+
+    Notes
+    -----
+    With :math:`s_0 = 0` (and :math:`b_0 = 0`):
+
+    .. math::
+
+        s_t = \alpha\, s_{t-1} + (1 - \alpha)\, g_t^2, \qquad
+        w_t = w_{t-1} - \eta\, \frac{g_t}{\sqrt{s_t} + \epsilon};
+
+    with momentum,
+    :math:`b_t = \mu\, b_{t-1} + g_t / (\sqrt{s_t} + \epsilon)` and
+    :math:`w_t = w_{t-1} - \eta\, b_t`.
+
+    References
+    ----------
+    .. [1] Tijmen Tieleman and Geoffrey Hinton, Lecture 6.5, "rmsprop: Divide the gradient by a
+       running average of its recent magnitude", COURSERA: Neural Networks for Machine
+       Learning, 2012.
+    """
     kind = _optim.Opt.RMSPROP
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
@@ -163,10 +356,60 @@ class RMSprop(Optimizer):
 
 
 class Rprop(Optimizer):
-    """Resilient backpropagation, iRprop- by default (PyTorch's), iRprop+ with ``plus=True``.
+    r"""Resilient backpropagation, iRprop- by default (PyTorch's), iRprop+ with ``plus=True``.
 
     ``lr`` is the initial step size of every weight; etas (0.5, 1.2); steps clamped to
-    ``step_sizes`` (1e-6, 50).
+    ``step_sizes`` (1e-6, 50). Only the sign of each gradient entry is used, so the step
+    sizes adapt per weight whatever the gradient's scale. Rprop is a full-batch method:
+    train with ``Trainer(batch_size=None)``; with mini-batches the sign flips from batch to
+    batch. iRprop- matches :class:`torch.optim.Rprop` step for step.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Initial step size :math:`\Delta_0` of every parameter.
+    etas : (float, float), default (0.5, 1.2)
+        :math:`(\eta^-, \eta^+)` with :math:`0 < \eta^- < 1 < \eta^+`.
+    step_sizes : (float, float), default (1e-6, 50)
+        :math:`(\Delta_{\min}, \Delta_{\max})`.
+    plus : bool, default False
+        iRprop+ (Igel & Hüsken): on a sign flip, undo the previous step when the loss went
+        up since the previous epoch.
+    weight_decay : float, default 0
+        Coupled L2 decay :math:`\lambda`.
+
+    Notes
+    -----
+    Per parameter, with :math:`g_0 = 0`, :math:`\Delta w_0 = 0` and all step sizes starting
+    at :math:`\Delta_0` = ``lr``:
+
+    .. math::
+
+        \Delta_t = \begin{cases}
+            \min(\eta^+ \Delta_{t-1}, \Delta_{\max}) & g_{t-1}\, g_t > 0 \\
+            \max(\eta^- \Delta_{t-1}, \Delta_{\min}) & g_{t-1}\, g_t < 0 \\
+            \Delta_{t-1} & \text{otherwise;}
+        \end{cases}
+
+    if :math:`g_{t-1} g_t < 0` the parameter does not move (:math:`\Delta w_t = 0`; iRprop+
+    instead sets :math:`w_t = w_{t-1} - \Delta w_{t-1}` when :math:`E_t > E_{t-1}`) and the
+    stored gradient is zeroed (:math:`g_t \leftarrow 0`), so the next step counts as
+    "otherwise". Else :math:`\Delta w_t = -\operatorname{sign}(g_t)\, \Delta_t` and
+    :math:`w_t = w_{t-1} + \Delta w_t`.
+
+    References
+    ----------
+    .. [1] Martin Riedmiller and Heinrich Braun, "A direct adaptive method for faster
+       backpropagation learning: the RPROP algorithm", IEEE ICNN 1993.
+    .. [2] Christian Igel and Michael Hüsken, "Improving the Rprop learning algorithm",
+       NC 2000.
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> net = fastbp.Network([8, 3, 8], activation="sigmoid", output="sigmoid", seed=0)
+    >>> trainer = fastbp.Trainer(net, optimizer=fastbp.optimizers.Rprop(lr=0.1, plus=True),
+    ...                          batch_size=None)      # full batch
     """
     kind = _optim.Opt.RPROP
 
@@ -191,7 +434,45 @@ class Rprop(Optimizer):
 
 
 class Quickprop(Optimizer):
-    """Quickprop (Fahlman 1988): ``lr`` is his epsilon, ``mu`` the maximum growth factor."""
+    r"""Quickprop (Fahlman 1988): ``lr`` is his epsilon, ``mu`` the maximum growth factor.
+
+    Each weight jumps to the minimum of a parabola through its last two slopes, treating
+    the weights as independent. A full-batch method (``Trainer(batch_size=None)``).
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Fahlman's :math:`\epsilon`, the gradient-descent term's rate.
+    mu : float, default 1.75
+        Maximum growth factor :math:`\mu`: no step is more than :math:`\mu` times the
+        previous one.
+    weight_decay : float, default 0
+        Fahlman's decay term :math:`\lambda`, in the slope.
+
+    Notes
+    -----
+    With the slope :math:`S_t = -(\partial E/\partial w + \lambda w)` (the Trainer's
+    gradient :math:`g_t`, negated) and :math:`\Delta w_0 = 0`: when the previous step
+    was zero, :math:`\Delta w_t = \epsilon S_t`; otherwise
+
+    .. math::
+
+        \Delta w_t = \epsilon\, S_t\, [S_t\, \Delta w_{t-1} > 0]
+        + \begin{cases}
+            \mu\, \Delta w_{t-1} & \text{if } S_t \Delta w_{t-1} >
+                \frac{\mu}{1+\mu} S_{t-1} \Delta w_{t-1} \\
+            \Delta w_{t-1}\, \dfrac{S_t}{S_{t-1} - S_t} & \text{otherwise}
+        \end{cases}
+
+    (the gradient term only while the slope keeps the sign of the previous step; the
+    quadratic term is dropped when :math:`S_{t-1} = S_t`), and
+    :math:`w_t = w_{t-1} + \Delta w_t`.
+
+    References
+    ----------
+    .. [1] Scott E. Fahlman, "An empirical study of learning speed in back-propagation
+       networks", CMU-CS-88-162, 1988.
+    """
     kind = _optim.Opt.QUICKPROP
 
     def __init__(self, lr=0.01, mu=1.75, weight_decay=0.0):
@@ -212,12 +493,43 @@ OptimizerState = _optim.OptimizerState
 
 
 def names():
+    """The optimizer names :func:`get` and ``Trainer(optimizer=...)`` accept, sorted.
+
+    Examples
+    --------
+    >>> from fastbp import optimizers
+    >>> optimizers.names()
+    ['adam', 'adamw', 'quickprop', 'rmsprop', 'rprop', 'sgd']
+    """
     return sorted(_OPTIMIZERS)
 
 
 def get(name, **kwargs):
     """An optimizer object by name (kwargs go to its constructor), or ``name`` itself if it
-    already is an Optimizer."""
+    already is an Optimizer.
+
+    Parameters
+    ----------
+    name : str or Optimizer
+        One of :func:`names` (case-insensitive), or an optimizer object.
+    **kwargs
+        The constructor's arguments.
+
+    Returns
+    -------
+    Optimizer
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid ones).
+
+    Examples
+    --------
+    >>> from fastbp import optimizers
+    >>> optimizers.get("adam", lr=0.01)
+    Adam(lr=0.01, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-08, eps_before_bias_correction=False)
+    """
     if isinstance(name, Optimizer):
         return name
     if not isinstance(name, str):

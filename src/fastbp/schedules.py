@@ -32,14 +32,26 @@ class Schedule:
 
 
 class ConstantLR(Schedule):
-    """lr = base_lr every epoch (the default)."""
+    r""":math:`\eta_e = \eta_0` every epoch (the default): lr = base_lr."""
 
     def __call__(self, epoch):
         return self.base_lr
 
 
 class StepLR(Schedule):
-    """lr = base_lr * gamma ** (epoch // step_size)."""
+    r"""lr = base_lr * gamma ** (epoch // step_size).
+
+    .. math:: \eta_e = \eta_0\, \gamma^{\lfloor e / s \rfloor}
+
+    with :math:`\eta_0` = ``base_lr``, :math:`e` the epoch (from 0), :math:`s` = ``step_size``.
+
+    Examples
+    --------
+    >>> from fastbp.schedules import StepLR, get
+    >>> schedule = get(StepLR(step_size=2, gamma=0.5), base_lr=0.1)
+    >>> [schedule(e) for e in range(5)]
+    [0.1, 0.1, 0.05, 0.05, 0.025]
+    """
 
     def __init__(self, step_size, gamma=0.1):
         self.step_size = check_positive_int(step_size, "step_size")
@@ -53,7 +65,7 @@ class StepLR(Schedule):
 
 
 class ExponentialLR(Schedule):
-    """lr = base_lr * gamma ** epoch."""
+    r"""lr = base_lr * gamma ** epoch: :math:`\eta_e = \eta_0\, \gamma^e`."""
 
     def __init__(self, gamma):
         self.gamma = check_number(gamma, "gamma", low=0, low_open=True)
@@ -66,10 +78,16 @@ class ExponentialLR(Schedule):
 
 
 class CosineLR(Schedule):
-    """Cosine annealing from base_lr to eta_min over T_max epochs (Loshchilov & Hutter).
+    r"""Cosine annealing from base_lr to eta_min over T_max epochs (Loshchilov & Hutter).
 
     Past T_max the lr stays at eta_min, or with ``restart=True`` the annealing starts
     again every T_max epochs (SGDR's warm restarts with a constant period).
+
+    .. math::
+
+        \eta_e = \eta_{\min} + \frac{\eta_0 - \eta_{\min}}{2}
+        \left(1 + \cos\frac{\pi\, e'}{T_{\max}}\right), \qquad
+        e' = \min(e, T_{\max}) \ \text{or, with restarts,}\ e \bmod T_{\max}.
     """
 
     def __init__(self, T_max, eta_min=0.0, restart=False):

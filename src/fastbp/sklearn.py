@@ -1617,7 +1617,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         clip_norm (``torch.nn.utils.clip_grad_norm_``).
     max_norm : float, default=None
         fastbp extra (sgd/adam): after each step, rescale each unit's incoming weights (a
-        column of a coefs_ matrix) to a norm of at most max_norm.
+        column of a ``coefs_`` matrix) to a norm of at most max_norm.
     class_weight : dict or 'balanced', default=None
         fastbp extra: weights ``{class label: weight}`` (missing classes 1), or 'balanced'
         (``n_samples / (n_classes * np.bincount(y))``); multiplies each sample's weight
@@ -1626,9 +1626,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Attributes
     ----------
-    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_,
-    t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
-    n_outputs_, out_activation_ : as in scikit-learn.
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_ : as in scikit-learn
+    best_validation_score_, t_, coefs_, intercepts_, n_features_in_ : as in scikit-learn
+    feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_ : as in scikit-learn
     validation_loss_curve_ : list or None
         fastbp extra: validation log-loss after each epoch (sgd/adam) when there is a
         validation set (``early_stopping=True`` or ``fit(validation_data=...)``).

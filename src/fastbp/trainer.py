@@ -105,6 +105,7 @@ class History:
 
     @classmethod
     def from_dict(cls, d):
+        """The History of a :meth:`to_dict` mapping (unknown keys ignored)."""
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
