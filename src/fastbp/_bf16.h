@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -152,11 +153,10 @@ static void fbp_b16_tile_emu(int kp, const uint32_t *Ap, const uint32_t *Bp, int
     }
     for (int r = 0; r < mr; r++) {
         float *c = C + (ptrdiff_t)r * ldc;
-        for (int j = 0; j < nc; j++) {
-            const float x = alpha * acc[r][j];
-            if (!first) c[j] += x;
-            else if (beta == 0.0f) c[j] = x;
-            else c[j] = x + beta * c[j];
+        for (int j = 0; j < nc; j++) {   /* one rounding per step, as the native kernel */
+            if (!first) c[j] = fmaf(alpha, acc[r][j], c[j]);
+            else if (beta == 0.0f) c[j] = alpha * acc[r][j];
+            else c[j] = fmaf(beta, c[j], alpha * acc[r][j]);
         }
     }
 }
@@ -272,9 +272,15 @@ static inline __attribute__((always_inline, target(B16_TARGET))) void fbp_b16_ti
         for (int v = 0; v < nv; v++) {
             const int left = nc - 16 * v;
             const __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-            __m512 x = alpha == 1.0f ? c[r][v] : _mm512_mul_ps(va, c[r][v]);
-            if (!first) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, d + 16 * v));
-            else if (beta != 0.0f) x = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, d + 16 * v), x);
+            /* explicit FMAs, as the emulation's fmaf (no contraction left to the compiler) */
+            __m512 x;
+            if (!first)
+                x = _mm512_fmadd_ps(va, c[r][v], _mm512_maskz_loadu_ps(mk, d + 16 * v));
+            else if (beta == 0.0f)
+                x = _mm512_mul_ps(va, c[r][v]);
+            else
+                x = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, d + 16 * v),
+                                    _mm512_mul_ps(va, c[r][v]));
             _mm512_mask_storeu_ps(d + 16 * v, mk, x);
         }
     }
@@ -303,6 +309,7 @@ static inline void fbp_b16_interleave(int mode, const float *r0, const float *r1
 #if FBP_HAVE_BF16_ISA
     if (mode == FBP_BF16_NATIVE) { fbp_b16_interleave_avx(r0, r1, cnt, w, dst); return; }
 #endif
+    (void)mode;
     fbp_b16_interleave_emu(r0, r1, cnt, w, dst);
 }
 
@@ -313,6 +320,7 @@ static inline void fbp_b16_transpose(int mode, const float *src, ptrdiff_t ld, i
 #if FBP_HAVE_BF16_ISA
     if (mode == FBP_BF16_NATIVE) { fbp_b16_transpose_avx(src, ld, R, L, kc, dst, W); return; }
 #endif
+    (void)mode;
     fbp_b16_transpose_emu(src, ld, R, L, kc, dst, W);
 }
 
@@ -326,6 +334,7 @@ static inline void fbp_b16_tile(int mode, int kp, const uint32_t *Ap, const uint
         return;
     }
 #endif
+    (void)mode;
     fbp_b16_tile_emu(kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first);
 }
 

@@ -86,6 +86,8 @@ def tile_shape():
 cdef _check_rows(name, a):
     if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != 2:
         raise TypeError(f"{name} must be a 2-D float32 ndarray")
+    if a.size == 0:
+        return
     if a.shape[1] > 1 and a.strides[1] != 4 or a.strides[0] < 0 or a.strides[0] % 4:
         raise ValueError(f"{name} must have contiguous rows (a row stride >= 0)")
 
