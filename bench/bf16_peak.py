@@ -184,8 +184,13 @@ def main(argv=None):
         f"torch {torch_v}, fastbp {fastbp.__version__} ({os.path.dirname(fastbp.__file__)}), "
         f"bf16 kernel `{bf16.bf16_capability()}`, tile {'x'.join(map(str, bf16.tile_shape()[:2]))}"
         f" with k block {bf16.tile_shape()[2]}.")
-    say(f"Medians of {args.repeats} timings of >= {args.min_time:g} s each; (min-max) in "
-        f"brackets where shown.")
+    say(f"Medians of {args.repeats} timings of >= {args.min_time:g} s each.")
+    say()
+    say("What each column times: *fastbp bf16* is `fastbp._bf16.bf16_gemm` from float32 "
+        "operands, so the rounding to bf16 (fused into its packing) is inside the timing, and "
+        "it writes float32; *scipy sgemm* is float32 throughout; *torch bf16* is `torch.mm` on "
+        "tensors converted to bf16 beforehand (conversion not timed) and writes bf16 (half the "
+        "output bytes); *torch f32* is `torch.mm` on float32. Same thread count for all.")
     say()
 
     if bf16.bf16_capability() == "avx512_bf16":
