@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """bfloat16 products: the VDPBF16PS instruction's peak beside the float32 FMA's, and fastbp's
-bf16 kernel on W1's and W3's product shapes beside scipy's sgemm and torch.mm on bf16.
+bf16 kernel on W1's and W3's product shapes beside scipy's sgemm and torch.mm on bf16, and
+Network.predict in float32 vs precision="bf16".
 
     python bench/bf16_peak.py                  # writes bench/results/bf16.md
     python bench/bf16_peak.py --threads 2      # the products at 2 threads instead of 1
@@ -22,6 +23,8 @@ bf16 kernel on W1's and W3's product shapes beside scipy's sgemm and torch.mm on
     The BLAS and torch are held at the same thread count as fastbp (threadpoolctl and
     torch.set_num_threads). Each figure is the median of `--repeats` timings, each of as
     many calls as fill `--min-time` seconds.
+(c) ``Network.predict(X)`` against ``Network.predict(X, precision="bf16")`` on W1's and
+    W3's networks, at a training batch's rows and at a larger inference batch.
 """
 import argparse
 import os
@@ -135,6 +138,41 @@ def systems(threads):
     return fastbp, _bf16, out
 
 
+PREDICT = {"W1": ("relu", "softmax", (128, 8192)), "W3": ("relu", "identity", (256, 2048))}
+
+
+def predict_section(fastbp, args, rng, say):
+    """(c) Network.predict in float32 and with precision="bf16", same network and rows."""
+    if "precision" not in fastbp.Network.predict.__code__.co_varnames:
+        say("## (c) predict: this fastbp has no predict(precision=)")
+        return
+    say(f"## (c) `Network.predict` at {args.threads} thread{'s' if args.threads > 1 else ''}: "
+        f"float32 vs `precision=\"bf16\"`")
+    say()
+    say("Forward pass only (bf16 products; bias, activations in float32); rows/s, median. "
+        "Max |diff| is the largest difference of the two outputs (softmax probabilities for "
+        "W1, identity outputs for W3, Glorot-initialized networks, standard normal inputs).")
+    say()
+    say("| workload | rows | float32 rows/s | bf16 rows/s | bf16 / float32 | max abs diff | "
+        "max abs output |")
+    say("|---|---:|---:|---:|---:|---:|---:|")
+    for wl in args.workloads.split(","):
+        sizes, _ = WORKLOADS[wl]
+        act, out_act, row_counts = PREDICT[wl]
+        net = fastbp.Network(list(sizes), activation=act, output=out_act, seed=0)
+        for n in row_counts:
+            X = rng.standard_normal((n, sizes[0])).astype(np.float32)
+            with fastbp.num_threads(args.threads):
+                f32 = net.predict(X)
+                b16 = net.predict(X, precision="bf16")
+                t32, _, _ = timed(lambda: net.predict(X), args.min_time, args.repeats)
+                t16, _, _ = timed(lambda: net.predict(X, precision="bf16"), args.min_time,
+                                  args.repeats)
+            say(f"| {wl} | {n} | {n / t32:,.0f} | {n / t16:,.0f} | {t32 / t16:.2f}x | "
+                f"{np.abs(b16 - f32).max():.2e} | {np.abs(f32).max():.2e} |")
+    say()
+
+
 def machine():
     model = "?"
     try:
@@ -155,6 +193,7 @@ def main(argv=None):
     ap.add_argument("--min-time", type=float, default=0.05, help="seconds per timing")
     ap.add_argument("--workloads", default="W1,W3")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-predict", action="store_true", help="skip (c), Network.predict")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bf16.md"))
     args = ap.parse_args(argv)
     if args.quick:
@@ -263,6 +302,8 @@ def main(argv=None):
         say(f"The portable emulation (`FASTBP_BF16=emulate`) on W1 {label} ({m}x{n}x{k}): "
             f"{2.0 * m * n * k / med / 1e9:.2f} GFLOP/s.")
         say()
+        if not args.no_predict:
+            predict_section(fastbp, args, rng, say)
     if rates:
         say(f"For scale: the measured VDPBF16PS peak is {rates['dpbf16']:.0f} GFLOP/s per core "
             f"and the FMA peak {rates['fma']:.0f}.")

@@ -308,3 +308,95 @@ def test_peak_loops_run():
     assert np.isfinite(_bf16.peak_loop("fma", 1000))
     with pytest.raises(ValueError):
         _bf16.peak_loop("vnni", 10)
+
+
+# ---- predict(precision="bf16"): the forward pass with bf16 products --------------------
+
+def _net(sizes, seed=0, **kw):
+    net = fastbp.Network(sizes, activation="relu", output="softmax", seed=seed, **kw)
+    rng = np.random.default_rng(seed + 1)
+    for b in net.biases:
+        b[...] = rng.standard_normal(b.shape).astype(b.dtype) * 0.1
+    return net
+
+
+def _layer_reference(z, W, b):
+    """The layer's pre-activation from its float32 input: the float64 product of the
+    bf16-rounded input and weights, plus the bias; and the bound of a float32 sum of it."""
+    za = bf16_round_ref(z).astype(np.float64)
+    wa = bf16_round_ref(W).astype(np.float64)
+    pre = za @ wa + b.astype(np.float64)
+    tol = (z.shape[1] + 4) * EPS32 * (np.abs(za) @ np.abs(wa) + np.abs(b)) + 1e-30
+    return pre, tol
+
+
+def _softmax(pre):
+    e = np.exp(pre - pre.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("which", MODES)
+def test_predict_bf16_matches_reference(mode, which, rng):
+    """A network of W1's sizes, rows not a multiple of the tile: each layer's output (by
+    hidden_activations) is the reference layer applied to the engine's previous layer
+    output, to float32 rounding; the whole forward pass is measurably not the float32 one."""
+    _bf16.set_bf16_mode(which)
+    net = _net([784, 512, 512, 10])
+    X = rng.standard_normal((203, 784)).astype(np.float32)
+    z = X
+    for layer, (W, b) in enumerate(zip(net.weights[:-1], net.biases[:-1]), start=1):
+        got = net.hidden_activations(X, layer, precision="bf16")
+        pre, tol = _layer_reference(z, W, b)
+        assert np.all(np.abs(got - np.maximum(pre, 0)) <= tol), layer
+        z = got
+    out = net.predict(X, precision="bf16")
+    pre, tol = _layer_reference(z, net.weights[-1], net.biases[-1])
+    np.testing.assert_allclose(out, _softmax(pre), rtol=0, atol=1e-5)
+    f32 = net.predict(X)
+    assert np.abs(out - f32).max() > 1e-4          # the products really were in bf16
+    np.testing.assert_allclose(out, f32, rtol=0, atol=0.05)
+
+
+@needs_native
+def test_predict_bf16_emulated_equals_native(mode, rng):
+    net = _net([64, 200, 30, 10], seed=3)
+    X = rng.standard_normal((77, 64)).astype(np.float32)
+    _bf16.set_bf16_mode("native")
+    native = net.predict(X, precision="bf16")
+    _bf16.set_bf16_mode("emulate")
+    np.testing.assert_array_equal(net.predict(X, precision="bf16"), native)
+
+
+def test_predict_bf16_threads_chunks_and_few_rows(rng):
+    """The same bits at 1 and 2 threads, in chunks, and row by row (the few-rows path)."""
+    net = _net([40, 96, 50, 10], seed=5)
+    X = rng.standard_normal((70, 40)).astype(np.float32)
+    with fastbp.num_threads(1):
+        one = net.predict(X, precision="bf16")
+    with fastbp.num_threads(2):
+        np.testing.assert_array_equal(net.predict(X, precision="bf16"), one)
+    np.testing.assert_array_equal(net.predict(X, chunk_size=16, precision="bf16"), one)
+    np.testing.assert_array_equal(net.predict(X[3:4], precision="bf16"), one[3:4])
+    assert net.predict(X[:0], precision="bf16").shape == (0, 10)
+
+
+def test_predict_bf16_batch_norm(rng):
+    """Batch norm (running statistics) and its bias after a bf16 product."""
+    net = fastbp.Network([30, 64, 5], activation="tanh", output="identity", seed=2,
+                         batch_norm=True)
+    X = rng.standard_normal((50, 30)).astype(np.float32)
+    got, f32 = net.predict(X, precision="bf16"), net.predict(X)
+    np.testing.assert_allclose(got, f32, rtol=0, atol=0.05)
+    assert np.abs(got - f32).max() > 1e-5
+
+
+def test_predict_precision_is_checked(rng):
+    net = _net([8, 6, 3])
+    X = rng.standard_normal((4, 8)).astype(np.float32)
+    np.testing.assert_array_equal(net.predict(X, precision="float32"), net.predict(X))
+    with pytest.raises(ValueError, match="precision must be"):
+        net.predict(X, precision="fp8")
+    net64 = fastbp.Network([8, 6, 3], dtype="float64", seed=0)
+    with pytest.raises(ValueError, match="needs a float32 network"):
+        net64.predict(X, precision="bf16")
+    np.testing.assert_array_equal(net64.predict(X, precision="float64"), net64.predict(X))
