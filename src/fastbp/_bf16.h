@@ -53,8 +53,10 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define B16_PREFETCH(p) __builtin_prefetch((p), 0, 2)
+#define B16_PREFETCHW(p) __builtin_prefetch((p), 1, 3)
 #else
 #define B16_PREFETCH(p) ((void)(p))
+#define B16_PREFETCHW(p) ((void)(p))
 #endif
 
 #define FBP_BF16_EMULATED 0
@@ -480,6 +482,16 @@ static int fbp_bf16_gemm(int mode, int ta, int tb, int m, int n, int k, float al
                                               : B + (ptrdiff_t)(p0 + r) * ldb + jn;
                         for (int e = 0; e < plen; e += 16) B16_PREFETCH(row + e);
                         B16_PREFETCH(row + plen - 1);
+                    }
+                    if (t + 1 < mt && kp >= 16) {   /* the next tile of C, which the tile
+                        * reads or writes only at its end: towards L1 meanwhile (W3's products
+                        * with 2048 rows: ~170 -> ~190 GFLOP/s; not worth it for short k) */
+                        const int mrn = m - i0 - B16_MR < B16_MR ? m - i0 - B16_MR : B16_MR;
+                        for (int r = 0; r < mrn; r++) {
+                            float *c = C + (ptrdiff_t)(i0 + B16_MR + r) * ldc + j0;
+                            for (int e = 0; e < nc; e += 16) B16_PREFETCHW(c + e);
+                            B16_PREFETCHW(c + nc - 1);
+                        }
                     }
                     fbp_b16_tile(mode, kp, Ap + (ptrdiff_t)t * B16_MR * kp, Bp, w,
                                  C + (ptrdiff_t)i0 * ldc + j0, ldc, mr, nc, alpha, beta, first);
