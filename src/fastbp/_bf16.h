@@ -34,6 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#ifdef _WIN32
+#include <malloc.h>             /* _aligned_malloc */
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -59,11 +62,18 @@
 #define B16_PREFETCHW(p) ((void)(p))
 #endif
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define B16_ALIGN64 __declspec(align(64))
+#else
+#define B16_ALIGN64 __attribute__((aligned(64)))
+#endif
+
 #define FBP_BF16_EMULATED 0
 #define FBP_BF16_NATIVE 1
 
 #if defined(__x86_64__) && !defined(FASTBP_NO_BF16) && \
-    ((defined(__clang__) && __clang_major__ >= 9) || \
+    ((defined(__clang__) && defined(__apple_build_version__) && __clang_major__ >= 12) || \
+     (defined(__clang__) && !defined(__apple_build_version__) && __clang_major__ >= 10) || \
      (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10))
 #define FBP_HAVE_BF16_ISA 1
 #include <immintrin.h>
@@ -402,11 +412,25 @@ static void fbp_b16_pack_b(int mode, int tb, int kc, int nc, const float *B, ptr
     }
 }
 
+/* 64-byte aligned scratch (the packed A tiles) */
 static void *fbp_b16_alloc(size_t bytes)
 {
+#ifdef _WIN32
+    return _aligned_malloc(bytes ? bytes : 64, 64);
+#else
     void *p = NULL;
     if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
     return p;
+#endif
+}
+
+static void fbp_b16_free(void *p)
+{
+#ifdef _WIN32
+    _aligned_free(p);
+#else
+    free(p);
+#endif
 }
 
 /* C := alpha op(A) op(B) + beta C (row-major; op(X) = X^T when tX), op(A) and op(B) rounded to
@@ -460,7 +484,7 @@ static int fbp_bf16_gemm(int mode, int ta, int tb, int m, int n, int k, float al
                 fbp_b16_pack_a(mode, ta, m, kc, A, lda, p0, Ap, t0, t1);
             }
             /* (implicit barrier: every thread reads all of Ap) */
-            uint32_t Bp[B16_KP * B16_NR] __attribute__((aligned(64)));
+            B16_ALIGN64 uint32_t Bp[B16_KP * B16_NR];
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -499,7 +523,7 @@ static int fbp_bf16_gemm(int mode, int ta, int tb, int m, int n, int k, float al
             }
         }   /* (implicit barrier: Ap is packed anew for the next k block) */
     }
-    free(Ap);
+    fbp_b16_free(Ap);
     return 0;
 }
 
