@@ -14,8 +14,9 @@ from setuptools.command.build_ext import build_ext
 from Cython.Build import cythonize
 
 DEBUG = os.environ.get("FASTBP_DEBUG", "0") == "1"
-MODULES = ["_blas", "_kernels", "_optim", "_engine"]
+MODULES = ["_blas", "_bf16", "_kernels", "_optim", "_engine"]
 HEADERS = ["_constants.h", "_simd_common.h", "_simd.h", "_optim.h", "_gemm.h", "_gemm_kernel.h"]
+OWN_HEADERS = {"_bf16": ["_bf16.h"]}   # included by that module only
 
 
 def openmp_flags(compiler):
@@ -72,7 +73,8 @@ extensions = [
         f"fastbp.{name}",
         [f"src/fastbp/{name}.pyx"],
         include_dirs=[numpy.get_include()],
-        depends=[f"src/fastbp/{h}" for h in HEADERS],   # rebuild when a header changes
+        depends=[f"src/fastbp/{h}" for h in HEADERS + OWN_HEADERS.get(name, [])],  # rebuild
+        # when a header changes
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in MODULES

@@ -16,7 +16,7 @@ import numpy
 
 from threadpoolctl import ThreadpoolController, threadpool_info
 
-from . import _blas, _engine
+from . import _bf16, _blas, _engine
 from ._version import __version__
 
 __all__ = ["set_num_threads", "get_num_threads", "num_threads", "show_config",
@@ -357,12 +357,22 @@ def blas_info():
     return sorted(info, key=lambda i: "scipy" not in i.get("filepath", ""))
 
 
+def _bf16_note(active, cpu):
+    if active == "avx512_bf16":
+        return "VDPBF16PS"
+    if cpu == "avx512_bf16":
+        return "portable C, chosen by FASTBP_BF16 or set_bf16_mode; the CPU has AVX512_BF16"
+    return "portable C; this CPU or build lacks AVX512_BF16"
+
+
 def show_config(file=None):
     """Print the version, OpenMP status, BLAS in use and thread counts; return them as a dict.
 
     ``usable_cores`` (also ``cores``) is :func:`usable_cores`; ``affinity_cores`` the size of
     the CPU affinity mask (None where there is none), ``cgroup_quota`` the cgroup CPU quota
-    in cores (None: no quota), ``cpu_count`` the machine's logical CPUs."""
+    in cores (None: no quota), ``cpu_count`` the machine's logical CPUs. ``bf16`` is the
+    implementation of bfloat16 products in use ("avx512_bf16" or "emulated"), ``bf16_cpu``
+    what the CPU and build allow."""
     import scipy    # here, not at import: importing fastbp does not run scipy's __init__
     blas = blas_info()
     usable, affinity, quota, count = _core_limits()
@@ -380,6 +390,8 @@ def show_config(file=None):
         "cpu_count": count,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "gemm_kernel": get_gemm_kernel(),
+        "bf16": _bf16.bf16_capability(),
+        "bf16_cpu": _bf16.bf16_cpu_capability(),
         "blas": [{k: b.get(k) for k in ("internal_api", "version", "architecture",
                                          "num_threads", "filepath")} for b in blas],
     }
@@ -392,7 +404,8 @@ def show_config(file=None):
              f"{' - oversubscribed, slower' if cfg['num_threads'] > usable else ''}",
              f"  CPUs: {count} logical (OMP_WAIT_POLICY={cfg['omp_wait_policy']})",
              f"  small float32 products: {cfg['gemm_kernel']}"
-             f"{' (own kernel)' if cfg['gemm_kernel'] != 'blas' else ''}"]
+             f"{' (own kernel)' if cfg['gemm_kernel'] != 'blas' else ''}",
+             f"  bfloat16 products: {cfg['bf16']} ({_bf16_note(cfg['bf16'], cfg['bf16_cpu'])})"]
     for b in cfg["blas"]:
         lines.append(f"  BLAS: {b['internal_api']} {b['version']} {b['architecture'] or ''} "
                      f"threads={b['num_threads']} ({os.path.basename(b['filepath'] or '')})")

@@ -280,20 +280,39 @@ class Network:
     def _workspace(self, n_rows, chunk=PREDICT_CHUNK, kind="gradients"):
         return _engine.Workspace(self._plan, max(1, min(n_rows, chunk)), self._dtype, kind)
 
-    def predict(self, X, chunk_size=PREDICT_CHUNK):
+    def predict(self, X, chunk_size=PREDICT_CHUNK, precision=None):
         """Output activations for X (n, n_inputs) -> (n, n_outputs), in the network's dtype.
 
         Rows are processed ``chunk_size`` at a time, so scratch memory stays bounded.
+        ``precision``: None (or the network's dtype name) computes in that dtype; "bf16"
+        (float32 networks only) does each layer's product with its input and weights
+        rounded to bfloat16 and float32 sums (AVX512_BF16's VDPBF16PS where the CPU has it,
+        else a portable emulation; ``fastbp._bf16.bf16_capability()`` says which), and
+        biases, batch norm and activations in float32. The outputs then differ from the
+        float32 ones by bfloat16's rounding (8 significant bits) of the operands.
         """
         if chunk_size != PREDICT_CHUNK:
             check_positive_int(chunk_size, "chunk_size")
+        bf16 = self._check_precision(precision)
         X = as_float_matrix(X, self._dtype, "X", n_columns=self._sizes[0], allow_empty=True)
         out = np.empty((X.shape[0], self._sizes[-1]), dtype=self._dtype)
         if X.shape[0]:
-            self._forward(X, out, chunk_size, 0)
+            self._forward(X, out, chunk_size, 0, bf16)
         return out
 
-    def _forward(self, X, out, chunk_size, n_layers):
+    def _check_precision(self, precision):
+        """True for bf16 products, False for the network's dtype; errors otherwise."""
+        if precision is None or precision == self._dtype.name:
+            return False
+        if precision in ("bf16", "bfloat16"):
+            if self._dtype != np.float32:
+                raise ValueError(f"precision='bf16' needs a float32 network, this one is "
+                                 f"{self._dtype.name}")
+            return True
+        raise ValueError(f"precision must be None, {self._dtype.name!r} or 'bf16', got "
+                         f"{precision!r}")
+
+    def _forward(self, X, out, chunk_size, n_layers, bf16=False):
         """The compiled forward pass (evaluation mode) of X into out. A few rows of float32
         (the latency of serving one sample) skip what only larger products need: their
         products never reach the BLAS, so its threads need no holding, and the small
@@ -315,17 +334,18 @@ class Network:
                                    else capacity, self._dtype, "predict")
         if self._dtype == np.float32 and n <= _blas.rows_kernel_rows():
             _engine.predict(self._plan, ws, self._params, X, out, get_num_threads(),
-                            self._running, n_layers)
+                            self._running, n_layers, bf16)
         else:
             with blas_single_threaded():
                 _engine.predict(self._plan, ws, self._params, X, out, get_num_threads(),
-                                self._running, n_layers)
+                                self._running, n_layers, bf16)
         if ws.capacity <= POOLED_ROWS and len(pool) < 4:
             pool.append(ws)
 
-    def hidden_activations(self, X, layer=-1, chunk_size=PREDICT_CHUNK):
+    def hidden_activations(self, X, layer=-1, chunk_size=PREDICT_CHUNK, precision=None):
         """The outputs of hidden layer ``layer`` (1 = the first; negative counts back from
-        the last hidden layer, -1) for X, in evaluation mode as ``predict``: (n, units)."""
+        the last hidden layer, -1) for X, in evaluation mode as ``predict`` (``precision``
+        as there): (n, units)."""
         L = len(self._sizes) - 1
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) \
                 or not (1 <= layer < L or -(L - 1) <= layer <= -1):
@@ -333,10 +353,11 @@ class Network:
                              f"got {layer!r}")
         layer = int(layer) if layer > 0 else L + int(layer)
         check_positive_int(chunk_size, "chunk_size")
+        bf16 = self._check_precision(precision)
         X = as_float_matrix(X, self._dtype, "X", n_columns=self._sizes[0], allow_empty=True)
         out = np.empty((X.shape[0], self._sizes[layer]), dtype=self._dtype)
         if X.shape[0]:
-            self._forward(X, out, chunk_size, layer)
+            self._forward(X, out, chunk_size, layer, bf16)
         return out
 
     def check_loss(self, loss=None):
