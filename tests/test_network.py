@@ -228,17 +228,13 @@ def test_predict_on_a_few_rows_split_over_threads_equals_one_thread(dtype):
     net = fastbp.Network([300, 400, 256, 10], activation="relu", output="softmax",
                          dtype=dtype, seed=1)
     rng = np.random.default_rng(0)
-    previous = fastbp.get_num_threads()
-    try:
-        for rows in (1, 2, 3, 4, 5):
-            X = rng.normal(size=(rows, 300))
-            fastbp.set_num_threads(1)
+    for rows in (1, 2, 3, 4, 5):
+        X = rng.normal(size=(rows, 300))
+        with fastbp.num_threads(1):
             one = net.predict(X)
-            fastbp.set_num_threads(2)
+        with fastbp.num_threads(2):
             np.testing.assert_array_equal(net.predict(X), one)
-            ref = forward([w.astype(float) for w in net.weights],
-                          [b.astype(float) for b in net.biases], list(net.activations), X)
-            np.testing.assert_allclose(one, ref[1][-1],
-                                       rtol=1e-4 if dtype == "float32" else 1e-12, atol=1e-6)
-    finally:
-        fastbp.set_num_threads(previous)
+        ref = forward([w.astype(float) for w in net.weights],
+                      [b.astype(float) for b in net.biases], list(net.activations), X)
+        np.testing.assert_allclose(one, ref[1][-1],
+                                   rtol=1e-4 if dtype == "float32" else 1e-12, atol=1e-6)
