@@ -10,7 +10,7 @@ import os
 import shutil
 
 ORDER = ["quickstart.py", "bp_flops.py", "vanishing_gradients.py", "pretraining.py",
-         "regularization.py", "hyperparameter_search.py"]
+         "regularization.py", "hyperparameter_search.py", "cluster_search.py"]
 
 
 class ExampleOrder:

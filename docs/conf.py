@@ -80,7 +80,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 sphinx_gallery_conf = {
     "examples_dirs": os.path.join(ROOT, "examples"),
     "gallery_dirs": "auto_examples",
-    "filename_pattern": r".*\.py$",          # run every example, not only plot_*.py
+    # run every example (not only plot_*.py) but cluster_search.py, which starts a Dask
+    # cluster and a Ray instance: it is shown, not run (tests/test_cluster.py runs both)
+    "filename_pattern": r"/(?!cluster_search)[^/]*\.py$",
     "ignore_pattern": r"__init__\.py",
     "within_subsection_order": "_gallery.ExampleOrder",
     "image_scrapers": ("matplotlib", "_gallery.saved_png_scraper"),

@@ -1,4 +1,5 @@
-"""Hyperparameter searches over fastbp estimators on a cluster: Dask and Ray.
+"""Hyperparameter searches on a cluster: Dask and Ray
+==================================================
 
 The same GridSearchCV runs three times: serially here, on a local dask.distributed cluster
 of 2 worker processes (joblib's "dask" backend) and on a local Ray instance with 2 CPUs

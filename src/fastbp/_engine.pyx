@@ -1082,9 +1082,11 @@ cdef inline double _sum_block(floating* grads, const floating* others, int n_oth
 
 # ---- entry points: predict and gradients --------------------------------------------------
 
-cdef check_workspace(Plan plan, Workspace ws, params, str kind, dtype=None):
-    """The workspace fits the plan, the pass and the parameters (dtype: theirs, when
-    params is not an array)."""
+cdef check_workspace(Plan plan, Workspace ws, params, str kind, dtype=None,
+                     Py_ssize_t n_params=-1):
+    """The workspace fits the plan, the pass and the parameters (dtype and n_params:
+    theirs, when params is None; a typed view passed as an object costs a Python
+    memoryview per call)."""
     if ws.plan is not plan:
         raise ValueError("the workspace was made for another plan")
     if kind == "gradients" and ws.kind == "predict":
@@ -1092,7 +1094,7 @@ cdef check_workspace(Plan plan, Workspace ws, params, str kind, dtype=None):
     if kind == "train" and ws.kind != "train":
         raise ValueError("training needs a workspace made with kind 'train'")
     if (params.dtype if dtype is None else dtype) != ws.dtype \
-            or params.shape[0] != plan.n_params:
+            or (params.shape[0] if params is not None else n_params) != plan.n_params:
         raise ValueError(f"params must be {plan.n_params} entries of the workspace's dtype "
                          f"{ws.dtype}")
 
@@ -1120,7 +1122,8 @@ def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[
     cdef Py_ssize_t d = X.shape[1], k = out.shape[1]
     cdef Mode mode = EVAL
     cdef Layout lay = plan.lay
-    check_workspace(plan, ws, params, "predict", F32 if floating is float else F64)
+    check_workspace(plan, ws, None, "predict", F32 if floating is float else F64,
+                    params.shape[0])
     mode.running = running_stats(plan, running)
     if bf16:
         if floating is float:
@@ -1167,7 +1170,8 @@ def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
     cdef const floating* sw = <const floating*>data.sw
     cdef floating* dxp = NULL
     cdef Mode mode = EVAL
-    check_workspace(plan, ws, params, "gradients", F32 if floating is float else F64)
+    check_workspace(plan, ws, None, "gradients", F32 if floating is float else F64,
+                    params.shape[0])
     data.check(plan, ws.dtype)
     mode.running = running_stats(plan, running)
     mode.training = training
