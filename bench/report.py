@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 
 SYS_LABEL = {"fastbp": "fastbp", "torch": "PyTorch eager", "sklearn": "sklearn (float64)",
-             "numpy": "NumPy BP"}
+             "numpy": "NumPy BP", "fastbp_bf16": "fastbp-bf16",
+             "torch_bf16": "PyTorch-autocast-bf16"}
 COLORS = {"fastbp": "#d62728", "torch": "#ff7f0e", "sklearn": "#1f77b4", "numpy": "#2ca02c",
+          "fastbp_bf16": "#9467bd", "torch_bf16": "#8c564b",
           "gemm": "#7f7f7f", "roofline": "#c7c7c7"}
 
 

@@ -33,7 +33,9 @@ from workloads import INFERENCE_WORKLOADS, WORKLOADS, parse_list  # noqa: E402
 import report  # noqa: E402
 
 SYSTEMS = ("fastbp", "torch", "sklearn", "numpy")
-INFER_SYSTEMS = ("fastbp", "torch", "numpy")
+# bfloat16 mixed precision, by --systems only (fastbp Trainer(precision="bf16"), torch autocast)
+BF16_SYSTEMS = ("fastbp_bf16", "torch_bf16")
+INFER_SYSTEMS = ("fastbp", "torch", "numpy") + BF16_SYSTEMS
 MARK = "@@RESULT "
 
 
@@ -162,7 +164,8 @@ def parse_args(argv=None):
                     help="comma list from " + ",".join(WORKLOADS) + " (default: all)")
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts (default 1,2)")
     ap.add_argument("--systems", default=",".join(SYSTEMS),
-                    help="comma list from fastbp,torch,sklearn,numpy (default: all)")
+                    help="comma list from fastbp,torch,sklearn,numpy (default: these four) "
+                         "and fastbp_bf16,torch_bf16 (bfloat16 mixed precision)")
     ap.add_argument("--repeats", type=int, default=None,
                     help="timed epochs per cell after the warm-up epoch (default 5, quick 3)")
     ap.add_argument("--min-repeats", type=int, default=None,
@@ -201,7 +204,7 @@ def main(argv=None) -> int:
         return 0
 
     workloads = parse_list(args.workloads, WORKLOADS)
-    systems = parse_list(args.systems, SYSTEMS)
+    systems = parse_list(args.systems, SYSTEMS + BF16_SYSTEMS)
     threads = [int(t) for t in parse_list(args.threads)]
     if not workloads or not systems or not threads or min(threads) < 1:
         raise SystemExit("need at least one workload, one system and thread counts >= 1")

@@ -116,12 +116,16 @@ def _fastbp_net(w: Workload, fastbp):
     return net, shared_init
 
 
-def train_fastbp(w, X, y, threads, repeats, budget, min_repeats):
+def train_fastbp(w, X, y, threads, repeats, budget, min_repeats, precision=None):
     _check_supported(w, "fastbp")
     fastbp = _import_fastbp()
     net, shared_init = _fastbp_net(w, fastbp)
-    tr = fastbp.Trainer(net, loss=w.loss, optimizer="sgd", lr=LR, momentum=MOMENTUM,
-                        batch_size=w.batch_size, n_threads=threads, seed=0)
+    extra = {} if precision is None else {"precision": precision}
+    try:
+        tr = fastbp.Trainer(net, loss=w.loss, optimizer="sgd", lr=LR, momentum=MOMENTUM,
+                            batch_size=w.batch_size, n_threads=threads, seed=0, **extra)
+    except TypeError as e:   # a build from before bf16 training
+        raise NotAvailable(f"this fastbp has no precision=: {e}") from e
     loss_start = eval_loss(w, net.predict(X[:EVAL_N]), y[:EVAL_N])
     reported = []
     epoch_losses = []
@@ -143,14 +147,24 @@ def train_fastbp(w, X, y, threads, repeats, budget, min_repeats):
                 module=getattr(fastbp, "__file__", "?"))
 
 
-def infer_fastbp(w, X, threads, repeats, budget, min_repeats):
+def train_fastbp_bf16(w, X, y, threads, repeats, budget, min_repeats):
+    """fastbp with Trainer(precision="bf16"): bfloat16 products, float32 the rest."""
+    fastbp = _import_fastbp()
+    from fastbp import _bf16
+    res = train_fastbp(w, X, y, threads, repeats, budget, min_repeats, precision="bf16")
+    res["bf16"] = _bf16.bf16_capability()
+    return res
+
+
+def infer_fastbp(w, X, threads, repeats, budget, min_repeats, precision=None):
     fastbp = _import_fastbp()
     net, _ = _fastbp_net(w, fastbp)
     try:
         fastbp.set_num_threads(threads)
     except Exception:
         pass
-    times = _timed_calls(lambda: net.predict(X), repeats, budget, min_repeats)
+    kw = {} if precision is None else {"precision": precision}
+    times = _timed_calls(lambda: net.predict(X, **kw), repeats, budget, min_repeats)
     return dict(call_s=times, version=getattr(fastbp, "__version__", "?"))
 
 
@@ -190,7 +204,13 @@ def _torch_out(w, torch, logits):
     return torch.softmax(logits, dim=1) if w.loss == "cross_entropy" else logits
 
 
-def train_torch(w, X, y, threads, repeats, budget, min_repeats):
+def infer_fastbp_bf16(w, X, threads, repeats, budget, min_repeats):
+    return infer_fastbp(w, X, threads, repeats, budget, min_repeats, precision="bf16")
+
+
+def train_torch(w, X, y, threads, repeats, budget, min_repeats, autocast=False):
+    """autocast: the forward (and so the backward) under torch.autocast("cpu",
+    dtype=torch.bfloat16), PyTorch's mixed precision: float32 master weights, bf16 mm."""
     _check_supported(w, "torch")
     torch = _import_torch(threads)
     import torch.nn.functional as F
@@ -223,7 +243,9 @@ def train_torch(w, X, y, threads, repeats, budget, min_repeats):
         for i in range(0, n, B):
             idx = perm[i:i + B]
             xb, yb = Xt[idx], yt[idx]
-            out = model(xb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = model(xb)
+            out = out.float()
             if ce:
                 loss = F.cross_entropy(out, yb)
             else:  # fastbp's MSE: 0.5 * sum over outputs, mean over samples
@@ -239,15 +261,15 @@ def train_torch(w, X, y, threads, repeats, budget, min_repeats):
                 torch_threads=torch.get_num_threads())
 
 
-def infer_torch(w, X, threads, repeats, budget, min_repeats):
+def infer_torch(w, X, threads, repeats, budget, min_repeats, autocast=False):
     torch = _import_torch(threads)
     model = _torch_model(w, torch)
     model.eval()
     Xt = torch.from_numpy(X)
 
     def call():
-        with torch.no_grad():
-            return _torch_out(w, torch, model(Xt))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return _torch_out(w, torch, model(Xt).float())
 
     times = _timed_calls(call, repeats, budget, min_repeats)
     return dict(call_s=times, version=torch.__version__)
@@ -489,6 +511,16 @@ def sgemm_rate(threads, repeats, budget, min_repeats, n=2048):
     return out
 
 
+def train_torch_bf16(w, X, y, threads, repeats, budget, min_repeats):
+    return train_torch(w, X, y, threads, repeats, budget, min_repeats, autocast=True)
+
+
+def infer_torch_bf16(w, X, threads, repeats, budget, min_repeats):
+    return infer_torch(w, X, threads, repeats, budget, min_repeats, autocast=True)
+
+
 TRAIN = {"fastbp": train_fastbp, "torch": train_torch, "sklearn": train_sklearn,
-         "numpy": train_numpy}
-INFER = {"fastbp": infer_fastbp, "torch": infer_torch, "numpy": infer_numpy}
+         "numpy": train_numpy, "fastbp_bf16": train_fastbp_bf16,
+         "torch_bf16": train_torch_bf16}
+INFER = {"fastbp": infer_fastbp, "torch": infer_torch, "numpy": infer_numpy,
+         "fastbp_bf16": infer_fastbp_bf16, "torch_bf16": infer_torch_bf16}

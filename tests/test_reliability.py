@@ -167,8 +167,11 @@ def test_ctrl_c_stops_fit_quickly_and_keeps_a_consistent_state(tmp_path, catch):
     """Ctrl-C stops fit within about a second with the network and the History consistent;
     the KeyboardInterrupt reaches the caller (its ``history`` attribute, and the trainer's,
     hold the completed epochs), or with catch_interrupt=True fit returns the History."""
+    # the child restores Python's SIGINT handler: a shell starting the tests in the
+    # background (``cmd &``) makes them, and so the child, ignore SIGINT
     script = textwrap.dedent(f"""
-        import sys, time, numpy as np, fastbp
+        import signal, sys, time, numpy as np, fastbp
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         rng = np.random.default_rng(0)
         X = rng.normal(size=(20000, 100)).astype(np.float32)
         y = rng.integers(0, 10, 20000)

@@ -117,7 +117,8 @@ def test_same_constructor_parameters_and_defaults(ours, theirs):
         assert mine[name].kind == p.kind, name
     extras = {name: p.default for name, p in mine.items() if name not in ref}
     expected = dict(init=None, n_threads=None, dtype=None, callbacks=None, dropout=0.0,
-                    input_dropout=0.0, batch_norm=False, l1=0.0, clip_norm=None, max_norm=None)
+                    input_dropout=0.0, batch_norm=False, l1=0.0, clip_norm=None, max_norm=None,
+                    precision=None)
     if ours is MLPClassifier:
         expected["class_weight"] = None
     assert extras == expected

@@ -437,9 +437,17 @@ static void fbp_b16_free(void *p)
  * bfloat16, float32 sums; beta == 0 never reads C. mode: FBP_BF16_NATIVE (the CPU must have
  * it: see fbp_bf16_cpu) or FBP_BF16_EMULATED. Up to nthreads OpenMP threads. Returns 0, or -1
  * if scratch memory could not be allocated (C is then untouched). */
-static int fbp_bf16_gemm(int mode, int ta, int tb, int m, int n, int k, float alpha,
-                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                         int ldc, int nthreads)
+/* bytes of scratch (the packed A tiles) a product with m rows of op(A) and any k needs */
+static size_t fbp_bf16_scratch_bytes(int m)
+{
+    return (size_t)((m + B16_MR - 1) / B16_MR) * B16_MR * B16_KP * 4;
+}
+
+/* as fbp_bf16_gemm, with the caller's scratch (64-byte aligned, at least
+ * fbp_bf16_scratch_bytes(m) bytes; NULL: allocated and freed here, then -1 if it cannot) */
+static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float alpha,
+                            const float *A, int lda, const float *B, int ldb, float beta,
+                            float *C, int ldc, int nthreads, uint32_t *scratch)
 {
     if (m <= 0 || n <= 0) return 0;
     if (k <= 0 || alpha == 0.0f) {
@@ -459,7 +467,8 @@ static int fbp_bf16_gemm(int mode, int ta, int tb, int m, int n, int k, float al
     const int nkb = (k + B16_KC - 1) / B16_KC;
     const int kcb = ((k + nkb - 1) / nkb + 1) / 2 * 2;
     const int kpmax = (kcb + 1) / 2;
-    uint32_t *Ap = (uint32_t *)fbp_b16_alloc((size_t)mt * B16_MR * kpmax * 4);
+    uint32_t *Ap = scratch != NULL ? scratch
+                                   : (uint32_t *)fbp_b16_alloc((size_t)mt * B16_MR * kpmax * 4);
     if (Ap == NULL) return -1;
     const int panels = (n + B16_NR - 1) / B16_NR;
     int nt = nthreads < 1 ? 1 : nthreads;
@@ -523,8 +532,16 @@ static int fbp_bf16_gemm(int mode, int ta, int tb, int m, int n, int k, float al
             }
         }   /* (implicit barrier: Ap is packed anew for the next k block) */
     }
-    fbp_b16_free(Ap);
+    if (scratch == NULL) fbp_b16_free(Ap);
     return 0;
+}
+
+static int fbp_bf16_gemm(int mode, int ta, int tb, int m, int n, int k, float alpha,
+                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                         int ldc, int nthreads)
+{
+    return fbp_bf16_gemm_ws(mode, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                            nthreads, NULL);
 }
 
 /* dst[i] = x[i] rounded to bfloat16 (as a float32), by the mode's conversion */

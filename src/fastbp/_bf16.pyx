@@ -22,6 +22,10 @@ cdef extern from "_bf16.h" nogil:
     int fbp_bf16_gemm(int mode, int ta, int tb, int m, int n, int k, float alpha,
                       const float* A, int lda, const float* B, int ldb, float beta, float* C,
                       int ldc, int nthreads)
+    int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float alpha,
+                         const float* A, int lda, const float* B, int ldb, float beta,
+                         float* C, int ldc, int nthreads, unsigned int* scratch)
+    size_t fbp_bf16_scratch_bytes(int m)
     void fbp_bf16_round(int mode, const float* x, float* dst, Py_ssize_t count)
     float fbp_bf16_peak(int which, long iters)
     int fbp_bf16_peak_chains()
@@ -41,6 +45,19 @@ cdef int bf16_gemm_c(int ta, int tb, int m, int n, int k, float alpha, const flo
     """The product by the active implementation; 0, or -1 if scratch memory ran out."""
     return fbp_bf16_gemm(active_mode, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
                          n_threads)
+
+
+cdef int bf16_gemm_ws_c(int ta, int tb, int m, int n, int k, float alpha, const float* A,
+                        int lda, const float* B, int ldb, float beta, float* C, int ldc,
+                        int n_threads, void* scratch) noexcept nogil:
+    """As bf16_gemm_c with the caller's scratch (64-byte aligned, bf16_scratch_bytes(m)
+    bytes or more): no allocation."""
+    return fbp_bf16_gemm_ws(active_mode, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                            n_threads, <unsigned int*>scratch)
+
+
+cdef size_t bf16_scratch_bytes(int m) noexcept nogil:
+    return fbp_bf16_scratch_bytes(m)
 
 
 def bf16_capability():

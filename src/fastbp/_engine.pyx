@@ -18,7 +18,7 @@ from libc.string cimport memcpy
 from libc.math cimport isfinite, fabs, sqrt, INFINITY
 
 from ._blas cimport gemm_as, small_gemm, NoTrans, Trans, BLAS_Trans
-from ._bf16 cimport bf16_gemm_c
+from ._bf16 cimport bf16_gemm_c, bf16_gemm_ws_c, bf16_scratch_bytes
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
                         all_finite, maxabs, maxabs_par, needs_pre, count_correct, run_threads,
                         thread_cap, set_thread_cap, act_bound, slope_bound, row_coupled,
@@ -448,9 +448,10 @@ cdef enum Epilogue:
 
 cdef inline void pgemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
                        const floating* A, int lda, const floating* B, int ldb,
-                       floating beta, floating* C, int ldc, int nt) noexcept nogil:
+                       floating beta, floating* C, int ldc, int nt,
+                       void* b16=NULL) noexcept nogil:
     pgemm_ep(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, nt, EP_NONE, 0, NULL,
-             NULL, NULL, NULL, NULL, NULL, NULL)
+             NULL, NULL, NULL, NULL, NULL, NULL, b16)
 
 
 cdef inline void epilogue_block(int ep, int act, floating* C, floating* out,
@@ -498,7 +499,7 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
                    floating beta, floating* C, int ldc, int nt, int ep, int act,
                    const floating* bias, floating* out, const floating* pre,
                    double* omax, const Dropout* dr, floating* dd,
-                   unsigned char* dm) noexcept nogil:
+                   unsigned char* dm, void* b16=NULL) noexcept nogil:
     """C := alpha * op(A) @ op(B) + beta * C (row-major), split over up to nt threads, then
     the epilogue ep on C (ldc == n), each thread on its own block while it is in cache
     (with dr, the dropout of the next layer's input, or of this gradient; see
@@ -508,6 +509,10 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
     Each thread re-reads (and BLAS re-packs) the whole operand that is not split, so the
     split goes across the larger one: the rows of C (and of op(A)) when op(A) is larger,
     else the columns of C (and of op(B)).
+
+    With b16 (float32 only: a scratch of b16_scratch's size), op(A) and op(B) are rounded to
+    bfloat16 as they are packed and the sums are float32 (_bf16.h, its own threads), then
+    the epilogue runs as a pass of its own.
     """
     cdef int t, nthr, by_rows = <Py_ssize_t>m * k > <Py_ssize_t>k * n
     cdef int late = 0, small = small_gemm(ta, tb, m, n, k, C)
@@ -518,7 +523,11 @@ cdef void pgemm_ep(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating a
     nthr = min(nt, 256)
     if nthr > dim // MIN_BLOCK:
         nthr = <int>(dim // MIN_BLOCK)
-    if nthr <= 1 or (2.0 * m * n * k < PAR_GEMM_FLOPS and not few_rows):
+    if floating is float and b16 != NULL:
+        bf16_gemm_ws_c(ta == Trans, tb == Trans, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                       ldc, run_threads(nt), b16)
+        late = ep
+    elif nthr <= 1 or (2.0 * m * n * k < PAR_GEMM_FLOPS and not few_rows):
         gemm_as(small, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         late = ep
     else:
@@ -573,6 +582,8 @@ cdef struct Mode:
     int update_running        # a training step: fold the batch statistics into them
     double bn_momentum, bn_eps
     int bf16                  # float32 forward products in bfloat16 (predict only; 0 else)
+    void* b16                 # every product in bfloat16 with this scratch (bf16 training:
+                              # see b16_scratch), or NULL: in the network's dtype
 
 
 cdef Mode EVAL                # no dropout, batch norm with the running statistics
@@ -584,6 +595,7 @@ EVAL.update_running = 0
 EVAL.bn_momentum = 0.1
 EVAL.bn_eps = 1e-5
 EVAL.bf16 = 0
+EVAL.b16 = NULL
 
 
 cdef inline unsigned long long mix64(unsigned long long z) noexcept nogil:
@@ -655,6 +667,32 @@ cdef struct StepCtx:
     # dropout and batch norm
     Mode mode                 # training, with this step's dropout key
     unsigned long long dropout_seed
+    size_t b16_bytes          # bf16 products: the scratch of one shard (mode.b16: shard 0's)
+
+
+cdef size_t b16_scratch(Layout* lay, Py_ssize_t rows) noexcept nogil:
+    """Bytes (a multiple of 64) of the scratch that every bf16 product of a pass over up to
+    ``rows`` rows needs: op(A) has ``rows`` rows (forward, input gradients) or n_in (dW)."""
+    cdef Py_ssize_t m = rows
+    cdef int i
+    for i in range(lay.L):
+        m = max(m, lay.units[i])
+    return (bf16_scratch_bytes(<int>m) + 63) // 64 * 64
+
+
+cdef class B16Scratch:
+    """64-byte aligned scratch for bf16 products, freed with its owner."""
+    cdef void* raw
+    cdef void* ptr
+
+    def __cinit__(self, size_t nbytes):
+        self.raw = malloc(nbytes + 64)
+        if self.raw == NULL:
+            raise MemoryError()
+        self.ptr = <void*>((<size_t>self.raw + 63) // 64 * 64)
+
+    def __dealloc__(self):
+        free(self.raw)
 
 
 cdef inline int forward_bf16(const float* src, const float* W, float* pre, Py_ssize_t nb,
@@ -712,7 +750,7 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
             if not in_bf16:
                 pgemm(NoTrans, NoTrans, <int>nb, <int>ly.n_out, <int>ly.n_in, <floating>1, src,
                       <int>ly.n_in, params + ly.w_off, <int>ly.n_out, <floating>0, pre,
-                      <int>ly.n_out, nt)
+                      <int>ly.n_out, nt, mode.b16)
             run = mode.running + ly.stat_off if mode.running != NULL else NULL
             bn_forward(pre, params + ly.b_off, params + ly.g_off, params + ly.be_off,
                        <floating*>w.XH[i], w.S[i], w.S[i] + ly.n_out, w.S[i] + 2 * ly.n_out,
@@ -732,7 +770,7 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
                      <int>ly.n_in, params + ly.w_off, <int>ly.n_out, <floating>0, pre,
                      <int>ly.n_out, nt, EP_FORWARD, ly.act, params + ly.b_off, dst, NULL,
                      input_max + i + 1 if track else NULL, &dr if drop_next else NULL, dd,
-                     w.M[i + 1] if drop_next else NULL)
+                     w.M[i + 1] if drop_next else NULL, mode.b16)
             if track:
                 input_max[i + 1] *= scale
 
@@ -914,7 +952,7 @@ cdef inline void input_grad(Layout* lay, Bufs* w, const floating* params, Py_ssi
              <floating*>w.G[i], <int>ly.n_out, params + ly.w_off, <int>ly.n_out, <floating>0,
              <floating*>w.G[i - 1], <int>ly.n_in, nt, EP_BACKWARD, lay.layer[i - 1].act, NULL,
              <floating*>w.A[i], <floating*>w.P[i], NULL, &dr if drop else NULL, NULL,
-             w.M[i] if drop else NULL)
+             w.M[i] if drop else NULL, mode.b16)
 
 
 cdef inline int layer_grads(Layout* lay, Bufs* w, floating* params, floating* grads,
@@ -931,7 +969,8 @@ cdef inline int layer_grads(Layout* lay, Bufs* w, floating* params, floating* gr
     if drops(mode, ly):
         src = <floating*>w.D[i]
     pgemm(Trans, NoTrans, <int>ly.n_in, <int>ly.n_out, <int>nb, <floating>1, src,
-          <int>ly.n_in, <floating*>w.G[i], <int>ly.n_out, beta, dw, <int>ly.n_out, nt)
+          <int>ly.n_in, <floating*>w.G[i], <int>ly.n_out, beta, dw, <int>ly.n_out, nt,
+          mode.b16)
     column_sums(<floating*>w.G[i], nb, ly.n_out, grads + ly.b_off, beta, nt)
     if c == NULL:
         return 1
@@ -973,7 +1012,7 @@ cdef int backward(Layout* lay, Bufs* w, floating* params, floating* grads,
         elif dX != NULL:
             pgemm(NoTrans, Trans, <int>nb, <int>first.n_in, <int>first.n_out, <floating>1,
                   <floating*>w.G[0], <int>first.n_out, params + first.w_off,
-                  <int>first.n_out, <floating>0, dX, <int>first.n_in, nt)
+                  <int>first.n_out, <floating>0, dX, <int>first.n_in, nt, mode.b16)
             if drops(mode, first):
                 layer_dropout(&dr, mode, first, 0)
                 mask_rows(dX, w.M[0], first.n_in, nb, first.n_in, dr.scale, nt)
@@ -1149,9 +1188,11 @@ def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[
 
 def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
                        floating[::1] grads, Samples data, int loss, floating[:, ::1] dX=None,
-                       double l2=0, int nt=1, bint training=False, seed=None, running=None):
+                       double l2=0, int nt=1, bint training=False, seed=None, running=None,
+                       bint bf16=False):
     """Mean loss over all rows of ``data`` and its gradients into ``grads`` (accumulated
-    over chunks of the workspace capacity), and dE/dX into dX if given.
+    over chunks of the workspace capacity), and dE/dX into dX if given. ``bf16``: every
+    product with bfloat16 operands and float32 sums, as a bf16 TrainState (float32 only).
 
     With sample weights the mean is weighted (divided by the sum of weights); l2 adds
     ``l2 / sum_w * W`` to the weight gradients only (scikit-learn's alpha). ``training``:
@@ -1170,9 +1211,15 @@ def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,
     cdef const floating* sw = <const floating*>data.sw
     cdef floating* dxp = NULL
     cdef Mode mode = EVAL
+    cdef B16Scratch scratch
     check_workspace(plan, ws, None, "gradients", F32 if floating is float else F64,
                     params.shape[0])
     data.check(plan, ws.dtype)
+    if bf16:
+        if floating is not float:
+            raise ValueError("bf16 products need a float32 network")
+        scratch = B16Scratch(b16_scratch(&plan.lay, ws.capacity))
+        mode.b16 = scratch.ptr
     mode.running = running_stats(plan, running)
     mode.training = training
     if training:
@@ -1284,6 +1331,11 @@ cdef class TrainState:
     (t is the optimizer's). Batch norm normalizes with the batch's statistics and folds
     them into ``running`` (the network's, momentum ``bn_momentum``) at each step.
 
+    ``precision`` "bf16" (float32 parameters): every product of a step (forward, input
+    gradients, dW) rounds its operands to bfloat16 as it packs them and sums in float32
+    (_bf16.h), with a scratch this state owns (one per batch shard: no allocation per
+    step); None: the parameters' dtype.
+
     ``distributed``: the state of one process of data-parallel training, stepped by
     ``gradient_share`` (its share of a global batch) and ``apply_update`` (after the sum
     over the processes) instead of train_batches.
@@ -1305,13 +1357,15 @@ cdef class TrainState:
     cdef readonly Py_ssize_t samples
     cdef readonly bint shuffled
     cdef readonly object running
+    cdef readonly str precision
+    cdef B16Scratch b16_scratch
 
     def __cinit__(self, Plan plan, params, Workspace workspace, OptimizerConfig optimizer,
                   OptimizerState optimizer_state, int loss, *, Py_ssize_t batch_size,
                   int n_threads=1, bint count_correct=False, double l2=0, rng=None,
                   double l1=0, bint decay_biases=False, clip_value=None, clip_norm=None,
                   max_norm=None, running=None, dropout_seed=0, double bn_momentum=0.1,
-                  double bn_eps=1e-5, bint distributed=False):
+                  double bn_eps=1e-5, bint distributed=False, str precision=None):
         cdef StepCtx* c = &self.ctx
         for name, v in (("l2", l2), ("l1", l1), ("clip_value", clip_value),
                         ("clip_norm", clip_norm), ("max_norm", max_norm)):
@@ -1376,6 +1430,19 @@ cdef class TrainState:
         c.mode.running = running_stats(plan, running)
         self.running = running
         c.dropout_seed = <unsigned long long>(int(dropout_seed) & 0xFFFFFFFFFFFFFFFF)
+        if precision is None:
+            precision = workspace.dtype.name
+        self.precision = precision
+        c.b16_bytes = 0
+        if precision == "bf16":
+            if workspace.dtype != F32:
+                raise ValueError("precision 'bf16' needs float32 parameters")
+            c.b16_bytes = b16_scratch(&plan.lay, workspace.capacity)
+            self.b16_scratch = B16Scratch(c.b16_bytes * max(1, workspace.shards))
+            c.mode.b16 = self.b16_scratch.ptr
+        elif precision != workspace.dtype.name:
+            raise ValueError(f"precision must be {workspace.dtype.name!r} or 'bf16', got "
+                             f"{precision!r}")
         self._check_buffers()
         c.grads = (optimizer_state.buf.momentum_buffer if c.direct
                    else cnp.PyArray_DATA(workspace.grads))
@@ -1539,6 +1606,8 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
         for t in range(S):
             shard_mode[t] = c.mode
             shard_mode[t].row0 = nb * t // S
+            if c.mode.b16 != NULL:
+                shard_mode[t].b16 = <char*>c.mode.b16 + t * c.b16_bytes
         for t in prange(S, num_threads=run_threads(S), schedule="static"):
             r0 = nb * t // S
             r1 = nb * (t + 1) // S

@@ -87,7 +87,7 @@ class DataParallelTrainer(Trainer):
             count_correct=self.loss != "mse", l2=self.l2, rng=self._rng_state, l1=self.l1,
             decay_biases=self.decay_biases, clip_norm=self.clip_norm,
             clip_value=self.clip_value, max_norm=self.max_norm, running=net.running_stats,
-            dropout_seed=self._dropout_seed, distributed=True)
+            dropout_seed=self._dropout_seed, distributed=True, precision=self.precision)
 
     def fit(self, X, y, epochs=10, shuffle=True, verbose=False, callbacks=None,
             sample_weight=None, class_weight=None, validation_data=None):

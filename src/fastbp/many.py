@@ -26,7 +26,7 @@ NETWORK_KEYS = ("layer_sizes", "activation", "output", "init", "dtype", "seed", 
 #: keys of a :func:`fastbp.train_many` config that go to :class:`fastbp.Trainer`
 TRAINER_KEYS = ("loss", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
                 "batch_size", "lr_schedule", "l2", "l1", "decay_biases", "clip_norm",
-                "clip_value", "max_norm")
+                "clip_value", "max_norm", "precision")
 FIT_KEYS = ("epochs", "validation_data", "shuffle", "callbacks", "sample_weight",
             "class_weight")
 

@@ -302,7 +302,8 @@ class Network:
 
     def _check_precision(self, precision):
         """True for bf16 products, False for the network's dtype; errors otherwise."""
-        if precision is None or precision == self._dtype.name:
+        if precision is None or precision == self._dtype.name or precision == {
+                "float32": "fp32", "float64": "fp64"}[self._dtype.name]:
             return False
         if precision in ("bf16", "bfloat16"):
             if self._dtype != np.float32:
@@ -380,7 +381,8 @@ class Network:
                                  f"gradient: networks with it can be evaluated but not trained")
 
     def loss_and_gradients(self, X, Y, loss=None, inputs=True, chunk_size=PREDICT_CHUNK,
-                           sample_weight=None, l2=0.0, training=False, seed=None):
+                           sample_weight=None, l2=0.0, training=False, seed=None,
+                           precision=None):
         """Mean loss over the rows of X and its gradients by backpropagation.
 
         ``loss`` None: the output activation's (softmax: cross_entropy, sigmoid:
@@ -393,9 +395,12 @@ class Network:
         fixes (the same seed, the same masks) and batch norm with the statistics of all the
         rows of X as one batch; False: no dropout and the running statistics, as
         ``predict``. The running statistics are not changed. ``grads.gammas`` and
-        ``grads.betas`` hold batch norm's gradients.
+        ``grads.betas`` hold batch norm's gradients. ``precision="bf16"`` (float32 networks):
+        every matrix product (forward, input gradients, dW) with bfloat16 operands and
+        float32 sums, as ``Trainer(precision="bf16")`` trains; the rest in float32.
         """
         name = self.check_loss(loss)
+        bf16 = self._check_precision(precision)
         self.check_trainable()
         X = as_float_matrix(X, self._dtype, "X", n_columns=self._sizes[0])
         T, labels = targets_for_loss(Y, name, X.shape[0], self._sizes[-1], self._dtype, "Y")
@@ -413,7 +418,7 @@ class Network:
         with blas_single_threaded():
             value = _engine.loss_and_gradients(self._plan, ws, self._params, flat, data,
                                                _losses.get(name), dX, l2, get_num_threads(),
-                                               bool(training), seed, self._running)
+                                               bool(training), seed, self._running, bf16)
         gw, gb, gg, gbeta = _layer_views(flat, self._sizes, self._bn)
         return float(value), Gradients(gw, gb, dX, flat, gg, gbeta)
 

@@ -376,6 +376,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         "l1": [Interval(Real, 0, None, closed="left")],
         "clip_norm": [None, Interval(Real, 0, None, closed="neither")],
         "max_norm": [None, Interval(Real, 0, None, closed="neither")],
+        "precision": [None, StrOptions({"float32", "float64", "bf16"})],
     }
 
     def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
@@ -383,7 +384,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                  verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
                  validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun,
                  init, n_threads, dtype, callbacks, dropout, input_dropout, batch_norm, l1,
-                 clip_norm, max_norm):
+                 clip_norm, max_norm, precision=None):
         self.activation = activation
         self.solver = solver
         self.alpha = alpha
@@ -418,6 +419,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         self.l1 = l1
         self.clip_norm = clip_norm
         self.max_norm = max_norm
+        self.precision = precision
 
     # ---- pickling: the cached Network is rebuilt from coefs_ --------------------------
     def __getstate__(self):
@@ -672,8 +674,8 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         ``coefs_``/``intercepts_`` (its inference form: ``W * s`` per unit and
         ``(b - running_mean) * s + beta`` with ``s = gamma / sqrt(running_var + 1e-5)``);
         dropout has no effect on predictions. The fastbp extras that only shape training
-        (init, n_threads, dtype, callbacks, dropout, batch_norm, l1, clip_norm, max_norm,
-        class_weight) have no scikit-learn parameter and are left out. A hidden activation
+        (init, n_threads, dtype, precision, callbacks, dropout, batch_norm, l1, clip_norm,
+        max_norm, class_weight) have no scikit-learn parameter and are left out. A hidden activation
         scikit-learn does not have (it has identity, logistic, tanh and relu), or
         different activations per layer, raise ValueError."""
         check_is_fitted(self)
@@ -977,9 +979,28 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         per_sample = weights[index]
         return per_sample if sample_weight is None else sample_weight * per_sample
 
+    def _bf16(self):
+        """True when training products run in bfloat16 (precision='bf16'), after checking
+        that the settings allow it."""
+        if self.precision in (None, "float32", "float64"):
+            if self.precision is not None and self.dtype is not None and self.precision != self.dtype:
+                raise ValueError(f"precision={self.precision!r} contradicts dtype={self.dtype!r}")
+            return False
+        if self.dtype == "float64":
+            raise ValueError("precision='bf16' trains a float32 network: dtype must be None "
+                             "or 'float32', got 'float64'")
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise ValueError(f"precision='bf16' needs solver 'sgd' or 'adam', got "
+                             f"{self.solver!r}")
+        return True
+
     def _train_dtype(self, X):
+        if self._bf16():
+            return np.dtype(np.float32)
         if self.dtype is not None:
             return np.dtype(self.dtype)
+        if self.precision is not None:
+            return np.dtype(self.precision)
         return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
 
     def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
@@ -1211,7 +1232,8 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         trainer = Trainer(net, loss=self._fastbp_loss(), optimizer=self._optimizer,
                           batch_size=batch_size, n_threads=nt, seed=seed,
                           lr_schedule=_LearningRate(self._optimizer), l2=float(self.alpha),
-                          l1=float(self.l1), clip_norm=self.clip_norm, max_norm=self.max_norm)
+                          l1=float(self.l1), clip_norm=self.clip_norm, max_norm=self.max_norm,
+                          precision="bf16" if self._bf16() else None)
         if data.rows.sparse or self.out_activation_ == "exp":
             run_epoch = functools.partial(self._block_epoch, trainer, data, batch_size,
                                           np.random.default_rng(seed))
@@ -1623,6 +1645,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         (``n_samples / (n_classes * np.bincount(y))``); multiplies each sample's weight
         by its class's, for every solver. Not for multilabel targets; 'balanced' not in
         partial_fit (pass the weights of the whole data as a dict).
+    precision : {'float32', 'float64', 'bf16'}, default=None
+        fastbp extra (sgd/adam): 'bf16' trains a float32 network with every matrix product
+        in bfloat16 operands and float32 sums (``fastbp.Trainer(precision="bf16")``); the
+        fitted ``coefs_`` are float32 and predictions are float32. 'float32'/'float64' are
+        ``dtype``'s choices; None: ``dtype``'s rule.
 
     Attributes
     ----------
@@ -1667,7 +1694,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  init=None, n_threads=None, dtype=None, callbacks=None, dropout=0.0,
                  input_dropout=0.0, batch_norm=False, l1=0.0, clip_norm=None, max_norm=None,
-                 class_weight=None):
+                 class_weight=None, precision=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -1679,7 +1706,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             init=init, n_threads=n_threads, dtype=dtype, callbacks=callbacks, dropout=dropout,
             input_dropout=input_dropout, batch_norm=batch_norm, l1=l1, clip_norm=clip_norm,
-            max_norm=max_norm)
+            max_norm=max_norm, precision=precision)
         self.class_weight = class_weight
 
     def _validate_input(self, X, y, incremental, reset):
@@ -1801,7 +1828,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
     warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1,
     beta_2, epsilon, n_iter_no_change, max_fun, init, n_threads, dtype, callbacks, dropout,
-    input_dropout, batch_norm, l1, clip_norm, max_norm :
+    input_dropout, batch_norm, l1, clip_norm, max_norm, precision :
         see :class:`MLPClassifier` (dropout and batch_norm not with loss='poisson').
 
     Attributes
@@ -1832,7 +1859,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  init=None, n_threads=None, dtype=None, callbacks=None, dropout=0.0,
-                 input_dropout=0.0, batch_norm=False, l1=0.0, clip_norm=None, max_norm=None):
+                 input_dropout=0.0, batch_norm=False, l1=0.0, clip_norm=None, max_norm=None,
+                 precision=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -1844,7 +1872,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             init=init, n_threads=n_threads, dtype=dtype, callbacks=callbacks, dropout=dropout,
             input_dropout=input_dropout, batch_norm=batch_norm, l1=l1, clip_norm=clip_norm,
-            max_norm=max_norm)
+            max_norm=max_norm, precision=precision)
 
     def predict(self, X):
         """Predict using the multi-layer perceptron model.

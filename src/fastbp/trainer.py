@@ -156,6 +156,13 @@ class Trainer:
     max_norm : float or None
         After each update, rescale each unit's incoming weights (a column of W) whose
         norm exceeds max_norm to that norm (Keras' MaxNorm; Srivastava et al. 2014).
+    precision : None, the network's dtype name, or "bf16"
+        "bf16" (float32 networks): every matrix product of training (forward, input
+        gradients, dW) takes bfloat16 operands, rounded to nearest even as they are packed,
+        and sums in float32 (``vdpbf16ps`` where the CPU has AVX512_BF16, else a portable
+        emulation: ``fastbp.info()["bf16"]``); parameters, optimizer state, biases,
+        activations and their derivatives, loss and softmax stay float32 (mixed precision:
+        the float32 master weights are what is saved). None: the network's dtype.
 
     ``history`` holds every epoch this Trainer has trained (over all ``fit`` calls, and
     those before a checkpoint it was loaded from); ``epoch`` counts them.
@@ -164,7 +171,7 @@ class Trainer:
     def __init__(self, net, loss=None, optimizer="sgd", lr=None, momentum=0.0,
                  nesterov=False, weight_decay=None, batch_size=32, n_threads=None, seed=None,
                  lr_schedule=None, l2=0.0, l1=0.0, decay_biases=False, clip_norm=None,
-                 clip_value=None, max_norm=None):
+                 clip_value=None, max_norm=None, precision=None):
         self.net = net
         self.loss = net.check_loss(loss)
         net.check_trainable()
@@ -200,6 +207,7 @@ class Trainer:
             None if v is None else check_number(v, name, low=0, low_open=True)
             for v, name in ((clip_norm, "clip_norm"), (clip_value, "clip_value"),
                             (max_norm, "max_norm")))
+        self.precision = "bf16" if net._check_precision(precision) else net.dtype.name
         self._workspace = None        # reused by the next fit when the shape allows
         self._threads_policy = _ThreadsPolicy()
         self.stop_training = False
@@ -231,7 +239,7 @@ class Trainer:
             count_correct=self.loss != "mse", l2=self.l2, rng=self._rng_state, l1=self.l1,
             decay_biases=self.decay_biases, clip_norm=self.clip_norm,
             clip_value=self.clip_value, max_norm=self.max_norm, running=net.running_stats,
-            dropout_seed=self._dropout_seed)
+            dropout_seed=self._dropout_seed, precision=self.precision)
 
     def _class_weights(self, class_weight, T, labels):
         """Each sample's class weight (n,), from a dict or "balanced"."""
@@ -592,7 +600,7 @@ class Trainer:
                         "n_threads": self.n_threads, "seed": self.seed, "l2": self.l2,
                         "l1": self.l1, "decay_biases": self.decay_biases,
                         "clip_norm": self.clip_norm, "clip_value": self.clip_value,
-                        "max_norm": self.max_norm,
+                        "max_norm": self.max_norm, "precision": self.precision,
                         "epoch": self.epoch, "rng_state": int(self._rng_state[0]),
                         "dropout_seed": self._dropout_seed},
             "optimizer": {"class": type(opt).__name__, "params": opt.get_params(),
@@ -632,7 +640,7 @@ class Trainer:
                           n_threads=tr["n_threads"], seed=tr["seed"], lr_schedule=lr_schedule,
                           l2=tr["l2"], l1=tr["l1"], decay_biases=tr["decay_biases"],
                           clip_norm=tr["clip_norm"], clip_value=tr["clip_value"],
-                          max_norm=tr["max_norm"])
+                          max_norm=tr["max_norm"], precision=tr.get("precision"))
             history = History.from_dict(h["history"])
         except (KeyError, TypeError) as e:
             raise ValueError(f"{path}: invalid checkpoint header ({e!r})") from None
