@@ -79,7 +79,7 @@ def merge_rounds(recs):
         vals = [r[k] for r in ok if r.get(k) is not None]
         if vals:
             m[k] = max(vals)
-    for k in ("scipy_sgemm", "numpy_sgemm", "numpy_dgemm", "torch_sgemm"):
+    for k in ("scipy_sgemm", "numpy_sgemm", "numpy_dgemm", "torch_sgemm", "bf16_peak"):
         if k in ok[0] and all(k in r for r in ok):
             m[k] = dict(gflops=_median([r[k]["gflops"] for r in ok]),
                         gflops_best=max(r[k]["gflops_best"] for r in ok))
@@ -251,6 +251,57 @@ def sgemm_md(R):
                       "numpy float32 matmul (numpy's BLAS)", "scipy vs numpy",
                       "torch.mm float32 (torch's BLAS)", "numpy float64 matmul (dgemm)"],
                      rows))
+
+
+def bf16_md(R):
+    """fastbp's bf16 mixed precision beside its float32 and PyTorch's autocast, and the
+    fraction of the VDPBF16PS peak (one core's rate times the threads)."""
+    systems = R.meta["systems"]
+    if "fastbp_bf16" not in systems:
+        return ""
+    rows = []
+    for w in R.meta["workloads"]:
+        for t in R.meta["threads"]:
+            b = ("train", "fastbp_bf16", w, t)
+            sps = R.sps(*b)
+            if sps is None:
+                continue
+            gf = sps * R.flops(w) / 1e9
+            r = R.rec("sgemm", "sgemm", None, t)
+            peak = (r or {}).get("bf16_peak")
+            row = [w, t] + [R.cell("train", s, w, t) for s in
+                            ("fastbp", "fastbp_bf16", "torch", "torch_bf16")]
+            for other in ("fastbp", "torch_bf16", "torch"):
+                q = R.ratio(b, ("train", other, w, t)) if other in systems else None
+                row.append(f"{q:.2f}×" if q else "–")
+            row += [f"{gf:.0f}", f"{100 * gf / (peak['gflops'] * t):.0f}%" if peak else "–"]
+            mem = [R.rec("train", s, w, t) for s in ("fastbp", "fastbp_bf16")]
+            row.append(" / ".join(f"{m['run_peak_rss_mb']:.0f}" if m and m.get("run_peak_rss_mb")
+                                  else "–" for m in mem))
+            rows.append(row)
+    if not rows:
+        return ""
+    peaks = [R.rec("sgemm", "sgemm", None, t) for t in R.meta["threads"]]
+    pk = next((p["bf16_peak"]["gflops"] for p in peaks if p and p.get("bf16_peak")), None)
+    infer = []
+    for w in R.meta["workloads"]:
+        for t in R.meta["threads"]:
+            q = R.ratio(("infer", "fastbp_bf16", w, t), ("infer", "fastbp", w, t))
+            qt = R.ratio(("infer", "fastbp_bf16", w, t), ("infer", "torch_bf16", w, t))
+            if q:
+                infer.append(f"{w} at {t} thread{'s' if t > 1 else ''}: {q:.2f}× float32"
+                             + (f", {qt:.2f}× PyTorch autocast" if qt else ""))
+    return ("### bfloat16 mixed precision (training samples/s; fastbp `Trainer(precision=\"bf16\")`, "
+            "PyTorch `torch.autocast(\"cpu\", dtype=torch.bfloat16)`)\n\n"
+            + _table(["workload", "threads", "fastbp float32", "fastbp bf16", "PyTorch float32",
+                      "PyTorch autocast bf16", "bf16 / fastbp float32",
+                      "bf16 / PyTorch autocast", "bf16 / PyTorch float32",
+                      "fastbp bf16 GFLOP/s", "% of VDPBF16PS peak × threads",
+                      "training peak RSS MB: float32 / bf16"], rows)
+            + (f"\n\nVDPBF16PS peak of one core, register-only loop: {pk:.1f} GFLOP/s."
+               if pk else "")
+            + ("\n\nInference (`predict(precision=\"bf16\")`): " + "; ".join(infer) + "."
+               if infer else ""))
 
 
 def training_md(R, t):
@@ -604,7 +655,8 @@ def write_report(results, out_dir):
         parts += [training_md(R, t), ""]
     if png:
         parts += [f"![training throughput]({os.path.basename(png)})", ""]
-    for section in (variants_md(R), scaling_md(R), inference_md(R), gemm_md(R), memory_md(R)):
+    for section in (bf16_md(R), variants_md(R), scaling_md(R), inference_md(R), gemm_md(R),
+                    memory_md(R)):
         if section:
             parts += [section, ""]
     if spng:

@@ -507,8 +507,35 @@ def sgemm_rate(threads, repeats, budget, min_repeats, n=2048):
                                   gflops_best=flop / min(t) / 1e9)
     except ImportError:
         pass
+    peak = bf16_peak(budget)
+    if peak:
+        out["bf16_peak"] = peak
     out["n"] = n
     return out
+
+
+def bf16_peak(budget=1.0):
+    """One core's VDPBF16PS rate (GFLOP/s) in fastbp's register-only loop (see
+    bench/bf16_peak.py), or None where the CPU or build lacks it. The threads' peak is this
+    times the cores used (one bf16 unit each on the CPUs measured)."""
+    try:
+        fastbp = _import_fastbp()
+        from fastbp import _bf16
+        chains = _bf16.peak_chains()
+        if not chains or _bf16.bf16_cpu_capability() != "avx512_bf16":
+            return None
+        iters = 2_000_000
+        _bf16.peak_loop("dpbf16", iters)             # clocks up
+        rates = []
+        t_end = time.perf_counter() + max(budget, 0.5)
+        while len(rates) < 5 or time.perf_counter() < t_end and len(rates) < 15:
+            t0 = time.perf_counter()
+            _bf16.peak_loop("dpbf16", iters)
+            rates.append(64.0 * chains * iters / (time.perf_counter() - t0) / 1e9)
+        del fastbp
+        return dict(gflops=float(np.median(rates)), gflops_best=float(max(rates)))
+    except Exception:
+        return None
 
 
 def train_torch_bf16(w, X, y, threads, repeats, budget, min_repeats):

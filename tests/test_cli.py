@@ -561,3 +561,22 @@ def test_train_checkpoint_and_resume_give_the_uninterrupted_model(tmp_path, digi
     assert "--resume" in capsys.readouterr().err
     assert main(common + ["--epochs", "6", "--resume", "-o", str(tmp_path / "y.fbp")]) == 2
     assert "--resume needs --checkpoint" in capsys.readouterr().err
+
+
+def test_train_precision_bf16(tmp_path, capsys):
+    """--precision bf16 trains with bfloat16 products (its float32 master weights are
+    saved); with --dtype float64 it is refused, naming both options."""
+    X, Y = regression_data(seed=2, n=200, k=1)
+    np.savez(tmp_path / "d.npz", X=X, y=Y)
+    rc, out, err = run(capsys, "train", tmp_path / "d.npz", *FAST, "--precision", "bf16",
+                       "-o", tmp_path / "b.fbp")
+    assert rc == 0, err
+    rc32, _, err32 = run(capsys, "train", tmp_path / "d.npz", *FAST, "-o", tmp_path / "f.fbp")
+    assert rc32 == 0, err32
+    b, f = fastbp.Network.load(tmp_path / "b.fbp"), fastbp.Network.load(tmp_path / "f.fbp")
+    assert b.dtype == np.float32
+    assert not np.array_equal(b.parameters, f.parameters)
+    np.testing.assert_allclose(b.parameters, f.parameters, atol=0.1)
+    rc, _, err = run(capsys, "train", tmp_path / "d.npz", *FAST, "--precision", "bf16",
+                     "--dtype", "float64", "-o", tmp_path / "x.fbp")
+    assert rc == 2 and "--precision bf16 needs --dtype float32" in err

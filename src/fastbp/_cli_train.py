@@ -93,6 +93,9 @@ def add_commands(sub):
     t.add_argument("--seed", type=int, default=0, help="seed of the split, weights and shuffling")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    t.add_argument("--precision", default=None, choices=["bf16"],
+                   help="bf16: train with bfloat16 products and float32 sums (mixed "
+                        "precision; needs --dtype float32)")
     t.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
                    help="standardize the features (and regression targets) with the training "
                         "split's mean and std (default: on)")
@@ -495,6 +498,8 @@ def _check_train_args(args):
         check_positive_int(args.batch_size, "--batch-size", minimum=0)
     if args.resume and args.checkpoint is None:
         raise ValueError("--resume needs --checkpoint DIR")
+    if args.precision == "bf16" and args.dtype != "float32":
+        raise ValueError(f"--precision bf16 needs --dtype float32, got --dtype {args.dtype}")
     if args.checkpoint is not None and os.path.exists(args.checkpoint) \
             and not os.path.isdir(args.checkpoint):
         raise ValueError(f"--checkpoint {args.checkpoint}: not a directory")
@@ -609,7 +614,7 @@ def _build(args, meta):
         batch = None
     trainer = Trainer(net, loss=loss, optimizer=args.optimizer, lr=args.lr,
                       momentum=args.momentum, weight_decay=args.weight_decay, batch_size=batch,
-                      n_threads=args.threads, seed=args.seed)
+                      n_threads=args.threads, seed=args.seed, precision=args.precision)
     callbacks = []
     if args.patience is not None:
         callbacks.append(EarlyStopping("val_loss", patience=args.patience,
