@@ -36,6 +36,13 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _shown_path(path):
+    """A path inside this checkout relative to it (results are committed), else "installed"."""
+    root = os.path.dirname(HERE)
+    full = os.path.abspath(path)
+    return os.path.relpath(full, root) if full.startswith(root + os.sep) else "installed"
 sys.path.insert(0, HERE)
 
 from systems import _import_fastbp  # noqa: E402
@@ -220,7 +227,7 @@ def main(argv=None):
     say(f"CPU: {machine()}, {os.cpu_count()} logical CPUs (shared with other work), load "
         f"average before the run {' '.join('%.2f' % x for x in os.getloadavg())}. "
         f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"torch {torch_v}, fastbp {fastbp.__version__} ({os.path.dirname(fastbp.__file__)}), "
+        f"torch {torch_v}, fastbp {fastbp.__version__} ({_shown_path(os.path.dirname(fastbp.__file__))}), "
         f"bf16 kernel `{bf16.bf16_capability()}`, tile {'x'.join(map(str, bf16.tile_shape()[:2]))}"
         f" with k block {bf16.tile_shape()[2]}.")
     say(f"Medians of {args.repeats} timings of >= {args.min_time:g} s each.")

@@ -93,6 +93,13 @@ def _preimport(system):
             pass  # reported as n/a by the runner
 
 
+def _shown_path(path):
+    """A path inside this checkout relative to it (results are committed), else as is."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full = os.path.abspath(path)
+    return os.path.relpath(full, root) if full.startswith(root + os.sep) else path
+
+
 def machine_info():
     info = {"python": sys.version.split()[0], "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "machine": platform.machine()}
@@ -150,7 +157,7 @@ def machine_info():
         from systems import _import_fastbp
         fb = _import_fastbp()
         versions["fastbp"] = getattr(fb, "__version__", "?")
-        info["fastbp_module"] = getattr(fb, "__file__", "?")
+        info["fastbp_module"] = _shown_path(getattr(fb, "__file__", "?"))
         if hasattr(fb, "get_gemm_kernel"):
             info["fastbp_gemm_kernel"] = fb.get_gemm_kernel()
     except Exception as e:

@@ -17,3 +17,12 @@ if os.environ.get("FASTBP_REQUIRE_INSTALLED") == "1":
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def bf16_mode():
+    """Restore the process-wide bf16 implementation after a test that changes it."""
+    from fastbp import _bf16
+    old = _bf16.bf16_capability()
+    yield _bf16.set_bf16_mode
+    _bf16.set_bf16_mode("native" if old == "avx512_bf16" else "emulate")

@@ -18,13 +18,6 @@ needs_native = pytest.mark.skipif(not NATIVE, reason="CPU or build lacks AVX512_
 EPS32 = 2.0 ** -24          # float32 unit roundoff
 
 
-@pytest.fixture
-def mode():
-    """Restore the process-wide bf16 mode after a test that changes it."""
-    old = _bf16.bf16_capability()
-    yield
-    _bf16.set_bf16_mode("native" if old == "avx512_bf16" else "emulate")
-
 
 def bf16_bits_ref(x):
     """float32 -> bfloat16 bits (uint16 as uint32) as VCVTNE2PS2BF16: round to nearest
@@ -74,7 +67,7 @@ def _special_and_random_floats(rng):
 
 
 @pytest.mark.parametrize("which", MODES)
-def test_rounding_matches_reference_bitwise(mode, which, rng):
+def test_rounding_matches_reference_bitwise(bf16_mode, which, rng):
     """Every float32 bit pattern class (random bits cover NaNs, infs, denormals, both
     signs), odd lengths (the vector path's tail)."""
     _bf16.set_bf16_mode(which)
@@ -120,7 +113,7 @@ SHAPES = [(1, 1, 1), (1, 1, 2), (7, 5, 3), (8, 48, 2), (9, 49, 17), (8, 16, 255)
 @pytest.mark.parametrize("which", MODES)
 @pytest.mark.parametrize("transa", [False, True])
 @pytest.mark.parametrize("transb", [False, True])
-def test_product_matches_rounded_reference(mode, which, transa, transb, rng):
+def test_product_matches_rounded_reference(bf16_mode, which, transa, transb, rng):
     """All four forms, the ragged shapes, strided rows, alpha/beta including beta 0 (C is
     NaN there: never read) and beta 1."""
     _bf16.set_bf16_mode(which)
@@ -139,7 +132,7 @@ def test_product_matches_rounded_reference(mode, which, transa, transb, rng):
 
 
 @pytest.mark.parametrize("which", MODES)
-def test_rounding_is_what_is_measured(mode, which, rng):
+def test_rounding_is_what_is_measured(bf16_mode, which, rng):
     """The test above is not vacuous: with k large the product of the unrounded operands is
     far outside its tolerance, the product of the rounded ones inside."""
     _bf16.set_bf16_mode(which)
@@ -153,7 +146,7 @@ def test_rounding_is_what_is_measured(mode, which, rng):
 
 @pytest.mark.parametrize("which", MODES)
 @pytest.mark.parametrize("m, n, k", [(0, 5, 3), (5, 0, 3), (0, 0, 0), (4, 6, 0)])
-def test_zero_sizes(mode, which, m, n, k, rng):
+def test_zero_sizes(bf16_mode, which, m, n, k, rng):
     """Empty products: nothing to do, or (k == 0) C := beta C, zeros when beta == 0."""
     _bf16.set_bf16_mode(which)
     for transa in (False, True):
@@ -170,7 +163,7 @@ def test_zero_sizes(mode, which, m, n, k, rng):
 
 
 @pytest.mark.parametrize("which", MODES)
-def test_nan_and_inf_propagate(mode, which, rng):
+def test_nan_and_inf_propagate(bf16_mode, which, rng):
     _bf16.set_bf16_mode(which)
     A, B, _ = _operands(rng, False, False, 20, 70, 40)
     A[3, 7] = np.nan
@@ -186,7 +179,7 @@ def test_nan_and_inf_propagate(mode, which, rng):
 @needs_native
 @pytest.mark.parametrize("transa", [False, True])
 @pytest.mark.parametrize("transb", [False, True])
-def test_emulation_matches_native(mode, transa, transb, rng):
+def test_emulation_matches_native(bf16_mode, transa, transb, rng):
     """Both implementations pack the same bf16 words and sum in the same order, so they agree
     to float32 rounding; on the CPUs seen so far (AMD Zen 4) they agree bit for bit."""
     for m, n, k in SHAPES + [(128, 512, 784)]:
@@ -202,7 +195,7 @@ def test_emulation_matches_native(mode, transa, transb, rng):
 
 
 @pytest.mark.parametrize("which", MODES)
-def test_threads_and_splits_give_the_same_bits(mode, which, rng):
+def test_threads_and_splits_give_the_same_bits(bf16_mode, which, rng):
     """Every C entry is summed in one order whatever the threads, and a row or column block
     of a product is the same as that block of the whole (as the engine splits products)."""
     _bf16.set_bf16_mode(which)
@@ -336,7 +329,7 @@ def _softmax(pre):
 
 
 @pytest.mark.parametrize("which", MODES)
-def test_predict_bf16_matches_reference(mode, which, rng):
+def test_predict_bf16_matches_reference(bf16_mode, which, rng):
     """A network of W1's sizes, rows not a multiple of the tile: each layer's output (by
     hidden_activations) is the reference layer applied to the engine's previous layer
     output, to float32 rounding; the whole forward pass is measurably not the float32 one."""
@@ -358,7 +351,7 @@ def test_predict_bf16_matches_reference(mode, which, rng):
 
 
 @needs_native
-def test_predict_bf16_emulated_equals_native(mode, rng):
+def test_predict_bf16_emulated_equals_native(bf16_mode, rng):
     net = _net([64, 200, 30, 10], seed=3)
     X = rng.standard_normal((77, 64)).astype(np.float32)
     _bf16.set_bf16_mode("native")

@@ -13,13 +13,6 @@ MODES = ["emulate"] + (["native"] if NATIVE else [])
 needs_native = pytest.mark.skipif(not NATIVE, reason="CPU or build lacks AVX512_BF16")
 
 
-@pytest.fixture
-def mode():
-    """Restore the process-wide bf16 mode after a test that changes it."""
-    old = _bf16.bf16_capability()
-    yield
-    _bf16.set_bf16_mode("native" if old == "avx512_bf16" else "emulate")
-
 
 def R(a):
     """a rounded to bfloat16, as float64 (the products' operands)."""
@@ -54,7 +47,7 @@ RELU = (lambda p: np.maximum(p, 0), lambda z: (z > 0).astype(np.float64))
 
 @pytest.mark.parametrize("which", MODES)
 @pytest.mark.parametrize("act", ["tanh", "relu"])
-def test_gradients_match_rounded_reference(mode, which, act, rng):
+def test_gradients_match_rounded_reference(bf16_mode, which, act, rng):
     """Forward, dW and dX products in bf16, the rest float32: the reference with the same
     rounded operands agrees to float32 rounding; float32's own gradients differ by bf16's."""
     _bf16.set_bf16_mode(which)
@@ -76,7 +69,7 @@ def test_gradients_match_rounded_reference(mode, which, act, rng):
 
 
 @needs_native
-def test_emulation_equals_native_gradients(mode, rng):
+def test_emulation_equals_native_gradients(bf16_mode, rng):
     net = fastbp.Network([30, 50, 20, 4], activation="relu", output="softmax", seed=1,
                          dropout=0.2)
     X = rng.standard_normal((40, 30)).astype(np.float32)

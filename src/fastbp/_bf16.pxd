@@ -3,10 +3,6 @@
 
 cdef int bf16_mode() noexcept nogil
 
-cdef int bf16_gemm_c(int ta, int tb, int m, int n, int k, float alpha, const float* A, int lda,
-                     const float* B, int ldb, float beta, float* C, int ldc,
-                     int n_threads) noexcept nogil
-
 cdef int bf16_gemm_ws_c(int ta, int tb, int m, int n, int k, float alpha, const float* A,
                         int lda, const float* B, int ldb, float beta, float* C, int ldc,
                         int n_threads, void* scratch) noexcept nogil

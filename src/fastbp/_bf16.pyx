@@ -39,19 +39,11 @@ cdef int bf16_mode() noexcept nogil:
     return active_mode
 
 
-cdef int bf16_gemm_c(int ta, int tb, int m, int n, int k, float alpha, const float* A, int lda,
-                     const float* B, int ldb, float beta, float* C, int ldc,
-                     int n_threads) noexcept nogil:
-    """The product by the active implementation; 0, or -1 if scratch memory ran out."""
-    return fbp_bf16_gemm(active_mode, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
-                         n_threads)
-
-
 cdef int bf16_gemm_ws_c(int ta, int tb, int m, int n, int k, float alpha, const float* A,
                         int lda, const float* B, int ldb, float beta, float* C, int ldc,
                         int n_threads, void* scratch) noexcept nogil:
-    """As bf16_gemm_c with the caller's scratch (64-byte aligned, bf16_scratch_bytes(m)
-    bytes or more): no allocation."""
+    """The product by the active implementation, with the caller's scratch (64-byte
+    aligned, bf16_scratch_bytes(m) bytes or more): no allocation, returns 0."""
     return fbp_bf16_gemm_ws(active_mode, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
                             n_threads, <unsigned int*>scratch)
 

@@ -18,7 +18,7 @@ from libc.string cimport memcpy
 from libc.math cimport isfinite, fabs, sqrt, INFINITY
 
 from ._blas cimport gemm_as, small_gemm, NoTrans, Trans, BLAS_Trans
-from ._bf16 cimport bf16_gemm_c, bf16_gemm_ws_c, bf16_scratch_bytes
+from ._bf16 cimport bf16_gemm_ws_c, bf16_scratch_bytes
 from ._kernels cimport (bias_act_forward, act_backward, loss_and_output_grad, column_sums,
                         all_finite, maxabs, maxabs_par, needs_pre, count_correct, run_threads,
                         thread_cap, set_thread_cap, act_bound, slope_bound, row_coupled,
@@ -581,9 +581,8 @@ cdef struct Mode:
     double* running           # batch norm's running statistics (the network's), or NULL
     int update_running        # a training step: fold the batch statistics into them
     double bn_momentum, bn_eps
-    int bf16                  # float32 forward products in bfloat16 (predict only; 0 else)
-    void* b16                 # every product in bfloat16 with this scratch (bf16 training:
-                              # see b16_scratch), or NULL: in the network's dtype
+    void* b16                 # every product in bfloat16 with this scratch (see
+                              # b16_scratch; float32 only), or NULL: in the network's dtype
 
 
 cdef Mode EVAL                # no dropout, batch norm with the running statistics
@@ -594,7 +593,6 @@ EVAL.running = NULL
 EVAL.update_running = 0
 EVAL.bn_momentum = 0.1
 EVAL.bn_eps = 1e-5
-EVAL.bf16 = 0
 EVAL.b16 = NULL
 
 
@@ -695,15 +693,6 @@ cdef class B16Scratch:
         free(self.raw)
 
 
-cdef inline int forward_bf16(const float* src, const float* W, float* pre, Py_ssize_t nb,
-                             Py_ssize_t n_in, Py_ssize_t n_out, int nt) noexcept nogil:
-    """pre = src @ W with both rounded to bfloat16 and float32 sums (_bf16.h), on up to nt
-    threads; 0 if it could not get its scratch memory (the caller then runs the float32
-    product)."""
-    return bf16_gemm_c(0, 0, <int>nb, <int>n_out, <int>n_in, 1.0, src, <int>n_in, W,
-                       <int>n_out, 0.0, pre, <int>n_out, run_threads(nt)) == 0
-
-
 cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* X,
                   Py_ssize_t nb, floating* out, int nt, double* input_max,
                   const Mode* mode) noexcept nogil:
@@ -712,7 +701,7 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
     previous layer's epilogue (the first layer's on X here), into D with its mask in M.
     With input_max, input_max[i] >= max |input of layer i| (after dropout) for the hidden
     layers i >= 1."""
-    cdef int i, L = lay.L, track, drop_next, in_bf16
+    cdef int i, L = lay.L, track, drop_next
     cdef LayerSpec* ly
     cdef const floating* src
     cdef floating* dst
@@ -740,17 +729,10 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
         if track and act_bound(ly.act) >= 0:
             input_max[i + 1] = act_bound(ly.act) * scale
             track = 0
-        # predict with precision="bf16": the product in bfloat16 (see forward_bf16), the
-        # rest as below (no dropout and no tracking in evaluation mode)
-        in_bf16 = 0
-        if floating is float:
-            if mode.bf16 and not mode.training and input_max == NULL:
-                in_bf16 = forward_bf16(src, params + ly.w_off, pre, nb, ly.n_in, ly.n_out, nt)
         if ly.batch_norm:
-            if not in_bf16:
-                pgemm(NoTrans, NoTrans, <int>nb, <int>ly.n_out, <int>ly.n_in, <floating>1, src,
-                      <int>ly.n_in, params + ly.w_off, <int>ly.n_out, <floating>0, pre,
-                      <int>ly.n_out, nt, mode.b16)
+            pgemm(NoTrans, NoTrans, <int>nb, <int>ly.n_out, <int>ly.n_in, <floating>1, src,
+                  <int>ly.n_in, params + ly.w_off, <int>ly.n_out, <floating>0, pre,
+                  <int>ly.n_out, nt, mode.b16)
             run = mode.running + ly.stat_off if mode.running != NULL else NULL
             bn_forward(pre, params + ly.b_off, params + ly.g_off, params + ly.be_off,
                        <floating*>w.XH[i], w.S[i], w.S[i] + ly.n_out, w.S[i] + 2 * ly.n_out,
@@ -763,8 +745,6 @@ cdef void forward(Layout* lay, Bufs* w, const floating* params, const floating* 
                 dropout_rows(dst, dd, w.M[i + 1], ly.n_out, nb, ly.n_out, &dr, nt)
             if track:
                 input_max[i + 1] = maxabs(dst, nb, ly.n_out, ly.n_out) * scale
-        elif in_bf16:
-            bias_act_forward(ly.act, pre, dst, params + ly.b_off, nb, ly.n_out, nt)
         else:
             pgemm_ep(NoTrans, NoTrans, <int>nb, <int>ly.n_out, <int>ly.n_in, <floating>1, src,
                      <int>ly.n_in, params + ly.w_off, <int>ly.n_out, <floating>0, pre,
@@ -1161,14 +1141,15 @@ def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[
     cdef Py_ssize_t d = X.shape[1], k = out.shape[1]
     cdef Mode mode = EVAL
     cdef Layout lay = plan.lay
+    cdef B16Scratch scratch
     check_workspace(plan, ws, None, "predict", F32 if floating is float else F64,
                     params.shape[0])
     mode.running = running_stats(plan, running)
     if bf16:
-        if floating is float:
-            mode.bf16 = 1
-        else:
+        if floating is not float:
             raise ValueError("bf16 products need a float32 network")
+        scratch = B16Scratch(b16_scratch(&plan.lay, min(ws.capacity, n)))
+        mode.b16 = scratch.ptr
     if n_layers:
         if not 1 <= n_layers <= plan.lay.L:
             raise ValueError(f"n_layers must be in [1, {plan.lay.L}], got {n_layers}")
