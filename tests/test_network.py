@@ -59,9 +59,11 @@ def test_predict_is_chunked_with_identical_results():
     assert net.predict(np.empty((0, 6))).shape == (0, 4)
 
 
-def test_predict_from_many_threads_equals_serial():
-    net = fastbp.Network([20, 64, 64, 5], activation="gelu", seed=0)
-    Xs = [np.random.default_rng(i).normal(size=(300, 20)) for i in range(8)]
+@pytest.mark.parametrize("rows,dtype", [(300, "float64"), (3, "float32")])
+def test_predict_from_many_threads_equals_serial(rows, dtype):
+    # 3 float32 rows: the serving path, its workspaces shared through the network's pool
+    net = fastbp.Network([20, 64, 64, 5], activation="gelu", seed=0, dtype=dtype)
+    Xs = [np.random.default_rng(i).normal(size=(rows, 20)).astype(dtype) for i in range(8)]
     serial = [net.predict(X) for X in Xs]
     results = [None] * len(Xs)
 
@@ -238,3 +240,51 @@ def test_predict_on_a_few_rows_split_over_threads_equals_one_thread(dtype):
                       [b.astype(float) for b in net.biases], list(net.activations), X)
         np.testing.assert_allclose(one, ref[1][-1],
                                    rtol=1e-4 if dtype == "float32" else 1e-12, atol=1e-6)
+
+
+def test_the_serving_path_of_predict_equals_the_general_path_bit_for_bit():
+    """A few rows of C-contiguous float32 take _engine.predict_rows (checks, pool and output
+    in one compiled call); it must give the general path's bits, and hand anything else
+    (other dtypes, layouts, byte order, sizes, NaN) back to the general path."""
+    from fastbp import _blas, _engine
+    net = fastbp.Network([30, 40, 20, 5], activation=["relu", "tanh"], output="softmax",
+                         batch_norm=True, dropout=0.1, seed=3)
+    net._running[:] = np.random.default_rng(1).uniform(0.5, 2, net._running.shape)
+    rng = np.random.default_rng(0)
+    pool = []
+    rows_max = _blas.rows_kernel_rows()
+    for rows in (1, 2, 7, 64, 65):
+        X = rng.normal(size=(rows, 30)).astype(np.float32)
+        general = net.predict(X, chunk_size=10_000)        # chunk_size: the general path
+        fast = _engine.predict_rows(net._plan, pool, net._params, X, rows_max, 2, net._running)
+        if rows <= min(rows_max, _engine.POOLED_ROWS):
+            np.testing.assert_array_equal(fast, general)
+            np.testing.assert_array_equal(net.predict(X), general)
+            assert fast.dtype == np.float32 and fast.flags.c_contiguous
+        else:
+            assert fast is None
+            np.testing.assert_array_equal(net.predict(X), general)
+    assert 1 <= len(pool) <= 4
+    X = rng.normal(size=(3, 30)).astype(np.float32)
+    ref = net.predict(X, chunk_size=10_000)
+    others = {"float64": X.astype(np.float64), "swapped": X.astype(X.dtype.newbyteorder()),
+              "fortran": np.asfortranarray(X), "strided": np.repeat(X, 2, axis=1)[:, ::2],
+              "list": X.tolist()}
+    for name, Y in others.items():
+        assert _engine.predict_rows(net._plan, pool, net._params, Y, rows_max, 1,
+                                    net._running) is None, name
+        np.testing.assert_allclose(net.predict(Y), ref, rtol=1e-6, atol=1e-7, err_msg=name)
+    ro = X.copy()
+    ro.flags.writeable = False
+    np.testing.assert_array_equal(net.predict(ro), ref)
+    for bad in (np.nan, np.inf):
+        Y = X.copy()
+        Y[1, 4] = bad
+        assert _engine.predict_rows(net._plan, pool, net._params, Y, rows_max, 1,
+                                    net._running) is None
+        with pytest.raises(ValueError, match="X contains"):
+            net.predict(Y)
+    with pytest.raises(ValueError, match="columns"):
+        net.predict(X[:, :29].copy())
+    with pytest.raises(ValueError, match="chunk_size"):
+        net.predict(X, chunk_size=0)

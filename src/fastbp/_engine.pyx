@@ -437,6 +437,8 @@ cdef Py_ssize_t MIN_BLOCK = 16        # rows/columns per thread at least
 # A product of a few rows (predict on a few samples) reads all of B for little arithmetic:
 # it is bound by memory, and split over the columns from this size of B on (in entries).
 cdef int FEW_ROWS = 4
+cdef Py_ssize_t POOLED = 64       # predict workspaces of up to this capacity are pooled
+POOLED_ROWS = POOLED
 cdef double PAR_FEW_ROWS_KN = 65536
 
 
@@ -1165,6 +1167,54 @@ def predict(Plan plan, Workspace ws, const floating[::1] params, const floating[
             forward(&lay, &ws.b, &params[0], &X[0, 0] + s * d, nb, &out[0, 0] + s * k, nt,
                     NULL, &mode)
             s += nb
+
+
+def predict_rows(Plan plan, list pool, cnp.ndarray params, X, Py_ssize_t max_rows, int nt,
+                 running=None):
+    """``predict``'s serving path, for the latency of a few rows: the float32 network of
+    ``plan`` (parameters ``params``) on X when X is already a C-contiguous float32 ndarray
+    of 1 to ``max_rows`` (at most POOLED_ROWS, the capacity of the workspaces kept in
+    ``pool``) rows with the network's inputs as columns and only finite entries; the
+    output array, or None when X is not that (the caller then takes the general path,
+    which converts or reports). The checks, the pool and the output are all here: one
+    call from Python, no memoryview."""
+    cdef cnp.ndarray x, out
+    cdef Workspace ws = None
+    cdef Mode mode = EVAL
+    cdef Layout* lay = &plan.lay
+    cdef Py_ssize_t n, d = lay.units[0]
+    cdef cnp.npy_intp dims[2]
+    cdef const float* xp
+    cdef double top
+    if not cnp.PyArray_CheckExact(X):
+        return None
+    x = <cnp.ndarray>X
+    if (cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(x) != 2
+            or not cnp.PyArray_ISCARRAY_RO(x) or cnp.PyArray_DIM(x, 1) != d):
+        return None
+    n = cnp.PyArray_DIM(x, 0)
+    if n < 1 or n > min(max_rows, POOLED) or cnp.PyArray_TYPE(params) != cnp.NPY_FLOAT32 \
+            or cnp.PyArray_SIZE(params) != plan.n_params or not cnp.PyArray_ISCARRAY_RO(params):
+        return None
+    xp = <const float*>cnp.PyArray_DATA(x)
+    with nogil:
+        top = maxabs(xp, n, d, d)
+    if not top < INFINITY:
+        return None
+    mode.running = running_stats(plan, running)
+    if pool:
+        ws = pool.pop()
+    if ws is None or ws.plan is not plan or ws.capacity < n or ws.dtype != np.float32:
+        ws = Workspace(plan, POOLED, np.float32, "predict")
+    dims[0] = n
+    dims[1] = lay.units[lay.L]
+    out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+    with nogil:
+        forward(lay, &ws.b, <const float*>cnp.PyArray_DATA(params), xp, n,
+                <float*>cnp.PyArray_DATA(out), nt, NULL, &mode)
+    if len(pool) < 4:
+        pool.append(ws)
+    return out
 
 
 def loss_and_gradients(Plan plan, Workspace ws, const floating[::1] params,

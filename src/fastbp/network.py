@@ -22,7 +22,7 @@ _MAGIC = b"FASTBPNN"
 _FORMAT_VERSION = 2        # 2: dropout, batch norm and its running statistics
 _READS = (1, 2)
 PREDICT_CHUNK = 2048   # rows per forward pass in predict / loss_and_gradients
-POOLED_ROWS = 64       # predict workspaces up to this capacity are kept for the next call
+POOLED_ROWS = _engine.POOLED_ROWS   # predict workspaces up to this capacity are kept for the next call
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1     # as torch.nn.BatchNorm1d
 
 
@@ -291,6 +291,12 @@ class Network:
         biases, batch norm and activations in float32. The outputs then differ from the
         float32 ones by bfloat16's rounding (8 significant bits) of the operands.
         """
+        if precision is None and chunk_size == PREDICT_CHUNK and self._dtype == np.float32:
+            out = _engine.predict_rows(self._plan, self.__dict__.setdefault("_ws_pool", []),
+                                       self._params, X, _blas.rows_kernel_rows(),
+                                       get_num_threads(), self._running)
+            if out is not None:
+                return out
         if chunk_size != PREDICT_CHUNK:
             check_positive_int(chunk_size, "chunk_size")
         bf16 = self._check_precision(precision)
