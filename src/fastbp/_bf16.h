@@ -13,8 +13,8 @@
  * w = the panel's width rounded up to 16 lanes) into a buffer that stays in L1 while every
  * row tile runs over it. The micro-kernel keeps an MR x NR tile of C in zmm accumulators
  * (8 x 48: 24 accumulators, 3 B vectors and a broadcast of A), one VDPBF16PS per
- * accumulator per k pair. Column panels are split over OpenMP threads (static), the A pack
- * too; every C entry is summed in the same order whatever the threads or a row/column
+ * accumulator per k pair. The (column panel, row tile) grid is cut into equal shares of
+ * work for the OpenMP threads, the A pack by tiles; every C entry is summed in the same order whatever the threads or a row/column
  * split of the product, so results are bit-identical across thread counts.
  *
  * Two implementations of the same arithmetic, chosen at run time:
@@ -472,7 +472,8 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
     if (Ap == NULL) return -1;
     const int panels = (n + B16_NR - 1) / B16_NR;
     int nt = nthreads < 1 ? 1 : nthreads;
-    if (nt > panels) nt = panels;
+    if ((long)nt > (long)((n + 15) / 16) * mt) nt = (int)((long)((n + 15) / 16) * mt);
+    if ((double)m * n * k < 1e5 * nt) nt = 1;   /* too little work to share */
     (void)nt;
     for (int p0 = 0; p0 < k; p0 += kcb) {
         const int kc = k - p0 < kcb ? k - p0 : kcb, kp = (kc + 1) / 2;
@@ -494,12 +495,29 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
             }
             /* (implicit barrier: every thread reads all of Ap) */
             B16_ALIGN64 uint32_t Bp[B16_KP * B16_NR];
+            /* the (panel, row tile) grid, panel-major, cut into nt runs of equal work (a
+             * unit's work: the panel's 16-lane vectors): a static split by panels alone
+             * leaves a thread idle for a whole panel of 48 (W1: 512 columns are 10.7
+             * panels). A thread packs each panel it touches (a panel cut between two
+             * threads is packed by both) */
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+            const int me = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+            const int me = 0, team = 1;
 #endif
-            for (int jp = 0; jp < panels; jp++) {
+            const long total = (long)((n + 15) / 16) * mt;
+            const long lo = total * me / team, hi = total * (me + 1) / team;
+            long done = 0;
+            for (int jp = 0; jp < panels && done < hi; jp++) {
                 const int j0 = jp * B16_NR, nc = n - j0 < B16_NR ? n - j0 : B16_NR;
-                const int w = (nc + 15) / 16 * 16;
+                const int w = (nc + 15) / 16 * 16, vw = w / 16;
+                const long pstart = done;
+                done += (long)vw * mt;
+                if (done <= lo) continue;
+                /* the tiles [ta0, ta1) of this panel: those whose work starts in [lo, hi) */
+                const int ta0 = lo > pstart ? (int)((lo - pstart + vw - 1) / vw) : 0;
+                const int ta1 = hi < done ? (int)((hi - pstart + vw - 1) / vw) : mt;
+                if (ta0 >= ta1) continue;
                 fbp_b16_pack_b(mode, tb, kc, nc, B, ldb, p0, j0, Bp);
                 /* the next panel's rows of B, a share per tile, towards L2 while the tiles
                  * run: they are a large stride apart (a row of a big B per k, or kc floats
@@ -507,16 +525,18 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
                  * 256x2048x2048 forward product: 174 -> 198 GFLOP/s) */
                 const int jn = j0 + B16_NR, ncn = n - jn < B16_NR ? n - jn : B16_NR;
                 const int prow = tb ? ncn : kc, plen = tb ? kc : ncn;
-                for (int t = 0; t < mt; t++) {
+                const int span = ta1 - ta0;
+                for (int t = ta0; t < ta1; t++) {
                     const int i0 = t * B16_MR, mr = m - i0 < B16_MR ? m - i0 : B16_MR;
-                    const long r0 = (long)prow * t / mt, r1 = (long)prow * (t + 1) / mt;
+                    const long r0 = (long)prow * (t - ta0) / span;
+                    const long r1 = (long)prow * (t - ta0 + 1) / span;
                     for (long r = r0; ncn > 0 && r < r1; r++) {
                         const float *row = tb ? B + (ptrdiff_t)(jn + r) * ldb + p0
                                               : B + (ptrdiff_t)(p0 + r) * ldb + jn;
                         for (int e = 0; e < plen; e += 16) B16_PREFETCH(row + e);
                         B16_PREFETCH(row + plen - 1);
                     }
-                    if (t + 1 < mt && kp >= 16) {   /* the next tile of C, which the tile
+                    if (t + 1 < ta1 && kp >= 16) {  /* the next tile of C, which the tile
                         * reads or writes only at its end: towards L1 meanwhile (W3's products
                         * with 2048 rows: ~170 -> ~190 GFLOP/s; not worth it for short k) */
                         const int mrn = m - i0 - B16_MR < B16_MR ? m - i0 - B16_MR : B16_MR;
