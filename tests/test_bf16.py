@@ -215,6 +215,29 @@ def test_threads_and_splits_give_the_same_bits(bf16_mode, which, rng):
         np.testing.assert_array_equal(C, whole)
 
 
+@pytest.mark.parametrize("which", MODES)
+def test_a_few_rows_give_the_bits_of_the_whole_product(bf16_mode, which, rng):
+    """1 to 4 rows of A times B (the serving path: B rounded in registers, nothing packed)
+    are those rows of the tiled product, over several k blocks, odd k, column blocks,
+    threads, strided rows, alpha and beta."""
+    _bf16.set_bf16_mode(which)
+    for n, k in [(300, 600), (37, 7), (2100, 513), (16, 2)]:
+        A, B, C0 = _operands(rng, False, False, 12, n, k, pad=3)
+        for alpha, beta in [(1.0, 0.0), (0.5, 1.5)]:
+            whole = _bf16.bf16_gemm(A, B, alpha=alpha, beta=beta, C=C0.copy())
+            for m in (1, 2, 3, 4):
+                for threads in (1, 2, 3):
+                    C = C0[:m].copy()
+                    _bf16.bf16_gemm(A[:m], B, alpha=alpha, beta=beta, C=C, n_threads=threads)
+                    np.testing.assert_array_equal(C, whole[:m], err_msg=f"{n} {k} {m}")
+    A, B, _ = _operands(rng, False, False, 3, 50, 40)
+    B[5, 7], B[8, 9], A[1, 3] = np.nan, np.inf, np.inf
+    few = _bf16.bf16_gemm(A, B)
+    ref = _bf16.bf16_gemm(np.vstack([A, np.zeros((9, 40), np.float32)]), B)[:3]
+    np.testing.assert_array_equal(few, ref)
+    assert np.isnan(few[:, 7]).all() and np.isinf(few[1]).any()
+
+
 def test_arguments_are_checked():
     A = np.ones((3, 4), np.float32)
     with pytest.raises(TypeError, match="float32"):

@@ -320,6 +320,74 @@ static __attribute__((target(B16_TARGET))) void fbp_b16_tile_avx(
     }
 #undef B16_UPTO
 }
+
+/* C[0:m, j0:j1] for a few rows (m <= B16_FEW_ROWS) of op(A) = A and op(B) = B, k blocks of
+ * kcb: the serving path (one sample's forward), where packing all of B for one row cost 4x
+ * the float32 product. Nothing is packed: each pair of B's rows is rounded and interleaved
+ * in registers as it is streamed (sequentially, as the prefetchers like), the sums of a k
+ * block kept in acc (L1), then added to C as the tiles do: the same pairs in the same
+ * order into each float32 lane, so the same bits as the tiled path. */
+#define B16_FEW_ROWS 4
+#define B16_ROWS_NB 1024        /* columns per block of acc: 4 x 1024 floats = 16 KB */
+static __attribute__((target(B16_TARGET))) void fbp_b16_rows_avx(
+    int m, int k, int kcb, float alpha, const float *A, int lda, const float *B, int ldb,
+    float beta, float *C, int ldc, int j0, int j1)
+{
+    B16_ALIGN64 float acc[B16_FEW_ROWS * B16_ROWS_NB];
+    uint32_t ap[B16_FEW_ROWS][B16_KP];
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int c0 = j0; c0 < j1; c0 += B16_ROWS_NB) {
+        const int nb = j1 - c0 < B16_ROWS_NB ? j1 - c0 : B16_ROWS_NB;
+        const int nv = (nb + 15) / 16;
+        for (int p0 = 0; p0 < k; p0 += kcb) {
+            const int kc = k - p0 < kcb ? k - p0 : kcb, kp = (kc + 1) / 2;
+            for (int r = 0; r < m; r++)
+                for (int q = 0; q < kp; q++) {
+                    const float *a = A + (ptrdiff_t)r * lda + p0 + 2 * q;
+                    ap[r][q] = fbp_bf16_pair(a[0], 2 * q + 1 < kc ? a[1] : 0.0f);
+                }
+            for (int i = 0; i < m * nv * 16; i += 16)
+                _mm512_store_ps(acc + i, _mm512_setzero_ps());
+            for (int q = 0; q < kp; q++) {
+                const float *r0 = B + (ptrdiff_t)(p0 + 2 * q) * ldb + c0;
+                const float *r1 = 2 * q + 1 < kc ? r0 + ldb : NULL;
+                __m512i a[B16_FEW_ROWS];
+                for (int r = 0; r < m; r++) a[r] = _mm512_set1_epi32((int)ap[r][q]);
+                for (int v = 0; v < nv; v++) {
+                    const int left = nb - 16 * v;
+                    const __mmask16 mk = left >= 16 ? (__mmask16)0xffff
+                                                    : (__mmask16)((1u << left) - 1);
+                    const __m512 x0 = _mm512_maskz_loadu_ps(mk, r0 + 16 * v);
+                    const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(mk, r1 + 16 * v)
+                                         : _mm512_setzero_ps();
+                    const __m512bh b = (__m512bh)fbp_b16_cvt2(x0, x1);
+                    for (int r = 0; r < m; r++) {
+                        float *s = acc + (r * nv + v) * 16;
+                        _mm512_store_ps(s, _mm512_dpbf16_ps(_mm512_load_ps(s), (__m512bh)a[r], b));
+                    }
+                }
+            }
+            for (int r = 0; r < m; r++) {
+                float *d = C + (ptrdiff_t)r * ldc + c0;
+                for (int v = 0; v < nv; v++) {
+                    const int left = nb - 16 * v;
+                    const __mmask16 mk = left >= 16 ? (__mmask16)0xffff
+                                                    : (__mmask16)((1u << left) - 1);
+                    const __m512 s = _mm512_load_ps(acc + (r * nv + v) * 16);
+                    __m512 x;
+                    if (p0 != 0)
+                        x = _mm512_fmadd_ps(va, s, _mm512_maskz_loadu_ps(mk, d + 16 * v));
+                    else if (beta == 0.0f)
+                        x = _mm512_mul_ps(va, s);
+                    else
+                        x = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, d + 16 * v),
+                                            _mm512_mul_ps(va, s));
+                    _mm512_mask_storeu_ps(d + 16 * v, mk, x);
+                }
+            }
+        }
+    }
+}
 #endif /* FBP_HAVE_BF16_ISA */
 
 /* ---- dispatch by mode ------------------------------------------------------------------ */
@@ -467,6 +535,25 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
     const int nkb = (k + B16_KC - 1) / B16_KC;
     const int kcb = ((k + nkb - 1) / nkb + 1) / 2 * 2;
     const int kpmax = (kcb + 1) / 2;
+#if FBP_HAVE_BF16_ISA
+    if (mode == FBP_BF16_NATIVE && !ta && !tb && m <= B16_FEW_ROWS) {
+        /* columns in whole vectors per thread, threads only for a large B */
+        const int vecs = (n + 15) / 16;
+        int nr = (double)n * k >= 65536.0 ? nthreads : 1;
+        if (nr > vecs) nr = vecs;
+        if (nr < 1) nr = 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nr) schedule(static) if (nr > 1)
+#endif
+        for (int t = 0; t < nr; t++) {
+            const int v0 = (int)((long)vecs * t / nr), v1 = (int)((long)vecs * (t + 1) / nr);
+            const int c1 = 16 * v1 < n ? 16 * v1 : n;
+            if (16 * v0 < c1)
+                fbp_b16_rows_avx(m, k, kcb, alpha, A, lda, B, ldb, beta, C, ldc, 16 * v0, c1);
+        }
+        return 0;
+    }
+#endif
     uint32_t *Ap = scratch != NULL ? scratch
                                    : (uint32_t *)fbp_b16_alloc((size_t)mt * B16_MR * kpmax * 4);
     if (Ap == NULL) return -1;
