@@ -569,9 +569,19 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
         {
-            /* the A pack, split by threads (by tiles, or by 128 tiles: op(A) = A^T is packed a
-             * row of A at a time) */
-            const int per = ta ? 128 : 1;
+            /* the A pack, split by threads: by tiles, or for op(A) = A^T (packed a row of
+             * A at a time, up to 128 tiles) in a run of tiles per thread; one unit of 128
+             * left W1's dW packs (98 and 64 tiles) to one thread while the other waited */
+            int per = 1;
+            if (ta) {
+#ifdef _OPENMP
+                per = (mt + omp_get_num_threads() - 1) / omp_get_num_threads();
+#else
+                per = mt;
+#endif
+                if (per > 128) per = 128;
+                if (per < 8) per = 8;
+            }
             const int units = (mt + per - 1) / per;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
