@@ -562,12 +562,14 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
     if ((long)nt > (long)((n + 15) / 16) * mt) nt = (int)((long)((n + 15) / 16) * mt);
     if ((double)m * n * k < 1e5 * nt) nt = 1;   /* too little work to share */
     (void)nt;
-    for (int p0 = 0; p0 < k; p0 += kcb) {
-        const int kc = k - p0 < kcb ? k - p0 : kcb, kp = (kc + 1) / 2;
-        const int first = p0 == 0;
+    /* one parallel region for all k blocks (a barrier between them is cheaper than a
+     * fork and join per block: W1's forward has four) */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
+    for (int p0 = 0; p0 < k; p0 += kcb) {
+        const int kc = k - p0 < kcb ? k - p0 : kcb, kp = (kc + 1) / 2;
+        const int first = p0 == 0;
         {
             /* the A pack, split by threads: by tiles, or for op(A) = A^T (packed a row of
              * A at a time, up to 128 tiles) in a run of tiles per thread; one unit of 128
@@ -647,7 +649,12 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
                                  C + (ptrdiff_t)i0 * ldc + j0, ldc, mr, nc, alpha, beta, first);
                 }
             }
-        }   /* (implicit barrier: Ap is packed anew for the next k block) */
+        }
+#ifdef _OPENMP
+        if (p0 + kcb < k) {
+#pragma omp barrier
+        }   /* every thread is done with Ap before it is packed anew for the next k block */
+#endif
     }
     if (scratch == NULL) fbp_b16_free(Ap);
     return 0;
