@@ -197,8 +197,16 @@ def test_emulation_matches_native(bf16_mode, transa, transb, rng):
 @pytest.mark.parametrize("which", MODES)
 def test_threads_and_splits_give_the_same_bits(bf16_mode, which, rng):
     """Every C entry is summed in one order whatever the threads, and a row or column block
-    of a product is the same as that block of the whole (as the engine splits products)."""
+    of a product is the same as that block of the whole (as the engine splits products).
+    k = 600 is three k blocks; dW's shape (op(A) = A^T with more rows than columns) has its
+    A pack split over the threads."""
     _bf16.set_bf16_mode(which)
+    for m, n, k in [(300, 100, 520), (784, 96, 130)]:
+        A, B, _ = _operands(rng, True, False, m, n, k)
+        whole = _bf16.bf16_gemm(A, B, True, False)
+        for threads in (2, 3, 7):
+            np.testing.assert_array_equal(
+                _bf16.bf16_gemm(A, B, True, False, n_threads=threads), whole)
     for transa, transb in [(False, False), (False, True), (True, False)]:
         A, B, _ = _operands(rng, transa, transb, 40, 300, 600)
         whole = _bf16.bf16_gemm(A, B, transa, transb)
