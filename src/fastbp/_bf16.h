@@ -183,6 +183,13 @@ static void fbp_b16_tile_emu(int kp, const uint32_t *Ap, const uint32_t *Bp, int
 /* ---- the native kernel ----------------------------------------------------------------- */
 #if FBP_HAVE_BF16_ISA
 
+/* the first `left` lanes of 16 (none if left <= 0, all if left >= 16) */
+static inline __mmask16 fbp_b16_mask(int left)
+{
+    return left >= 16 ? (__mmask16)0xffff
+                      : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+}
+
 /* word i of the result: i even -> word i/2 of lo, odd -> word i/2 of hi (32 words) */
 static inline __attribute__((always_inline, target(B16_TARGET))) __m512i fbp_b16_cvt2(
     __m512 lo, __m512 hi)
@@ -200,15 +207,14 @@ static __attribute__((target(B16_TARGET))) void fbp_b16_interleave_avx(
 {
     for (int j = 0; j < w; j += 16) {
         const int left = cnt - j;
-        const __mmask16 mk = left >= 16 ? (__mmask16)0xffff
-                             : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+        const __mmask16 mk = fbp_b16_mask(left);
         const __m512 x0 = _mm512_maskz_loadu_ps(mk, r0 + j);
         const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(mk, r1 + j) : _mm512_setzero_ps();
         const __m512i v = fbp_b16_cvt2(x0, x1);
         if (w - j >= 16)
             _mm512_storeu_si512((void *)(dst + j), v);
         else
-            _mm512_mask_storeu_epi32(dst + j, (__mmask16)((1u << (w - j)) - 1), v);
+            _mm512_mask_storeu_epi32(dst + j, fbp_b16_mask(w - j), v);
     }
 }
 
@@ -243,12 +249,10 @@ static __attribute__((target(B16_TARGET))) void fbp_b16_transpose_avx(
     const float *src, ptrdiff_t ld, int R, int L, int kc, uint32_t *dst, int W)
 {
     const int kp = (kc + 1) / 2;
-    const __mmask16 lmask = (__mmask16)((1u << L) - 1);
+    const __mmask16 lmask = fbp_b16_mask(L);
     for (int f = 0; f < kc; f += 32) {      /* 32 floats of each row: 16 pairs */
         const int left = kc - f;
-        const __mmask16 m0 = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-        const __mmask16 m1 = left >= 32 ? (__mmask16)0xffff
-                             : left <= 16 ? (__mmask16)0 : (__mmask16)((1u << (left - 16)) - 1);
+        const __mmask16 m0 = fbp_b16_mask(left), m1 = fbp_b16_mask(left - 16);
         __m512i row[16];
         for (int r = 0; r < 16; r++) {
             if (r < R) {
@@ -290,7 +294,7 @@ static inline __attribute__((always_inline, target(B16_TARGET))) void fbp_b16_ti
         float *d = C + (ptrdiff_t)r * ldc;
         for (int v = 0; v < nv; v++) {
             const int left = nc - 16 * v;
-            const __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+            const __mmask16 mk = fbp_b16_mask(left);
             /* explicit FMAs, as the emulation's fmaf (no contraction left to the compiler) */
             __m512 x;
             if (!first)
@@ -354,9 +358,7 @@ static __attribute__((target(B16_TARGET))) void fbp_b16_rows_avx(
                 __m512i a[B16_FEW_ROWS];
                 for (int r = 0; r < m; r++) a[r] = _mm512_set1_epi32((int)ap[r][q]);
                 for (int v = 0; v < nv; v++) {
-                    const int left = nb - 16 * v;
-                    const __mmask16 mk = left >= 16 ? (__mmask16)0xffff
-                                                    : (__mmask16)((1u << left) - 1);
+                    const __mmask16 mk = fbp_b16_mask(nb - 16 * v);
                     const __m512 x0 = _mm512_maskz_loadu_ps(mk, r0 + 16 * v);
                     const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(mk, r1 + 16 * v)
                                          : _mm512_setzero_ps();
@@ -370,9 +372,7 @@ static __attribute__((target(B16_TARGET))) void fbp_b16_rows_avx(
             for (int r = 0; r < m; r++) {
                 float *d = C + (ptrdiff_t)r * ldc + c0;
                 for (int v = 0; v < nv; v++) {
-                    const int left = nb - 16 * v;
-                    const __mmask16 mk = left >= 16 ? (__mmask16)0xffff
-                                                    : (__mmask16)((1u << left) - 1);
+                    const __mmask16 mk = fbp_b16_mask(nb - 16 * v);
                     const __m512 s = _mm512_load_ps(acc + (r * nv + v) * 16);
                     __m512 x;
                     if (p0 != 0)
@@ -561,7 +561,6 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
     int nt = nthreads < 1 ? 1 : nthreads;
     if ((long)nt > (long)((n + 15) / 16) * mt) nt = (int)((long)((n + 15) / 16) * mt);
     if ((double)m * n * k < 1e5 * nt) nt = 1;   /* too little work to share */
-    (void)nt;
     /* one parallel region for all k blocks (a barrier between them is cheaper than a
      * fork and join per block: W1's forward has four) */
 #ifdef _OPENMP
@@ -570,84 +569,78 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
     for (int p0 = 0; p0 < k; p0 += kcb) {
         const int kc = k - p0 < kcb ? k - p0 : kcb, kp = (kc + 1) / 2;
         const int first = p0 == 0;
-        {
-            /* the A pack, split by threads: by tiles, or for op(A) = A^T (packed a row of
-             * A at a time, up to 128 tiles) in a run of tiles per thread; one unit of 128
-             * left W1's dW packs (98 and 64 tiles) to one thread while the other waited */
-            int per = 1;
-            if (ta) {
 #ifdef _OPENMP
-                per = (mt + omp_get_num_threads() - 1) / omp_get_num_threads();
+        const int me = omp_get_thread_num(), team = omp_get_num_threads();
 #else
-                per = mt;
+        const int me = 0, team = 1;
 #endif
-                if (per > 128) per = 128;
-                if (per < 8) per = 8;
-            }
-            const int units = (mt + per - 1) / per;
+        /* the A pack, split by threads: by tiles, or for op(A) = A^T (packed a row of
+         * A at a time, up to 128 tiles) in a run of tiles per thread; one unit of 128
+         * left W1's dW packs (98 and 64 tiles) to one thread while the other waited */
+        int per = 1;
+        if (ta) {
+            per = (mt + team - 1) / team;
+            if (per > 128) per = 128;
+            if (per < 8) per = 8;
+        }
+        const int units = (mt + per - 1) / per;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (int u = 0; u < units; u++) {
-                const int t0 = u * per, t1 = t0 + per < mt ? t0 + per : mt;
-                fbp_b16_pack_a(mode, ta, m, kc, A, lda, p0, Ap, t0, t1);
-            }
-            /* (implicit barrier: every thread reads all of Ap) */
-            B16_ALIGN64 uint32_t Bp[B16_KP * B16_NR];
-            /* the (panel, row tile) grid, panel-major, cut into nt runs of equal work (a
-             * unit's work: the panel's 16-lane vectors): a static split by panels alone
-             * leaves a thread idle for a whole panel of 48 (W1: 512 columns are 10.7
-             * panels). A thread packs each panel it touches (a panel cut between two
-             * threads is packed by both) */
-#ifdef _OPENMP
-            const int me = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-            const int me = 0, team = 1;
-#endif
-            const long total = (long)((n + 15) / 16) * mt;
-            const long lo = total * me / team, hi = total * (me + 1) / team;
-            long done = 0;
-            for (int jp = 0; jp < panels && done < hi; jp++) {
-                const int j0 = jp * B16_NR, nc = n - j0 < B16_NR ? n - j0 : B16_NR;
-                const int w = (nc + 15) / 16 * 16, vw = w / 16;
-                const long pstart = done;
-                done += (long)vw * mt;
-                if (done <= lo) continue;
-                /* the tiles [ta0, ta1) of this panel: those whose work starts in [lo, hi) */
-                const int ta0 = lo > pstart ? (int)((lo - pstart + vw - 1) / vw) : 0;
-                const int ta1 = hi < done ? (int)((hi - pstart + vw - 1) / vw) : mt;
-                if (ta0 >= ta1) continue;
-                fbp_b16_pack_b(mode, tb, kc, nc, B, ldb, p0, j0, Bp);
-                /* the next panel's rows of B, a share per tile, towards L2 while the tiles
-                 * run: they are a large stride apart (a row of a big B per k, or kc floats
-                 * of each of 48 rows), which the hardware prefetchers follow poorly (W3's
-                 * 256x2048x2048 forward product: 174 -> 198 GFLOP/s) */
-                const int jn = j0 + B16_NR, ncn = n - jn < B16_NR ? n - jn : B16_NR;
-                const int prow = tb ? ncn : kc, plen = tb ? kc : ncn;
-                const int span = ta1 - ta0;
-                for (int t = ta0; t < ta1; t++) {
-                    const int i0 = t * B16_MR, mr = m - i0 < B16_MR ? m - i0 : B16_MR;
-                    const long r0 = (long)prow * (t - ta0) / span;
-                    const long r1 = (long)prow * (t - ta0 + 1) / span;
-                    for (long r = r0; ncn > 0 && r < r1; r++) {
-                        const float *row = tb ? B + (ptrdiff_t)(jn + r) * ldb + p0
-                                              : B + (ptrdiff_t)(p0 + r) * ldb + jn;
-                        for (int e = 0; e < plen; e += 16) B16_PREFETCH(row + e);
-                        B16_PREFETCH(row + plen - 1);
-                    }
-                    if (t + 1 < ta1 && kp >= 16) {  /* the next tile of C, which the tile
-                        * reads or writes only at its end: towards L1 meanwhile (W3's products
-                        * with 2048 rows: ~170 -> ~190 GFLOP/s; not worth it for short k) */
-                        const int mrn = m - i0 - B16_MR < B16_MR ? m - i0 - B16_MR : B16_MR;
-                        for (int r = 0; r < mrn; r++) {
-                            float *c = C + (ptrdiff_t)(i0 + B16_MR + r) * ldc + j0;
-                            for (int e = 0; e < nc; e += 16) B16_PREFETCHW(c + e);
-                            B16_PREFETCHW(c + nc - 1);
-                        }
-                    }
-                    fbp_b16_tile(mode, kp, Ap + (ptrdiff_t)t * B16_MR * kp, Bp, w,
-                                 C + (ptrdiff_t)i0 * ldc + j0, ldc, mr, nc, alpha, beta, first);
+        for (int u = 0; u < units; u++) {
+            const int t0 = u * per, t1 = t0 + per < mt ? t0 + per : mt;
+            fbp_b16_pack_a(mode, ta, m, kc, A, lda, p0, Ap, t0, t1);
+        }
+        /* (implicit barrier: every thread reads all of Ap) */
+        B16_ALIGN64 uint32_t Bp[B16_KP * B16_NR];
+        /* the (panel, row tile) grid, panel-major, cut into nt runs of equal work (a
+         * unit's work: the panel's 16-lane vectors): a static split by panels alone
+         * leaves a thread idle for a whole panel of 48 (W1: 512 columns are 10.7
+         * panels). A thread packs each panel it touches (a panel cut between two
+         * threads is packed by both) */
+        const long total = (long)((n + 15) / 16) * mt;
+        const long lo = total * me / team, hi = total * (me + 1) / team;
+        long done = 0;
+        for (int jp = 0; jp < panels && done < hi; jp++) {
+            const int j0 = jp * B16_NR, nc = n - j0 < B16_NR ? n - j0 : B16_NR;
+            const int w = (nc + 15) / 16 * 16, vw = w / 16;
+            const long pstart = done;
+            done += (long)vw * mt;
+            if (done <= lo) continue;
+            /* the tiles [ta0, ta1) of this panel: those whose work starts in [lo, hi) */
+            const int ta0 = lo > pstart ? (int)((lo - pstart + vw - 1) / vw) : 0;
+            const int ta1 = hi < done ? (int)((hi - pstart + vw - 1) / vw) : mt;
+            if (ta0 >= ta1) continue;
+            fbp_b16_pack_b(mode, tb, kc, nc, B, ldb, p0, j0, Bp);
+            /* the next panel's rows of B, a share per tile, towards L2 while the tiles
+             * run: they are a large stride apart (a row of a big B per k, or kc floats
+             * of each of 48 rows), which the hardware prefetchers follow poorly (W3's
+             * 256x2048x2048 forward product: 174 -> 198 GFLOP/s) */
+            const int jn = j0 + B16_NR, ncn = n - jn < B16_NR ? n - jn : B16_NR;
+            const int prow = tb ? ncn : kc, plen = tb ? kc : ncn;
+            const int span = ta1 - ta0;
+            for (int t = ta0; t < ta1; t++) {
+                const int i0 = t * B16_MR, mr = m - i0 < B16_MR ? m - i0 : B16_MR;
+                const long r0 = (long)prow * (t - ta0) / span;
+                const long r1 = (long)prow * (t - ta0 + 1) / span;
+                for (long r = r0; ncn > 0 && r < r1; r++) {
+                    const float *row = tb ? B + (ptrdiff_t)(jn + r) * ldb + p0
+                                          : B + (ptrdiff_t)(p0 + r) * ldb + jn;
+                    for (int e = 0; e < plen; e += 16) B16_PREFETCH(row + e);
+                    B16_PREFETCH(row + plen - 1);
                 }
+                if (t + 1 < ta1 && kp >= 16) {  /* the next tile of C, which the tile
+                    * reads or writes only at its end: towards L1 meanwhile (W3's products
+                    * with 2048 rows: ~170 -> ~190 GFLOP/s; not worth it for short k) */
+                    const int mrn = m - i0 - B16_MR < B16_MR ? m - i0 - B16_MR : B16_MR;
+                    for (int r = 0; r < mrn; r++) {
+                        float *c = C + (ptrdiff_t)(i0 + B16_MR + r) * ldc + j0;
+                        for (int e = 0; e < nc; e += 16) B16_PREFETCHW(c + e);
+                        B16_PREFETCHW(c + nc - 1);
+                    }
+                }
+                fbp_b16_tile(mode, kp, Ap + (ptrdiff_t)t * B16_MR * kp, Bp, w,
+                             C + (ptrdiff_t)i0 * ldc + j0, ldc, mr, nc, alpha, beta, first);
             }
         }
 #ifdef _OPENMP
