@@ -15,8 +15,13 @@ from Cython.Build import cythonize
 
 DEBUG = os.environ.get("FASTBP_DEBUG", "0") == "1"
 MODULES = ["_blas", "_bf16", "_kernels", "_optim", "_engine"]
-HEADERS = ["_constants.h", "_simd_common.h", "_simd.h", "_optim.h", "_gemm.h", "_gemm_kernel.h"]
+HEADERS = ["_constants.h", "_simd_common.h", "_simd.h", "_momentum.h", "_optim.h", "_gemm.h",
+           "_gemm_kernel.h"]
 OWN_HEADERS = {"_bf16": ["_bf16.h"]}   # included by that module only
+# no FMA contraction where the SGD momentum update is compiled (_momentum.h): the optimizer's
+# pass and the bf16 products' fused update then give the same bits (MSVC contracts only
+# under /fp:contract or /fp:fast)
+NO_CONTRACT = ("_optim", "_bf16")
 
 
 def openmp_flags(compiler):
@@ -63,6 +68,8 @@ class BuildExt(build_ext):
         opt = ["/O2"] if self.compiler.compiler_type == "msvc" else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
         for ext in self.extensions:
             ext.extra_compile_args = opt + cflags
+            if ext.name.split(".")[-1] in NO_CONTRACT and self.compiler.compiler_type != "msvc":
+                ext.extra_compile_args = ext.extra_compile_args + ["-ffp-contract=off"]
             ext.extra_link_args = lflags
             ext.define_macros.append(("FASTBP_OPENMP", "1" if flags else "0"))
         super().build_extensions()

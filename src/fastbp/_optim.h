@@ -3,15 +3,9 @@
 #ifndef FASTBP_OPTIM_H
 #define FASTBP_OPTIM_H
 #include "_simd_common.h"
+#include "_momentum.h"
 
-/* Optimizer-state flush (subnormal -> 0, as decaying state must not reach the slow
- * subnormals) and the non-finite test of an updated parameter (exponent bits). */
-static inline float fbp_flush_f32(float x) {      /* NaN stays NaN: it must be seen */
-    return (x < 1.17549435e-38f && x > -1.17549435e-38f) ? 0.0f : x;
-}
-static inline double fbp_flush_f64(double x) {
-    return (x < 2.2250738585072014e-308 && x > -2.2250738585072014e-308) ? 0.0 : x;
-}
+/* The non-finite test of an updated parameter (exponent bits). */
 static inline unsigned int fbp_nonfinite_f32(float x) {
     unsigned int u;
     memcpy(&u, &x, sizeof u);
@@ -23,35 +17,12 @@ static inline unsigned int fbp_nonfinite_f64(double x) {
     return (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
 }
 
-/* SGD momentum when the products left buf = mu*buf + g (see _optim.momentum_step):
- * d = buf + wd*p; buf = keep*d flushed; p -= lr*d. Raises *pmax, *bmax to the bits of the
- * largest new |p| and |buf| (sign cleared; >= the bits of inf for NaN/inf). Returns 1 if
- * every new p is finite. */
-#define FBP_MOMENTUM(NAME, T, UT, SFX, ABS, INF)                                            \
-FBP_CLONES static int NAME(T *restrict p, T *restrict buf, ptrdiff_t n, T lr, T wd,        \
-                           T keep, UT *pmax, UT *bmax) {                                    \
-    UT mp = 0, mb = 0;                                                                      \
-    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
-        T d = buf[i] + wd * p[i];                                                           \
-        T b = keep * d;          /* max of |b| before the flush: then it vectorizes */      \
-        T q = p[i] - lr * d;                                                                \
-        UT ub, uq;                                                                          \
-        buf[i] = fbp_flush_##SFX(b);                                                        \
-        p[i] = q;                                                                           \
-        memcpy(&ub, &b, sizeof ub);                                                         \
-        memcpy(&uq, &q, sizeof uq);                                                         \
-        ub &= ABS;                                                                          \
-        uq &= ABS;                                                                          \
-        mb = ub > mb ? ub : mb;                                                             \
-        mp = uq > mp ? uq : mp;                                                             \
-    }                                                                                       \
-    if (mp > *pmax) *pmax = mp;                                                             \
-    if (mb > *bmax) *bmax = mb;                                                             \
-    return mp < INF;                                                                        \
-}
-FBP_MOMENTUM(fbp_momentum_f32, float, unsigned int, f32, 0x7fffffffu, 0x7f800000u)
-FBP_MOMENTUM(fbp_momentum_f64, double, unsigned long long, f64, 0x7fffffffffffffffull,
-             0x7ff0000000000000ull)
+/* SGD momentum when the products left buf = mu*buf + g: see _momentum.h */
+FBP_MOMENTUM(fbp_momentum_f32, FBP_CLONES static, float, unsigned int, f32, 0x7fffffffu,
+             0x7f800000u)
+FBP_MOMENTUM(fbp_momentum_f64, FBP_CLONES static, double, unsigned long long, f64,
+             0x7fffffffffffffffull, 0x7ff0000000000000ull)
+
 /* The gradient an update uses at i, GI(SFX): the plain kernels take g[i] as it is; the
  * extended ones (an L1 penalty, clipping by value or a clipping scale in use) take
  * clamp(g + l1*sign(p), -cv, cv) * gs. XP(T) declares the extended kernels' extra
