@@ -233,3 +233,42 @@ def test_sklearn_precision(rng):
         MLPClassifier(dtype="float64", precision="bf16").fit(X, y)
     with pytest.raises(ValueError, match="precision"):
         MLPClassifier(precision="fp8").fit(X, y)
+
+
+@pytest.mark.parametrize("which", MODES)
+@pytest.mark.parametrize("opts", [{}, {"weight_decay": 1e-2},
+                                  {"weight_decay": 1e-2, "decay_biases": True},
+                                  {"max_norm": 0.5}, {"dropout": 0.3}],
+                         ids=["plain", "decay", "decay_biases", "max_norm", "dropout"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_momentum_update_is_the_separate_pass(bf16_mode, which, opts, threads, rng):
+    """bf16 SGD momentum updates each tile of W inside dW's product, while it is in cache:
+    the same bits as the optimizer's own pass over the buffer, with tiles cut at the edges
+    (widths that are not multiples of the 8 x 48 tile), two k blocks (300 rows > 256), a
+    short last batch, weight decay on the weights only or on all, max-norm, dropout, and in
+    both implementations; bit-exact because neither forms an FMA (_momentum.h)."""
+    bf16_mode(which)
+    dropout = opts.pop("dropout", 0.0)
+    X = rng.standard_normal((700, 37)).astype(np.float32)
+    y = rng.integers(0, 5, 700)
+
+    def run(fused):
+        old = _engine._set_fused_sgd(fused)
+        count = _engine._fused_sgd_count()
+        try:
+            net = fastbp.Network([37, 53, 29, 5], activation="relu", output="softmax",
+                                 seed=3, dropout=dropout)
+            tr = fastbp.Trainer(net, optimizer="sgd", lr=0.05, momentum=0.9, batch_size=300,
+                                n_threads=threads, seed=0, precision="bf16", **opts)
+            tr.fit(X, y, epochs=3)
+            return net, tr, _engine._fused_sgd_count() - count
+        finally:
+            _engine._set_fused_sgd(old)
+
+    a, ta, n_fused = run(True)
+    b, tb, n_separate = run(False)
+    assert n_fused == 3 * 3 * 3 and n_separate == 0   # 3 epochs x 3 batches x 3 layers
+    np.testing.assert_array_equal(a.parameters, b.parameters)
+    np.testing.assert_array_equal(ta.optimizer.state.buffers["momentum_buffer"],
+                                  tb.optimizer.state.buffers["momentum_buffer"])
+    assert np.all(np.isfinite(a.parameters))

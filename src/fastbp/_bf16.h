@@ -40,6 +40,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include "_momentum.h"
 
 #ifndef B16_MR
 #define B16_MR 8                 /* rows of the register tile (at most 16) */
@@ -180,6 +181,36 @@ static void fbp_b16_tile_emu(int kp, const uint32_t *Ap, const uint32_t *Bp, int
     }
 }
 
+/* ---- SGD momentum fused into dW's product ---------------------------------------------- */
+
+/* When C is the momentum buffer of SGD momentum and the product adds the gradient into it
+ * (beta = mu, C := mu*buf + g), each tile of C, once its last k block is summed, is updated
+ * with its parameters p (laid out as C) while it is in L1: the thread that made the tile
+ * updates it, and no separate pass reads the buffer back from the other core's cache. The
+ * update is _momentum.h's, so its bits are those of the optimizer's own pass. */
+typedef struct {
+    float *p;              /* the parameters, at C's offsets (ldc) */
+    float lr, wd, keep;    /* see FBP_MOMENTUM */
+    uint32_t pmax, bmax;   /* out: raised to the bits of the largest new |p|, |buf| */
+} fbp_b16_sgd;
+
+#if defined(__GNUC__) || defined(__clang__)
+FBP_MOMENTUM(fbp_b16_momentum, static inline __attribute__((always_inline)), float, uint32_t,
+             f32, 0x7fffffffu, 0x7f800000u)
+#else
+FBP_MOMENTUM(fbp_b16_momentum, static inline, float, uint32_t, f32, 0x7fffffffu, 0x7f800000u)
+#endif
+
+/* rows [i0, i0 + mr) x columns [j0, j0 + nc) of C and sgd->p (the emulation's tiles, and
+ * the few-rows and k = 0 paths of either mode: the same bits as the native tile's) */
+static void fbp_b16_sgd_block(const fbp_b16_sgd *sgd, float *C, ptrdiff_t ldc, int i0, int mr,
+                              int j0, int nc, uint32_t *mp, uint32_t *mb)
+{
+    for (int r = i0; r < i0 + mr; r++)
+        fbp_b16_momentum(sgd->p + (ptrdiff_t)r * ldc + j0, C + (ptrdiff_t)r * ldc + j0, nc,
+                         sgd->lr, sgd->wd, sgd->keep, mp, mb);
+}
+
 /* ---- the native kernel ----------------------------------------------------------------- */
 #if FBP_HAVE_BF16_ISA
 
@@ -271,10 +302,33 @@ static __attribute__((target(B16_TARGET))) void fbp_b16_transpose_avx(
     }
 }
 
-/* the register tile: NV (compile-time after inlining) vectors of 16 columns x B16_MR rows */
+/* _momentum.h's update of 16 lanes (mk) whose new buffer value x is in a register: mul,
+ * add, sub (no FMA), the flush; p and buf stored, the maxima of |p|, |buf| bits raised */
+static inline __attribute__((always_inline, target(B16_TARGET))) void fbp_b16_sgd_vec(
+    __m512 x, float *p, float *buf, __mmask16 mk, __m512 lr, __m512 wd, __m512 keep,
+    __m512i *xp, __m512i *xb)
+{
+    const __m512 tiny = _mm512_set1_ps(1.17549435e-38f), ntiny = _mm512_set1_ps(-1.17549435e-38f);
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff);
+    const __m512 pj = _mm512_maskz_loadu_ps(mk, p);
+    const __m512 d = _mm512_add_ps(x, _mm512_mul_ps(wd, pj));
+    const __m512 b = _mm512_mul_ps(keep, d);
+    const __m512 q = _mm512_sub_ps(pj, _mm512_mul_ps(lr, d));
+    const __mmask16 sub = _mm512_cmp_ps_mask(b, tiny, _CMP_LT_OQ)    /* NaN: kept */
+                        & _mm512_cmp_ps_mask(b, ntiny, _CMP_GT_OQ);
+    _mm512_mask_storeu_ps(buf, mk, _mm512_maskz_mov_ps((__mmask16)~sub, b));
+    _mm512_mask_storeu_ps(p, mk, q);
+    *xp = _mm512_max_epu32(*xp, _mm512_maskz_and_epi32(mk, _mm512_castps_si512(q), abs));
+    *xb = _mm512_max_epu32(*xb, _mm512_maskz_and_epi32(mk, _mm512_castps_si512(b), abs));
+}
+
+/* the register tile: NV (compile-time after inlining) vectors of 16 columns x B16_MR rows.
+ * sgd (NULL: none): the tile is complete; SGD momentum's update applied to it on the way
+ * out of the registers, P its parameters (ldc), *mp and *mb raised (see fbp_b16_sgd) */
 static inline __attribute__((always_inline, target(B16_TARGET))) void fbp_b16_tile_nv(
     const int nv, int kp, const uint32_t *Ap, const uint32_t *Bp, int w, float *C,
-    ptrdiff_t ldc, int mr, int nc, float alpha, float beta, int first)
+    ptrdiff_t ldc, int mr, int nc, float alpha, float beta, int first, const fbp_b16_sgd *sgd,
+    float *P, uint32_t *mp, uint32_t *mb)
 {
     __m512 c[B16_MR][B16_NV];
     for (int r = 0; r < B16_MR; r++)
@@ -289,6 +343,9 @@ static inline __attribute__((always_inline, target(B16_TARGET))) void fbp_b16_ti
         }
     }
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __m512 lr = _mm512_set1_ps(sgd ? sgd->lr : 0.0f), wd = _mm512_set1_ps(sgd ? sgd->wd : 0.0f);
+    const __m512 keep = _mm512_set1_ps(sgd ? sgd->keep : 0.0f);
+    __m512i xp = _mm512_setzero_si512(), xb = _mm512_setzero_si512();
     for (int r = 0; r < B16_MR; r++) {
         if (r >= mr) break;
         float *d = C + (ptrdiff_t)r * ldc;
@@ -304,23 +361,33 @@ static inline __attribute__((always_inline, target(B16_TARGET))) void fbp_b16_ti
             else
                 x = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, d + 16 * v),
                                     _mm512_mul_ps(va, c[r][v]));
-            _mm512_mask_storeu_ps(d + 16 * v, mk, x);
+            if (sgd == NULL)
+                _mm512_mask_storeu_ps(d + 16 * v, mk, x);
+            else
+                fbp_b16_sgd_vec(x, P + (ptrdiff_t)r * ldc + 16 * v, d + 16 * v, mk, lr, wd, keep,
+                                &xp, &xb);
         }
+    }
+    if (sgd != NULL) {
+        const uint32_t hp = _mm512_reduce_max_epu32(xp), hb = _mm512_reduce_max_epu32(xb);
+        if (hp > *mp) *mp = hp;
+        if (hb > *mb) *mb = hb;
     }
 }
 
 static __attribute__((target(B16_TARGET))) void fbp_b16_tile_avx(
     int kp, const uint32_t *Ap, const uint32_t *Bp, int w, float *C, ptrdiff_t ldc, int mr,
-    int nc, float alpha, float beta, int first)
+    int nc, float alpha, float beta, int first, const fbp_b16_sgd *sgd, float *P, uint32_t *mp,
+    uint32_t *mb)
 {
 #define B16_UPTO(V) ((V) < B16_NV ? (V) : B16_NV)   /* w <= B16_NR always */
     switch (w / 16) {
-    case 1: fbp_b16_tile_nv(1, kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first); break;
-    case 2: fbp_b16_tile_nv(B16_UPTO(2), kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first); break;
-    case 3: fbp_b16_tile_nv(B16_UPTO(3), kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first); break;
-    case 4: fbp_b16_tile_nv(B16_UPTO(4), kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first); break;
-    case 5: fbp_b16_tile_nv(B16_UPTO(5), kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first); break;
-    default: fbp_b16_tile_nv(B16_UPTO(6), kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first); break;
+    case 1: fbp_b16_tile_nv(1, kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first, sgd, P, mp, mb); break;
+    case 2: fbp_b16_tile_nv(B16_UPTO(2), kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first, sgd, P, mp, mb); break;
+    case 3: fbp_b16_tile_nv(B16_UPTO(3), kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first, sgd, P, mp, mb); break;
+    case 4: fbp_b16_tile_nv(B16_UPTO(4), kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first, sgd, P, mp, mb); break;
+    case 5: fbp_b16_tile_nv(B16_UPTO(5), kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first, sgd, P, mp, mb); break;
+    default: fbp_b16_tile_nv(B16_UPTO(6), kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first, sgd, P, mp, mb); break;
     }
 #undef B16_UPTO
 }
@@ -413,18 +480,26 @@ static inline void fbp_b16_transpose(int mode, const float *src, ptrdiff_t ld, i
     fbp_b16_transpose_emu(src, ld, R, L, kc, dst, W);
 }
 
+/* sgd (NULL: none): the tile completes C, whose update (fbp_b16_sgd) follows, P the
+ * tile's parameters */
 static inline void fbp_b16_tile(int mode, int kp, const uint32_t *Ap, const uint32_t *Bp, int w,
                                 float *C, ptrdiff_t ldc, int mr, int nc, float alpha,
-                                float beta, int first)
+                                float beta, int first, const fbp_b16_sgd *sgd, float *P,
+                                uint32_t *mp, uint32_t *mb)
 {
 #if FBP_HAVE_BF16_ISA
-    if (mode == FBP_BF16_NATIVE) {
-        fbp_b16_tile_avx(kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first);
+    if (mode == FBP_BF16_NATIVE) {   /* in registers, on the way out */
+        fbp_b16_tile_avx(kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first, sgd, P, mp, mb);
         return;
     }
 #endif
     (void)mode;
     fbp_b16_tile_emu(kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first);
+    if (sgd != NULL) {
+        fbp_b16_sgd tile = *sgd;
+        tile.p = P;
+        fbp_b16_sgd_block(&tile, C, ldc, 0, mr, 0, nc, mp, mb);
+    }
 }
 
 /* pack op(A)[0:m, p0:p0+kc] into row tiles (see the top); tiles [t0, t1) only */
@@ -512,10 +587,12 @@ static size_t fbp_bf16_scratch_bytes(int m)
 }
 
 /* as fbp_bf16_gemm, with the caller's scratch (64-byte aligned, at least
- * fbp_bf16_scratch_bytes(m) bytes; NULL: allocated and freed here, then -1 if it cannot) */
+ * fbp_bf16_scratch_bytes(m) bytes; NULL: allocated and freed here, then -1 if it cannot);
+ * sgd (or NULL): SGD momentum's update of C (the buffer) and sgd->p, fused (see above) */
 static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float alpha,
                             const float *A, int lda, const float *B, int ldb, float beta,
-                            float *C, int ldc, int nthreads, uint32_t *scratch)
+                            float *C, int ldc, int nthreads, uint32_t *scratch,
+                            fbp_b16_sgd *sgd)
 {
     if (m <= 0 || n <= 0) return 0;
     if (k <= 0 || alpha == 0.0f) {
@@ -524,6 +601,7 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
                 float *c = C + (ptrdiff_t)i * ldc + j;
                 *c = beta == 0.0f ? 0.0f : beta * *c;
             }
+        if (sgd != NULL) fbp_b16_sgd_block(sgd, C, ldc, 0, m, 0, n, &sgd->pmax, &sgd->bmax);
         return 0;
     }
 #if !FBP_HAVE_BF16_ISA
@@ -551,6 +629,7 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
             if (16 * v0 < c1)
                 fbp_b16_rows_avx(m, k, kcb, alpha, A, lda, B, ldb, beta, C, ldc, 16 * v0, c1);
         }
+        if (sgd != NULL) fbp_b16_sgd_block(sgd, C, ldc, 0, m, 0, n, &sgd->pmax, &sgd->bmax);
         return 0;
     }
 #endif
@@ -566,9 +645,12 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
+    {
+    uint32_t mp = 0, mb = 0;   /* this thread's share of sgd->pmax, sgd->bmax */
     for (int p0 = 0; p0 < k; p0 += kcb) {
         const int kc = k - p0 < kcb ? k - p0 : kcb, kp = (kc + 1) / 2;
         const int first = p0 == 0;
+        const int upd = sgd != NULL && p0 + kc >= k;   /* the tiles complete C: update */
 #ifdef _OPENMP
         const int me = omp_get_thread_num(), team = omp_get_num_threads();
 #else
@@ -637,10 +719,17 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
                         float *c = C + (ptrdiff_t)(i0 + B16_MR + r) * ldc + j0;
                         for (int e = 0; e < nc; e += 16) B16_PREFETCHW(c + e);
                         B16_PREFETCHW(c + nc - 1);
+                        if (upd) {   /* and its parameters */
+                            float *pr = sgd->p + (c - C);
+                            for (int e = 0; e < nc; e += 16) B16_PREFETCHW(pr + e);
+                            B16_PREFETCHW(pr + nc - 1);
+                        }
                     }
                 }
                 fbp_b16_tile(mode, kp, Ap + (ptrdiff_t)t * B16_MR * kp, Bp, w,
-                             C + (ptrdiff_t)i0 * ldc + j0, ldc, mr, nc, alpha, beta, first);
+                             C + (ptrdiff_t)i0 * ldc + j0, ldc, mr, nc, alpha, beta, first,
+                             upd ? sgd : NULL, upd ? sgd->p + (ptrdiff_t)i0 * ldc + j0 : NULL,
+                             &mp, &mb);
             }
         }
 #ifdef _OPENMP
@@ -648,6 +737,16 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
 #pragma omp barrier
         }   /* every thread is done with Ap before it is packed anew for the next k block */
 #endif
+    }
+    if (sgd != NULL) {
+#ifdef _OPENMP
+#pragma omp critical(fbp_b16_sgd_max)
+#endif
+        {
+            if (mp > sgd->pmax) sgd->pmax = mp;
+            if (mb > sgd->bmax) sgd->bmax = mb;
+        }
+    }
     }
     if (scratch == NULL) fbp_b16_free(Ap);
     return 0;
@@ -658,7 +757,7 @@ static int fbp_bf16_gemm(int mode, int ta, int tb, int m, int n, int k, float al
                          int ldc, int nthreads)
 {
     return fbp_bf16_gemm_ws(mode, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
-                            nthreads, NULL);
+                            nthreads, NULL, NULL);
 }
 
 /* dst[i] = x[i] rounded to bfloat16 (as a float32), by the mode's conversion */

@@ -7,4 +7,9 @@ cdef int bf16_gemm_ws_c(int ta, int tb, int m, int n, int k, float alpha, const 
                         int lda, const float* B, int ldb, float beta, float* C, int ldc,
                         int n_threads, void* scratch) noexcept nogil
 
+cdef int bf16_gemm_sgd_c(int ta, int tb, int m, int n, int k, float alpha, const float* A,
+                         int lda, const float* B, int ldb, float beta, float* C, int ldc,
+                         int n_threads, void* scratch, float* p, float lr, float wd,
+                         float keep, double* pmax, double* bmax) noexcept nogil
+
 cdef size_t bf16_scratch_bytes(int m) noexcept nogil

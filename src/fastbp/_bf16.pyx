@@ -22,13 +22,21 @@ cdef extern from "_bf16.h" nogil:
     int fbp_bf16_gemm(int mode, int ta, int tb, int m, int n, int k, float alpha,
                       const float* A, int lda, const float* B, int ldb, float beta, float* C,
                       int ldc, int nthreads)
+    ctypedef struct fbp_b16_sgd:
+        float* p
+        float lr, wd, keep
+        unsigned int pmax, bmax
     int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float alpha,
                          const float* A, int lda, const float* B, int ldb, float beta,
-                         float* C, int ldc, int nthreads, unsigned int* scratch)
+                         float* C, int ldc, int nthreads, unsigned int* scratch,
+                         fbp_b16_sgd* sgd)
     size_t fbp_bf16_scratch_bytes(int m)
     void fbp_bf16_round(int mode, const float* x, float* dst, Py_ssize_t count)
     float fbp_bf16_peak(int which, long iters)
     int fbp_bf16_peak_chains()
+
+cdef extern from "_simd_common.h" nogil:
+    double fbp_bits_f32(unsigned int b)
 
 _NAMES = {FBP_BF16_EMULATED: "emulated", FBP_BF16_NATIVE: "avx512_bf16"}
 cdef int cpu_mode = fbp_bf16_cpu()
@@ -45,7 +53,29 @@ cdef int bf16_gemm_ws_c(int ta, int tb, int m, int n, int k, float alpha, const 
     """The product by the active implementation, with the caller's scratch (64-byte
     aligned, bf16_scratch_bytes(m) bytes or more): no allocation, returns 0."""
     return fbp_bf16_gemm_ws(active_mode, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
-                            n_threads, <unsigned int*>scratch)
+                            n_threads, <unsigned int*>scratch, NULL)
+
+
+cdef int bf16_gemm_sgd_c(int ta, int tb, int m, int n, int k, float alpha, const float* A,
+                         int lda, const float* B, int ldb, float beta, float* C, int ldc,
+                         int n_threads, void* scratch, float* p, float lr, float wd,
+                         float keep, double* pmax, double* bmax) noexcept nogil:
+    """bf16_gemm_ws_c into SGD momentum's buffer C, each tile of which is then updated with
+    p (laid out as C) while in cache: per entry d = C + wd*p; p -= lr*d; C = keep*d
+    (_momentum.h, the bits of _optim.momentum_step). Raises pmax[0], bmax[0] to the largest
+    new |p|, |C| (inf if not finite); returns 1 if every new p is finite."""
+    cdef fbp_b16_sgd sgd
+    sgd.p = p
+    sgd.lr = lr
+    sgd.wd = wd
+    sgd.keep = keep
+    sgd.pmax = 0
+    sgd.bmax = 0
+    fbp_bf16_gemm_ws(active_mode, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                     n_threads, <unsigned int*>scratch, &sgd)
+    pmax[0] = max(pmax[0], fbp_bits_f32(sgd.pmax))
+    bmax[0] = max(bmax[0], fbp_bits_f32(sgd.bmax))
+    return sgd.pmax < 0x7f800000u
 
 
 cdef size_t bf16_scratch_bytes(int m) noexcept nogil:
