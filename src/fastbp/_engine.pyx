@@ -1606,6 +1606,7 @@ cdef class TrainState:
         return self.ctx.opt.lr
 
 
+cdef Py_ssize_t PAR_GATHER_MIN = 32768   # floats of a batch worth copying with all threads
 cdef inline void gather_row(StepCtx* c, const floating* X, const floating* T,
                             const floating* sw, floating* xg, floating* tg, floating* swg,
                             long long* lab, Py_ssize_t s, Py_ssize_t r) noexcept nogil:
@@ -1657,8 +1658,11 @@ cdef int train_step(StepCtx* c, Py_ssize_t bi, floating* params, double* loss_ou
     if nb <= 0:
         return -1
     if c.perm != NULL:
-        # the rows of the next batch are requested now, to arrive while this one computes
-        for r in range(nb):
+        # the rows of the next batch are requested now, to arrive while this one computes;
+        # a large batch is copied by all threads (W1 at 2 threads: the serial copy was 51 us
+        # of a 1.7 ms bf16 step; +1.5% bf16, +1.8% float32)
+        t = run_threads(c.n_threads) if nb * d >= PAR_GATHER_MIN else 1
+        for r in prange(nb, num_threads=t, schedule="static"):
             if s + nb + r < c.n_rows:
                 fastbp_prefetch_row(X + c.perm[s + nb + r] * d, d * sizeof(floating))
             gather_row(c, X, T, sw, xg, tg, swg, w.lab, s, r)
