@@ -272,3 +272,37 @@ def test_fused_momentum_update_is_the_separate_pass(bf16_mode, which, opts, thre
     np.testing.assert_array_equal(ta.optimizer.state.buffers["momentum_buffer"],
                                   tb.optimizer.state.buffers["momentum_buffer"])
     assert np.all(np.isfinite(a.parameters))
+
+
+@pytest.mark.filterwarnings("ignore:training loss rose")
+@pytest.mark.parametrize("which", MODES)
+def test_fused_momentum_update_diverges_cleanly(bf16_mode, which, rng):
+    """Weights that blow up through weight decay (lr * wd = 1000) while loss and gradient
+    stay finite: the fused steps report the bounds of |p| and |buf| that the next step's
+    overflow check reads (once it cannot rule an overflow out, the step is backed up and
+    takes the separate pass), and training stops with TrainingDiverged at the same batch
+    and the same last finite parameters as with the separate pass throughout."""
+    bf16_mode(which)
+    X = rng.standard_normal((64, 24)).astype(np.float32)
+    Y = (rng.uniform(size=(64, 2)) > 0.5).astype(np.float32)
+
+    def run(fused):
+        old = _engine._set_fused_sgd(fused)
+        count = _engine._fused_sgd_count()
+        try:
+            net = fastbp.Network([24, 16, 2], activation="tanh", output="sigmoid", seed=0)
+            tr = fastbp.Trainer(net, loss="binary_cross_entropy", optimizer="sgd", lr=1.0,
+                                weight_decay=1000.0, momentum=0.9, batch_size=8,
+                                n_threads=1, precision="bf16", decay_biases=True)
+            with pytest.raises(fastbp.TrainingDiverged) as info:
+                tr.fit(X, Y, epochs=20, shuffle=False)
+            return net, (info.value.epoch, info.value.batch), _engine._fused_sgd_count() - count
+        finally:
+            _engine._set_fused_sgd(old)
+
+    a, where_a, n_fused = run(True)
+    b, where_b, _ = run(False)
+    assert n_fused > 0
+    assert np.isfinite(a.parameters).all()
+    assert where_a == where_b
+    np.testing.assert_array_equal(a.parameters, b.parameters)
