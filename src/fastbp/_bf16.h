@@ -201,14 +201,15 @@ FBP_MOMENTUM(fbp_b16_momentum, static inline __attribute__((always_inline)), flo
 FBP_MOMENTUM(fbp_b16_momentum, static inline, float, uint32_t, f32, 0x7fffffffu, 0x7f800000u)
 #endif
 
-/* rows [i0, i0 + mr) x columns [j0, j0 + nc) of C and sgd->p (the emulation's tiles, and
- * the few-rows and k = 0 paths of either mode: the same bits as the native tile's) */
-static void fbp_b16_sgd_block(const fbp_b16_sgd *sgd, float *C, ptrdiff_t ldc, int i0, int mr,
-                              int j0, int nc, uint32_t *mp, uint32_t *mb)
+/* the mr x nc block of the buffer at C and of the parameters at P (both ldc apart): the
+ * emulation's tiles, and the few-rows and k = 0 paths of either mode (the same bits as the
+ * native tile's) */
+static void fbp_b16_sgd_block(const fbp_b16_sgd *sgd, float *P, float *C, ptrdiff_t ldc, int mr,
+                              int nc, uint32_t *mp, uint32_t *mb)
 {
-    for (int r = i0; r < i0 + mr; r++)
-        fbp_b16_momentum(sgd->p + (ptrdiff_t)r * ldc + j0, C + (ptrdiff_t)r * ldc + j0, nc,
-                         sgd->lr, sgd->wd, sgd->keep, mp, mb);
+    for (int r = 0; r < mr; r++)
+        fbp_b16_momentum(P + (ptrdiff_t)r * ldc, C + (ptrdiff_t)r * ldc, nc, sgd->lr, sgd->wd,
+                         sgd->keep, mp, mb);
 }
 
 /* ---- the native kernel ----------------------------------------------------------------- */
@@ -495,11 +496,7 @@ static inline void fbp_b16_tile(int mode, int kp, const uint32_t *Ap, const uint
 #endif
     (void)mode;
     fbp_b16_tile_emu(kp, Ap, Bp, w, C, ldc, mr, nc, alpha, beta, first);
-    if (sgd != NULL) {
-        fbp_b16_sgd tile = *sgd;
-        tile.p = P;
-        fbp_b16_sgd_block(&tile, C, ldc, 0, mr, 0, nc, mp, mb);
-    }
+    if (sgd != NULL) fbp_b16_sgd_block(sgd, P, C, ldc, mr, nc, mp, mb);
 }
 
 /* pack op(A)[0:m, p0:p0+kc] into row tiles (see the top); tiles [t0, t1) only */
@@ -601,7 +598,7 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
                 float *c = C + (ptrdiff_t)i * ldc + j;
                 *c = beta == 0.0f ? 0.0f : beta * *c;
             }
-        if (sgd != NULL) fbp_b16_sgd_block(sgd, C, ldc, 0, m, 0, n, &sgd->pmax, &sgd->bmax);
+        if (sgd != NULL) fbp_b16_sgd_block(sgd, sgd->p, C, ldc, m, n, &sgd->pmax, &sgd->bmax);
         return 0;
     }
 #if !FBP_HAVE_BF16_ISA
@@ -629,7 +626,7 @@ static int fbp_bf16_gemm_ws(int mode, int ta, int tb, int m, int n, int k, float
             if (16 * v0 < c1)
                 fbp_b16_rows_avx(m, k, kcb, alpha, A, lda, B, ldb, beta, C, ldc, 16 * v0, c1);
         }
-        if (sgd != NULL) fbp_b16_sgd_block(sgd, C, ldc, 0, m, 0, n, &sgd->pmax, &sgd->bmax);
+        if (sgd != NULL) fbp_b16_sgd_block(sgd, sgd->p, C, ldc, m, n, &sgd->pmax, &sgd->bmax);
         return 0;
     }
 #endif

@@ -976,19 +976,18 @@ cdef inline int layer_grads(Layout* lay, Bufs* w, floating* params, floating* gr
     cdef Py_ssize_t j
     cdef const floating* src = X if i == 0 else <floating*>w.A[i]
     cdef floating* dw = grads + ly.w_off
-    cdef GradOpts gw
     cdef int ok
     global fused_sgd_count
     if drops(mode, ly):
         src = <floating*>w.D[i]
     if (floating is float and mode.b16 != NULL and c != NULL and c.direct and bk == NULL
             and l2coef == 0 and fuse_sgd and ly.n_in * ly.n_out <= FUSE_SGD_MAX):
-        # SGD momentum applied by the product to each tile of dW (the buffer) as it is made
-        range_opts(c, &gw, 1)
+        # SGD momentum applied by the product to each tile of dW (the buffer) as it is made,
+        # with the weights' decay (range_opts)
         ok = bf16_gemm_sgd_c(1, 0, <int>ly.n_in, <int>ly.n_out, <int>nb, 1, src, <int>ly.n_in,
                              <float*>w.G[i], <int>ly.n_out, beta, dw, <int>ly.n_out,
                              run_threads(nt), mode.b16, params + ly.w_off, <float>c.opt.lr,
-                             <float>gw.weight_decay,
+                             <float>c.opt.weight_decay,
                              <float>c.opt.momentum if not last else <float>1,
                              &c.new_param_max, &c.new_buffer_max)
         column_sums(<floating*>w.G[i], nb, ly.n_out, grads + ly.b_off, beta, nt)
@@ -1607,6 +1606,8 @@ cdef class TrainState:
 
 
 cdef Py_ssize_t PAR_GATHER_MIN = 32768   # floats of a batch worth copying with all threads
+
+
 cdef inline void gather_row(StepCtx* c, const floating* X, const floating* T,
                             const floating* sw, floating* xg, floating* tg, floating* swg,
                             long long* lab, Py_ssize_t s, Py_ssize_t r) noexcept nogil:
